@@ -1,0 +1,3 @@
+"""Airlock: a self-hosted, egress-free gateway and flight recorder for LLM agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The `airlock` command: a thin layer over the capabilities."""

@@ -1,0 +1,293 @@
+"""Reading the record: `airlock status`, `airlock traces list|show`, `airlock blob`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from airlock.cli.render import fmt_bytes, fmt_ms, fmt_time, parse_when
+from airlock.gateway.metrics import worker_statuses
+from airlock.record.enrich import sse_events
+from airlock.store.embedded import DataDir, DuckDBSpanReader, FileBlobStore
+from airlock.store.embedded.blobs import BlobCorrupt
+from airlock.store.interface import TraceFilter
+
+
+def _data_dir(data_dir: str | None, config_path: str | None) -> DataDir:
+    if data_dir:
+        return DataDir.at(data_dir)
+    from airlock.config import load_config
+    from airlock.errors import ConfigError
+
+    path = config_path or ("airlock.yaml" if Path("airlock.yaml").exists() else None)
+    if path is None:
+        raise click.UsageError("give --data-dir DIR or --config FILE (no airlock.yaml here)")
+    try:
+        return DataDir.at(load_config(path).data_dir)
+    except ConfigError as e:
+        raise click.UsageError(f"config refused: {e.detail}") from None
+
+
+def data_options(fn: Any) -> Any:
+    fn = click.option("--config", "-c", "config_path", default=None, help="Read data_dir from this config.")(fn)
+    fn = click.option("--data-dir", "-d", default=None, help="The data directory to read.")(fn)
+    return fn
+
+
+def _reader(data: DataDir) -> DuckDBSpanReader:
+    if not data.root.exists():
+        raise click.UsageError(f"no data directory at {data.root}")
+    return DuckDBSpanReader(data)
+
+
+@click.command()
+@data_options
+@click.option("--all", "show_all", is_flag=True, help="Include workers that have stopped.")
+def status(data_dir: str | None, config_path: str | None, show_all: bool) -> None:
+    """Recorder health per worker: queue depth, spills, drops, errors."""
+    data = _data_dir(data_dir, config_path)
+    rows = worker_statuses(data.run, live_only=not show_all)
+    console = Console()
+    if not rows:
+        console.print(f"no {'' if show_all else 'live '}gateway workers recorded in {data.root}")
+    else:
+        t = Table(title=f"recorder status ({data.root})")
+        for col in ("worker", "alive", "queue", "accepted", "written", "in WAL", "spilled", "dropped", "error"):
+            t.add_column(col, justify="right" if col not in ("worker", "error") else "left")
+        for s in rows:
+            t.add_row(
+                s["writer_id"],
+                "yes" if s["alive"] else "no",
+                f"{s['queue_depth']}/{s['queue_capacity']}",
+                str(s["accepted"]),
+                str(s["written"]),
+                str(s["wal_records"]),
+                str(s["spilled"]),
+                str(s["dropped"]),
+                s.get("error") or "",
+            )
+        console.print(t)
+    pending_wal = sum(1 for p in data.wal.glob("*.wal")) if data.wal.exists() else 0
+    pending_spill = sum(1 for p in data.spill.glob("*")) if data.spill.exists() else 0
+    console.print(f"write-ahead files: {pending_wal}   spill files: {pending_spill}")
+    if any(s.get("dropped") for s in rows):
+        sys.exit(1)
+
+
+@click.group()
+def traces() -> None:
+    """List and show recorded traces."""
+
+
+@traces.command("list")
+@data_options
+@click.option("--since", default=None, help="15m, 6h, 2d, or an ISO time.")
+@click.option("--until", default=None)
+@click.option("--tenant", default=None)
+@click.option("--model", default=None, help="The model asked for.")
+@click.option("--status", "status_", type=click.Choice(["ok", "error", "cancelled"]), default=None)
+@click.option("--attr", "attrs", multiple=True, help="KEY=VALUE; any column or free attribute. Repeatable.")
+@click.option("--limit", type=int, default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def traces_list(
+    data_dir: str | None,
+    config_path: str | None,
+    since: str | None,
+    until: str | None,
+    tenant: str | None,
+    model: str | None,
+    status_: str | None,
+    attrs: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Traces with at least one span matching every filter, newest first."""
+    attributes = {}
+    for a in attrs:
+        key, sep, value = a.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{a!r}: use KEY=VALUE", param_hint="--attr")
+        attributes[key] = value
+    flt = TraceFilter(
+        since_ns=parse_when(since) if since else None,
+        until_ns=parse_when(until) if until else None,
+        tenant=tenant,
+        model=model,
+        status=status_,
+        attributes=attributes,
+        limit=limit,
+    )
+    rows = _reader(_data_dir(data_dir, config_path)).traces(flt)
+    if as_json:
+        click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return
+    if not rows:
+        click.echo("no traces match")
+        return
+    t = Table(title=f"{len(rows)} traces")
+    for col in (
+        "trace",
+        "start (UTC)",
+        "tenant",
+        "task",
+        "models",
+        "spans",
+        "errors",
+        "failovers",
+        "tokens in/out",
+        "duration",
+    ):
+        t.add_column(col)
+    for r in rows:
+        errs = f"[red]{r['errors']}[/red]" if r["errors"] else "0"
+        t.add_row(
+            r["trace_id"][:16],
+            fmt_time(r["start_ns"]),
+            r["tenant"] or "-",
+            r["task"] or "-",
+            r["models"] or "-",
+            str(r["spans"]),
+            errs,
+            str(r["failovers"]),
+            f"{r['input_tokens']}/{r['output_tokens']}",
+            fmt_ms((r["end_ns"] - r["start_ns"]) / 1e6),
+        )
+    Console().print(t)
+
+
+def _decode_payload(blobs: FileBlobStore, digest: str | None, limit: int) -> str:
+    if not digest:
+        return "(none)"
+    try:
+        data = blobs.get(digest)
+    except KeyError:
+        return f"(blob {digest[:12]} missing)"
+    except BlobCorrupt:
+        return f"(blob {digest[:12]} CORRUPT: fails its hash check)"
+    try:
+        text = orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        events = sse_events(data)
+        if events:
+            text = f"SSE stream, {len(events)} events, {len(data)} bytes:\n" + "\n".join(
+                e.decode("utf-8", "replace") for e in events
+            )
+        else:
+            text = data.decode("utf-8", "replace")
+    return (
+        text
+        if len(text) <= limit
+        else text[:limit] + f"\n… ({len(text) - limit} more characters; airlock blob {digest[:16]})"
+    )
+
+
+@traces.command("show")
+@data_options
+@click.argument("trace")
+@click.option("--payloads/--no-payloads", default=True, show_default=True)
+@click.option("--max-chars", type=int, default=1500, show_default=True, help="Per payload.")
+@click.option("--json", "as_json", is_flag=True)
+def traces_show(
+    data_dir: str | None, config_path: str | None, trace: str, payloads: bool, max_chars: int, as_json: bool
+) -> None:
+    """A trace's spans as a tree, each with its hops and payloads. TRACE: trace id, request id, or a prefix."""
+    data = _data_dir(data_dir, config_path)
+    reader = _reader(data)
+    trace_id = reader.find_trace(trace)
+    if trace_id is None:
+        raise click.UsageError(f"no single trace matches {trace!r}")
+    spans = reader.spans_of_trace(trace_id)
+    hops = reader.hops_of_trace(trace_id)
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {"trace_id": trace_id, "spans": spans, "hops": hops}, option=orjson.OPT_INDENT_2, default=str
+            ).decode()
+        )
+        return
+    blobs = FileBlobStore(data.blobs)
+    by_span: dict[str, list[dict[str, Any]]] = {}
+    for h in hops:
+        by_span.setdefault(h["span_id"], []).append(h)
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for s in spans:
+        parent = s["parent_span_id"] if s["parent_span_id"] in ids else None
+        children.setdefault(parent, []).append(s)
+    root = Tree(f"trace [bold]{trace_id}[/bold]  ({len(spans)} spans)")
+
+    def add(node: Tree, span: dict[str, Any]) -> None:
+        colour = {"ok": "green", "error": "red", "cancelled": "yellow"}.get(span["status"], "white")
+        usage = f"tokens {span['gen_ai.usage.input_tokens']}/{span['gen_ai.usage.output_tokens']}"
+        if span.get("gen_ai.usage.cache_read.input_tokens"):
+            usage += f" (cached {span['gen_ai.usage.cache_read.input_tokens']})"
+        label = (
+            f"[{colour}]{span['status']}[/{colour}] {span['kind']} [bold]{span['gen_ai.request.model'] or ''}"
+            f"[/bold] → {span['gen_ai.response.model'] or '-'}  {fmt_ms(span['duration_ms'])}"
+            f"  ttft {fmt_ms(span['ttft_ms'])}  {usage}  span {span['span_id']}"
+        )
+        branch = node.add(label)
+        facts = [
+            f"start {fmt_time(span['start_ns'])}  tenant {span['airlock.tenant']}  http {span['http_status']}"
+            f"  stream {span['airlock.request.stream']}  finish {span['gen_ai.response.finish_reasons']}"
+        ]
+        if span["error_type"]:
+            facts.append(f"[red]error {span['error_type']}: {span['error_message']}[/red]")
+        attrs = dict(span.get("attributes") or {})
+        if attrs:
+            facts.append("attributes " + ", ".join(f"{k}={v}" for k, v in sorted(attrs.items())))
+        for f in facts:
+            branch.add(f)
+        hop_branch = branch.add(f"hops ({len(by_span.get(span['span_id'], []))})")
+        for h in by_span.get(span["span_id"], []):
+            hop_branch.add(
+                f"#{h['attempt']} {h['upstream']} {h['address']} region {h['region']} "
+                f"({h['jurisdiction']}, {h['deployment']}) → {h['outcome']}"
+                f"{' ' + str(h['http_status']) if h['http_status'] else ''}"
+                f"{'  ' + h['reason'] if h['reason'] else ''}  {fmt_ms((h['end_ns'] - h['start_ns']) / 1e6)}"
+            )
+        if payloads:
+            for col, title in (
+                ("airlock.payload.upstream_request", "sent upstream"),
+                ("airlock.payload.response", "received"),
+            ):
+                digest = span.get(col)
+                size = span.get(
+                    "airlock.payload.request_bytes" if "request" in col else "airlock.payload.response_bytes"
+                )
+                p = branch.add(f"{title}: sha256 {digest[:16] if digest else '-'}  {fmt_bytes(size)}")
+                p.add(_decode_payload(blobs, digest, max_chars))
+        for child in children.get(span["span_id"], []):
+            add(branch, child)
+
+    for s in children.get(None, []):
+        add(root, s)
+    Console().print(root)
+
+
+@click.command()
+@data_options
+@click.argument("digest")
+@click.option("--out", "-o", type=click.Path(), default=None, help="Write the bytes to a file.")
+def blob(data_dir: str | None, config_path: str | None, digest: str, out: str | None) -> None:
+    """Print a payload's exact bytes, verified against its sha256 (a unique prefix of 8+ characters works)."""
+    blobs = FileBlobStore(_data_dir(data_dir, config_path).blobs)
+    try:
+        data = blobs.get(blobs.resolve(digest))
+    except KeyError as e:
+        raise click.UsageError(str(e.args[0]) if e.args else "no such blob") from None
+    except BlobCorrupt as e:
+        click.echo(f"airlock: {e}", err=True)
+        sys.exit(3)
+    if out:
+        Path(out).write_bytes(data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()

@@ -1,0 +1,146 @@
+"""The shape of airlock.yaml. Unknown keys are refused everywhere (extra="forbid")."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(Strict):
+    """USD per million tokens of each kind, plus a per-request fee; effective from a date."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    cached_read_per_mtok: float | None = Field(None, ge=0)
+    cache_write_per_mtok: float | None = Field(None, ge=0)
+    reasoning_per_mtok: float | None = Field(None, ge=0)
+    per_request: float = Field(0.0, ge=0)
+    effective_from: date | None = None
+
+
+class ModelSpec(Strict):
+    name: str = Field(min_length=1)
+    upstream_model: str | None = None  # the name the upstream knows it by, if different
+    tokenizer: str | None = None  # a tokenizer id, e.g. cl100k_base
+    context_window: int | None = Field(None, gt=0)
+    prices: list[Price] = Field(default_factory=list)
+
+
+DeploymentType = Literal["self_hosted", "on_prem", "private_cloud", "public_cloud", "simulator"]
+
+
+class Upstream(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    base_url: str
+    api_style: Literal["openai"] = "openai"
+    region: str
+    jurisdiction: str
+    deployment: DeploymentType = "self_hosted"
+    api_key_env: str | None = None  # the *name* of an environment variable, never the secret
+    models: list[ModelSpec] = Field(min_length=1)
+    timeout_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(2.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, e.g. http://10.0.0.5:8000/v1")
+        return v.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.replace("_", "").isalnum() or v.startswith(("sk-", "Bearer"))):
+            raise ValueError("must name an environment variable (e.g. OPENAI_KEY), not hold the secret")
+        return v
+
+
+class Target(Strict):
+    upstream: str
+    model: str
+
+
+class Route(Strict):
+    alias: str = Field(min_length=1)
+    targets: list[Target] = Field(min_length=1)
+
+
+class ApiKey(Strict):
+    tenant: str = Field(min_length=1)
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKey:
+        if (self.key_sha256 is None) == (self.key_env is None):
+            raise ValueError("give exactly one of key_sha256 or key_env")
+        return self
+
+
+class Node(Strict):
+    name: str = "airlock-1"
+    region: str = "local"
+    jurisdiction: str | None = None
+
+
+class Server(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    upstream_pool_size: int = Field(256, gt=0)
+
+
+class Recorder(Strict):
+    queue_size: int = Field(20_000, gt=0)
+    batch_max_records: int = Field(2_000, gt=0)
+    segment_max_records: int = Field(50_000, gt=0)
+    segment_max_age_s: float = Field(1.0, gt=0)
+    compact_min_segments: int = Field(16, ge=2)
+    durable: bool = False  # a record reaches the fsynced write-ahead file before its response completes
+    group_sync_ms: float = Field(2.0, ge=0)
+    on_record_failure: Literal["serve", "refuse"] = "serve"
+    stream_usage: Literal["inject", "passthrough"] = "inject"
+
+
+class Config(Strict):
+    data_dir: str = "./data"
+    node: Node = Node()
+    server: Server = Server()
+    recorder: Recorder = Recorder()
+    upstreams: list[Upstream] = Field(min_length=1)
+    routes: list[Route] = Field(default_factory=list)
+    api_keys: list[ApiKey] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        names = [u.name for u in self.upstreams]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"upstream names must be unique; repeated: {sorted(dupes)}")
+        served = {u.name: {m.name for m in u.models} for u in self.upstreams}
+        for route in self.routes:
+            for t in route.targets:
+                if t.upstream not in served:
+                    raise ValueError(f"route {route.alias!r} names unknown upstream {t.upstream!r}")
+                if t.model not in served[t.upstream]:
+                    raise ValueError(f"route {route.alias!r}: upstream {t.upstream!r} does not serve model {t.model!r}")
+        aliases = [r.alias for r in self.routes]
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("route aliases must be unique")
+        return self
+
+    def upstream(self, name: str) -> Upstream:
+        for u in self.upstreams:
+            if u.name == name:
+                return u
+        raise KeyError(name)

@@ -1,0 +1,129 @@
+"""Building a gateway worker: its state, its routes, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from airlock.config.schema import Config
+from airlock.errors import PROBLEM_CONTENT_TYPE, MethodNotAllowed, NotFound, problem_body
+from airlock.gateway.auth import Authenticator
+from airlock.gateway.egress import EgressClient
+from airlock.gateway.forward import Forwarder
+from airlock.gateway.handlers import CHAT, COMPLETIONS, EMBEDDINGS, model_handler
+from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
+from airlock.gateway.routing import Router
+from airlock.gateway.state import GatewayState
+from airlock.record.recorder import Recorder
+from airlock.record.writer import BatchWriter
+from airlock.store.embedded import DataDir, FileBlobStore, ParquetSegments, SQLiteState
+
+STATE_KEY = web.AppKey("airlock_state", GatewayState)
+
+
+def new_writer_id(node: str) -> str:
+    return f"{re.sub(r'[^A-Za-z0-9-]', '-', node)}_{os.getpid()}_{os.urandom(3).hex()}"
+
+
+def build_state(config: Config, environ: dict[str, str] | None = None) -> GatewayState:
+    data = DataDir.at(config.data_dir)
+    data.create()
+    writer_id = new_writer_id(config.node.name)
+    state_db = SQLiteState(data.state_db)
+    state_db.conn.execute(
+        "INSERT INTO writers(writer_id, node, region, pid) VALUES (?, ?, ?, ?)",
+        (writer_id, config.node.name, config.node.region, os.getpid()),
+    )
+    state_db.close()
+    recorder = Recorder(config.recorder, data, writer_id)
+    metrics = GatewayMetrics()
+    writer = BatchWriter(recorder, FileBlobStore(data.blobs), ParquetSegments(data), status_hook=metrics.snapshot)
+    egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
+    return GatewayState(
+        config=config,
+        recorder=recorder,
+        writer=writer,
+        router=Router(config, environ),
+        auth=Authenticator(config, environ),
+        egress=egress,
+        metrics=metrics,
+        forwarder=Forwarder(egress, metrics, config.node.name),
+    )
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+def build_app(state: GatewayState) -> web.Application:
+    app = web.Application(client_max_size=state.config.server.max_body_bytes)
+    app[STATE_KEY] = state
+    known_paths = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/healthz", "/metrics"}
+
+    async def models(request: web.Request) -> web.Response:
+        state.auth.tenant_for(request.headers.get("Authorization"))
+        return _json(
+            {
+                "object": "list",
+                "data": [{"id": name, "object": "model", "owned_by": "airlock"} for name in state.router.names()],
+            }
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        rec = state.recorder
+        healthy = rec.error is None
+        return _json(
+            {
+                "status": "ok" if healthy else "degraded",
+                "accepting": rec.accepting,
+                "recorder_error": rec.error,
+                "queue_depth": rec.queue.qsize(),
+            },
+            status=200 if rec.accepting else 503,
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        own = state.recorder.writer_id
+        others = [s for s in worker_statuses(state.recorder.data.run) if s.get("writer_id") != own]
+        mine = {**state.recorder.stats(), **state.metrics.snapshot()}
+        return web.Response(text=render([mine, *others]), content_type="text/plain", charset="utf-8")
+
+    async def fallback(request: web.Request) -> web.Response:
+        if request.path in known_paths:
+            err: MethodNotAllowed | NotFound = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        else:
+            err = NotFound(f"no endpoint at {request.path}")
+        return web.Response(status=err.status, body=problem_body(err), content_type=PROBLEM_CONTENT_TYPE)
+
+    async def models_guarded(request: web.Request) -> web.Response:
+        from airlock.errors import AirlockError
+
+        try:
+            return await models(request)
+        except AirlockError as e:
+            return web.Response(status=e.status, body=problem_body(e), content_type=PROBLEM_CONTENT_TYPE)
+
+    app.router.add_post("/v1/chat/completions", model_handler(state, CHAT))
+    app.router.add_post("/v1/completions", model_handler(state, COMPLETIONS))
+    app.router.add_post("/v1/embeddings", model_handler(state, EMBEDDINGS))
+    app.router.add_get("/v1/models", models_guarded)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/{tail:.*}", fallback)
+
+    async def on_startup(app: web.Application) -> None:
+        state.recorder.bind_loop(asyncio.get_running_loop())
+        state.writer.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        await state.egress.close()
+        await asyncio.get_running_loop().run_in_executor(None, state.writer.stop)
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app

@@ -1,0 +1,330 @@
+"""The OpenAI-compatible model endpoints. One handler serves chat completions, completions and
+embeddings: authenticate, parse, route, forward with failover, relay (streaming or not), and hand
+the exchange to the recorder after the response, never before (except in durable mode, where the
+response waits for the write-ahead file)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from airlock.errors import (
+    PROBLEM_CONTENT_TYPE,
+    AirlockError,
+    BadRequest,
+    PayloadTooLarge,
+    RecorderUnavailable,
+    UpstreamsExhausted,
+    problem_body,
+)
+from airlock.gateway.context import RequestContext, context_from
+from airlock.gateway.forward import Answer, _CancelledWithHops
+from airlock.gateway.routing import ResolvedTarget
+from airlock.gateway.sse import UsageFilter
+from airlock.gateway.state import GatewayState
+from airlock.record.ids import format_traceparent
+
+_PASS_HEADERS = ("Content-Type", "openai-processing-ms", "x-ratelimit-remaining-requests")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # metrics label
+    path: str  # upstream path under base_url
+    kind: str  # span kind
+    operation: str  # gen_ai.operation.name
+    streams: bool
+
+
+CHAT = Endpoint("chat", "/chat/completions", "model.chat", "chat", True)
+COMPLETIONS = Endpoint("completions", "/completions", "model.completion", "text_completion", True)
+EMBEDDINGS = Endpoint("embeddings", "/embeddings", "model.embedding", "embeddings", False)
+
+
+def problem(err: AirlockError, ctx: RequestContext) -> web.Response:
+    return web.Response(
+        status=err.status,
+        body=problem_body(err, instance=f"/requests/{ctx.request_id}"),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={"x-request-id": ctx.request_id, "traceparent": format_traceparent(ctx.trace_id, ctx.span_id)},
+    )
+
+
+class ModelCall:
+    """One exchange, from request to record."""
+
+    def __init__(self, state: GatewayState, endpoint: Endpoint, request: web.Request) -> None:
+        self.state = state
+        self.ep = endpoint
+        self.request = request
+        self.ctx = context_from(request)
+        self.record: dict[str, Any] = {}
+        self.payloads: dict[str, bytes] = {}
+        self.hops: list[dict[str, Any]] = []
+        self.ttft_ms: float | None = None
+        self.http_status = 500
+        self._committed = False
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    async def read_body(self) -> bytes:
+        limit = self.state.config.server.max_body_bytes
+        length = self.request.content_length
+        if length is not None and length > limit:
+            raise PayloadTooLarge(f"body of {length} bytes is over the limit of {limit}", limit=limit)
+        try:
+            raw = await self.request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes", limit=limit) from None
+        self.payloads["airlock.payload.request"] = raw
+        return raw
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise BadRequest(f"body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required and must be a string")
+        if self.ep is CHAT and not isinstance(body.get("messages"), list):
+            raise BadRequest("'messages' is required and must be a list")
+        if self.ep is COMPLETIONS and "prompt" not in body:
+            raise BadRequest("'prompt' is required")
+        if self.ep is EMBEDDINGS and "input" not in body:
+            raise BadRequest("'input' is required")
+        r = self.record
+        r["gen_ai.request.model"] = model
+        for col, key, typ in (
+            ("gen_ai.request.max_tokens", "max_tokens", int),
+            ("gen_ai.request.temperature", "temperature", float),
+            ("gen_ai.request.top_p", "top_p", float),
+            ("gen_ai.request.seed", "seed", int),
+        ):
+            value = body.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                r[col] = typ(value)
+        if r.get("gen_ai.request.max_tokens") is None and isinstance(body.get("max_completion_tokens"), int):
+            r["gen_ai.request.max_tokens"] = body["max_completion_tokens"]
+        tools = body.get("tools")
+        r["airlock.request.tool_count"] = len(tools) if isinstance(tools, list) else 0
+        return body
+
+    def body_maker(self, raw: bytes, body: dict[str, Any], stream: bool) -> tuple[Any, bool]:
+        """A function giving the bytes to send each target, and whether usage was injected.
+        The client's bytes go out untouched unless the model name or stream usage must change."""
+        inject = False
+        if stream and self.state.config.recorder.stream_usage == "inject":
+            opts = body.get("stream_options")
+            inject = not (isinstance(opts, dict) and opts.get("include_usage"))
+        cache: dict[str, bytes] = {}
+
+        def for_target(target: ResolvedTarget) -> bytes:
+            if target.upstream_model == body["model"] and not inject:
+                return raw
+            if target.upstream_model not in cache:
+                out = dict(body)
+                out["model"] = target.upstream_model
+                if inject:
+                    opts = dict(out.get("stream_options") or {})
+                    opts["include_usage"] = True
+                    out["stream_options"] = opts
+                cache[target.upstream_model] = orjson.dumps(out)
+            return cache[target.upstream_model]
+
+        return for_target, inject
+
+    # -- the whole exchange ----------------------------------------------------------------------
+
+    async def run(self) -> web.StreamResponse:
+        st = self.state
+        st.metrics.in_flight += 1
+        self.record["status"] = "ok"
+        try:
+            self.ctx.tenant = st.auth.tenant_for(self.request.headers.get("Authorization"))
+            if not st.recorder.accepting:
+                raise RecorderUnavailable(f"recorder error: {st.recorder.error}")
+            raw = await self.read_body()
+            body = self.parse(raw)
+            route = st.router.resolve(body["model"])
+            self.record["airlock.route"] = route.name
+            stream = self.ep.streams and body.get("stream") is True
+            self.record["airlock.request.stream"] = stream
+            body_for, injected = self.body_maker(raw, body, stream)
+            answer = await st.forwarder.send(
+                (self.ctx.trace_id, self.ctx.span_id),
+                route,
+                self.ep.path,
+                body_for,
+                stream,
+                format_traceparent(self.ctx.trace_id, self.ctx.span_id),
+            )
+            self.hops = answer.hops
+            self._served_by(answer)
+            if answer.response is not None:
+                return await self.relay_stream(answer, injected)
+            return await self.reply(answer)
+        except _CancelledWithHops as e:
+            self.hops = e.hops
+            self._cancelled("client disconnected before the upstream answered")
+            raise
+        except asyncio.CancelledError:
+            self._cancelled("client disconnected")
+            raise
+        except AirlockError as e:
+            if isinstance(e, UpstreamsExhausted):
+                self.hops = e.extra.get("_hops", [])
+            self.http_status = e.status
+            if not self._committed:
+                self.record.update(status="error", error_type=e.slug, error_message=e.detail[:1000])
+                if self.record.get("gen_ai.request.model") is None or e.status in (400, 401, 413):
+                    self.record["kind"] = "gateway.reject"
+                await self.commit()
+            return problem(e, self.ctx)
+        finally:
+            st.metrics.in_flight -= 1
+            st.metrics.request_done(self.ep.name, self.http_status, self.ctx.elapsed_ms())
+
+    def _served_by(self, answer: Answer) -> None:
+        up = answer.target.upstream
+        self.record.update(
+            {
+                "airlock.upstream": up.name,
+                "airlock.upstream.region": up.region,
+                "airlock.upstream.jurisdiction": up.jurisdiction,
+                "airlock.attempts": len(answer.hops),
+            }
+        )
+        self.payloads["airlock.payload.upstream_request"] = answer.sent
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "x-request-id": self.ctx.request_id,
+            "traceparent": format_traceparent(self.ctx.trace_id, self.ctx.span_id),
+        }
+
+    async def reply(self, answer: Answer) -> web.Response:
+        assert answer.body is not None
+        self.http_status = answer.status
+        self.payloads["airlock.payload.response"] = answer.body
+        self.record["_response_format"] = "json"
+        if answer.status >= 400:
+            self.record.update(status="error", error_type=f"upstream_http_{answer.status}")
+        headers = self._headers()
+        for h in _PASS_HEADERS:
+            if h in answer.headers:
+                headers[h] = answer.headers[h]
+        await self.commit()
+        return web.Response(status=answer.status, body=answer.body, headers=headers)
+
+    async def relay_stream(self, answer: Answer, injected: bool) -> web.StreamResponse:
+        upstream = answer.response
+        assert upstream is not None
+        self.http_status = 200
+        self.record["_response_format"] = "sse"
+        headers = self._headers()
+        headers.update({"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        out = web.StreamResponse(status=200, headers=headers)
+        chunks: list[bytes] = []
+        usage_filter = UsageFilter() if injected else None
+        writing = True
+        try:
+            await out.prepare(self.request)
+            writing = False
+            async for chunk in upstream.content.iter_any():
+                chunks.append(chunk)
+                data = usage_filter.feed(chunk) if usage_filter else chunk
+                if data:
+                    writing = True
+                    await out.write(data)
+                    writing = False
+                    if self.ttft_ms is None:
+                        self.ttft_ms = self.ctx.elapsed_ms()
+            if usage_filter and (rest := usage_filter.flush()):
+                writing = True
+                await out.write(rest)
+                writing = False
+        except asyncio.CancelledError:
+            upstream.close()
+            self.payloads["airlock.payload.response"] = b"".join(chunks)
+            self._cancelled("client disconnected mid-stream; upstream call cancelled")
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            upstream.close()
+            if writing:  # our write to the client failed: the client is gone
+                self.payloads["airlock.payload.response"] = b"".join(chunks)
+                self._cancelled("client disconnected mid-stream; upstream call cancelled")
+                return out
+            self.payloads["airlock.payload.response"] = b"".join(chunks)
+            self.record.update(
+                status="error", error_type="upstream_stream_broken", error_message=f"{type(e).__name__}: {e}"[:1000]
+            )
+            await self.commit()
+            return out
+        finally:
+            upstream.release()
+        self.payloads["airlock.payload.response"] = b"".join(chunks)
+        await self.commit()
+        await out.write_eof()
+        return out
+
+    # -- recording -------------------------------------------------------------------------------
+
+    def _cancelled(self, why: str) -> None:
+        if self._committed:
+            return
+        self._committed = True
+        self.http_status = 499  # client closed request (nginx's convention)
+        self.record.update(status="cancelled", error_type="client_disconnected", error_message=why)
+        self.state.recorder.submit(self.build_record())  # no awaiting inside a cancelled task
+
+    def build_record(self) -> dict[str, Any]:
+        ctx, r = self.ctx, self.record
+        r.setdefault("kind", self.ep.kind)
+        r.update(
+            {
+                "trace_id": ctx.trace_id,
+                "span_id": ctx.span_id,
+                "parent_span_id": ctx.parent_span_id,
+                "request_id": ctx.request_id,
+                "name": f"{self.ep.operation} {r.get('gen_ai.request.model') or ''}".strip(),
+                "start_ns": ctx.start_ns,
+                "end_ns": time.time_ns(),
+                "ttft_ms": self.ttft_ms,
+                "http_status": self.http_status,
+                "airlock.node": self.state.config.node.name,
+                "airlock.node.region": self.state.config.node.region,
+                "airlock.tenant": ctx.tenant,
+                "gen_ai.operation.name": self.ep.operation,
+                "attributes": ctx.attributes,
+                "airlock.request.headers": ctx.headers,
+                "_payloads": self.payloads,
+                "_hops": self.hops,
+            }
+        )
+        r.update(ctx.columns)
+        return r
+
+    async def commit(self) -> None:
+        self._committed = True
+        fut = self.state.recorder.submit(self.build_record())
+        if fut is not None:  # durable mode: the response waits for the write-ahead file
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), self.state.durable_wait_s)
+            except TimeoutError:
+                raise RecorderUnavailable("the record could not be made durable in time") from None
+
+
+def model_handler(state: GatewayState, endpoint: Endpoint) -> Any:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await ModelCall(state, endpoint, request).run()
+
+    return handle

@@ -1,0 +1,58 @@
+"""Model name to an ordered list of upstream targets (failover order)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from airlock.config.schema import Config, ModelSpec, Upstream
+from airlock.errors import ModelNotFound
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    upstream: Upstream
+    model: ModelSpec
+    upstream_model: str  # the model name sent upstream
+    auth_header: str | None  # injected, never recorded
+
+    @property
+    def address(self) -> str:
+        return self.upstream.base_url
+
+
+@dataclass(frozen=True)
+class ResolvedRoute:
+    name: str  # the alias, or the model name when addressed directly
+    targets: tuple[ResolvedTarget, ...]
+
+
+class Router:
+    def __init__(self, config: Config, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.routes: dict[str, ResolvedRoute] = {}
+
+        def target(up: Upstream, model_name: str) -> ResolvedTarget:
+            spec = next(m for m in up.models if m.name == model_name)
+            secret = env.get(up.api_key_env) if up.api_key_env else None
+            return ResolvedTarget(up, spec, spec.upstream_model or spec.name, f"Bearer {secret}" if secret else None)
+
+        by_model: dict[str, list[ResolvedTarget]] = {}
+        for up in config.upstreams:
+            for m in up.models:
+                by_model.setdefault(m.name, []).append(target(up, m.name))
+        for name, targets in by_model.items():
+            self.routes[name] = ResolvedRoute(name, tuple(targets))
+        for route in config.routes:  # an alias wins over a model of the same name
+            self.routes[route.alias] = ResolvedRoute(
+                route.alias, tuple(target(config.upstream(t.upstream), t.model) for t in route.targets)
+            )
+
+    def resolve(self, model: str) -> ResolvedRoute:
+        try:
+            return self.routes[model]
+        except KeyError:
+            raise ModelNotFound(f"no route or upstream serves model {model!r}", model=model) from None
+
+    def names(self) -> list[str]:
+        return sorted(self.routes)

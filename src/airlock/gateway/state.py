@@ -1,0 +1,27 @@
+"""Everything a gateway worker holds, built once at start-up and passed explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airlock.config.schema import Config
+from airlock.gateway.auth import Authenticator
+from airlock.gateway.egress import EgressClient
+from airlock.gateway.forward import Forwarder
+from airlock.gateway.metrics import GatewayMetrics
+from airlock.gateway.routing import Router
+from airlock.record.recorder import Recorder
+from airlock.record.writer import BatchWriter
+
+
+@dataclass
+class GatewayState:
+    config: Config
+    recorder: Recorder
+    writer: BatchWriter
+    router: Router
+    auth: Authenticator
+    egress: EgressClient
+    metrics: GatewayMetrics
+    forwarder: Forwarder
+    durable_wait_s: float = 5.0

@@ -1,0 +1,95 @@
+"""Facts read from a recorded exchange's payloads, off the request path (in the batch writer):
+provider-reported usage in all its parts, the served model, the response id, finish reasons and
+tool calls, from either a JSON body or the raw SSE bytes of a stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def _usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
+    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens")
+    if cached is None:
+        cached = usage.get("cache_read_input_tokens")
+    return {
+        "gen_ai.usage.input_tokens": usage.get("prompt_tokens", usage.get("input_tokens")),
+        "gen_ai.usage.output_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
+        "gen_ai.usage.cache_read.input_tokens": cached,
+        "gen_ai.usage.cache_creation.input_tokens": usage.get("cache_creation_input_tokens"),
+        "airlock.usage.reasoning_tokens": completion_details.get("reasoning_tokens"),
+        "airlock.usage.reported": True,
+    }
+
+
+def from_json_response(body: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    out: dict[str, Any] = {"gen_ai.response.id": doc.get("id"), "gen_ai.response.model": doc.get("model")}
+    choices = doc.get("choices") or []
+    reasons = [c.get("finish_reason") for c in choices if isinstance(c, dict) and c.get("finish_reason")]
+    if reasons:
+        out["gen_ai.response.finish_reasons"] = reasons
+    calls = sum(len((c.get("message") or {}).get("tool_calls") or []) for c in choices if isinstance(c, dict))
+    out["airlock.response.tool_call_count"] = calls
+    if isinstance(doc.get("usage"), dict):
+        out.update(_usage_columns(doc["usage"]))
+    return out
+
+
+def sse_events(raw: bytes) -> list[bytes]:
+    """The data payloads of an SSE byte stream, in order (comments and other fields skipped)."""
+    events = []
+    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            events.append(b"\n".join(data))
+    return events
+
+
+def from_sse_response(raw: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    reasons: dict[int, str] = {}
+    tool_calls: set[tuple[int, int]] = set()
+    for data in sse_events(raw):
+        if data == b"[DONE]":
+            continue
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(chunk, dict):
+            continue
+        out.setdefault("gen_ai.response.id", chunk.get("id"))
+        if chunk.get("model"):
+            out.setdefault("gen_ai.response.model", chunk.get("model"))
+        for choice in chunk.get("choices") or []:
+            idx = choice.get("index", 0)
+            if choice.get("finish_reason"):
+                reasons[idx] = choice["finish_reason"]
+            for call in (choice.get("delta") or {}).get("tool_calls") or []:
+                tool_calls.add((idx, call.get("index", 0)))
+        if isinstance(chunk.get("usage"), dict):
+            out.update(_usage_columns(chunk["usage"]))
+    if reasons:
+        out["gen_ai.response.finish_reasons"] = [reasons[k] for k in sorted(reasons)]
+    out["airlock.response.tool_call_count"] = len(tool_calls)
+    return out
+
+
+def enrich(record: dict[str, Any], response: bytes | None) -> None:
+    """Fill what the response says, never overwriting what the gateway already set."""
+    fmt = record.get("_response_format")
+    if not response or fmt not in ("json", "sse"):
+        return
+    facts = from_json_response(response) if fmt == "json" else from_sse_response(response)
+    for key, value in facts.items():
+        if value is not None and record.get(key) is None:
+            record[key] = value

@@ -1,0 +1,151 @@
+"""The recorder's front: a bounded in-memory queue the request path hands records to, and a spill
+file for when the queue is full. `submit` never waits on disk in the default mode; in durable mode
+it returns a future that completes once the record is in the fsynced write-ahead file.
+
+Counters (`stats`) make every outcome visible: accepted, spilled, dropped (the spill itself failed),
+written. Nothing is dropped silently."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import queue
+import threading
+import time
+from typing import Any
+
+from airlock.config.schema import Recorder as RecorderConfig
+from airlock.record import frames
+from airlock.store.embedded.layout import DataDir
+
+QueueItem = tuple[dict[str, Any], "asyncio.Future[None] | None"]
+
+
+class Spill:
+    """The overflow file, appended by the request path when the queue is full, drained by the writer."""
+
+    def __init__(self, folder: str, writer_id: str, durable: bool) -> None:
+        self.folder = folder
+        self.writer_id = writer_id
+        self.durable = durable
+        self.lock = threading.Lock()
+        self._file: frames.FrameFile | None = None
+        self._rotations = 0
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.folder, f"{self.writer_id}.spill")
+
+    def append(self, record: dict[str, Any]) -> None:
+        data = frames.encode(record)
+        with self.lock:
+            if self._file is None:
+                self._file = frames.FrameFile(self.path)
+                fcntl.flock(self._file.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._file.append(data)
+            if self.durable:
+                self._file.sync()
+
+    def pending(self) -> bool:
+        return self._file is not None and self._file.size > 0
+
+    def take(self) -> str | None:
+        """Rotate the spill file out for draining; returns its new path (still locked by the caller)."""
+        with self.lock:
+            if self._file is None or self._file.size == 0:
+                return None
+            self._rotations += 1
+            draining = os.path.join(self.folder, f"{self.writer_id}.{self._rotations:06d}.draining")
+            os.rename(self.path, draining)
+            self._file.close()
+            self._file = None
+            return draining
+
+    def close(self) -> None:
+        with self.lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class Recorder:
+    def __init__(self, cfg: RecorderConfig, data: DataDir, writer_id: str) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.writer_id = writer_id
+        self.queue: queue.Queue[QueueItem] = queue.Queue(maxsize=cfg.queue_size)
+        self.spill = Spill(str(data.spill), writer_id, cfg.durable)
+        self.accepted = 0
+        self.spilled = 0
+        self.dropped = 0
+        self.drop_reasons: dict[str, int] = {}
+        self.error: str | None = None  # last persistence error, None once writes succeed again
+        self.error_since: float | None = None
+        self.written = 0  # records in finished segments
+        self.wal_records = 0  # records in the write-ahead file, not yet in a segment
+        self.segments_written = 0
+        self.compactions = 0
+        self.recovered = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """False only when persistence is failing and policy says refuse unrecorded traffic."""
+        return self.error is None or self.cfg.on_record_failure == "serve"
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def submit(self, record: dict[str, Any]) -> asyncio.Future[None] | None:
+        """Hand a record over. Never blocks on the writer; returns a future only in durable mode."""
+        self.accepted += 1
+        fut: asyncio.Future[None] | None = None
+        if self.cfg.durable and self._loop is not None:
+            fut = self._loop.create_future()
+        try:
+            self.queue.put_nowait((record, fut))
+            return fut
+        except queue.Full:
+            pass
+        try:
+            self.spill.append(record)
+            self.spilled += 1
+        except OSError as e:
+            self.dropped += 1
+            reason = f"spill failed: {e.strerror or e}"
+            self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
+            self.note_error(reason)
+        if fut is not None:
+            fut.set_result(None)  # the spill write was synced (or failed and was counted)
+        return fut
+
+    def note_error(self, message: str) -> None:
+        if self.error is None:
+            self.error_since = time.time()
+        self.error = message
+
+    def clear_error(self) -> None:
+        self.error = None
+        self.error_since = None
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "writer_id": self.writer_id,
+            "pid": os.getpid(),
+            "queue_depth": self.queue.qsize(),
+            "queue_capacity": self.cfg.queue_size,
+            "accepted": self.accepted,
+            "spilled": self.spilled,
+            "dropped": self.dropped,
+            "drop_reasons": dict(self.drop_reasons),
+            "written": self.written,
+            "wal_records": self.wal_records,
+            "segments_written": self.segments_written,
+            "compactions": self.compactions,
+            "recovered": self.recovered,
+            "error": self.error,
+            "error_since": self.error_since,
+            "durable": self.cfg.durable,
+            "on_record_failure": self.cfg.on_record_failure,
+        }

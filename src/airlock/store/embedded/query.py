@@ -1,0 +1,129 @@
+"""The read side: DuckDB over the live Parquet segments. Readers never block writers: they open
+finished, renamed files only, and a query that races a compaction is retried once on a fresh list."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.segments import live_segments
+from airlock.store.interface import TraceFilter
+
+SPAN_COLUMNS = frozenset(SPAN_SCHEMA.names)
+
+# Friendly names for the columns people filter by most.
+ALIASES = {
+    "tenant": "airlock.tenant",
+    "model": "gen_ai.request.model",
+    "served_model": "gen_ai.response.model",
+    "upstream": "airlock.upstream",
+    "session": "airlock.session",
+    "task": "airlock.task",
+    "route": "airlock.route",
+}
+
+
+def q(name: str) -> str:
+    """A quoted identifier (column names hold dots)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDBSpanReader:
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect(":memory:")
+        for view, folder, schema in (("spans", self.data.spans, SPAN_SCHEMA), ("hops", self.data.hops, HOP_SCHEMA)):
+            files = [str(s.path) for s in live_segments(folder)]
+            if files:
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                con.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)")
+            else:
+                con.register(f"{view}_empty", schema.empty_table())
+                con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_empty")
+        return con
+
+    def sql(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        for attempt in range(2):
+            con = self._connect()
+            try:
+                cur = con.execute(query, list(params))
+                cols = [d[0] for d in cur.description or []]
+                return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            except duckdb.IOException:
+                if attempt:  # a segment vanished under us twice: something else is wrong
+                    raise
+            finally:
+                con.close()
+        raise AssertionError("unreachable")
+
+    def _where(self, flt: TraceFilter) -> tuple[str, list[Any]]:
+        clauses, params = ["TRUE"], []
+        if flt.since_ns is not None:
+            clauses.append("start_ns >= ?")
+            params.append(flt.since_ns)
+        if flt.until_ns is not None:
+            clauses.append("start_ns < ?")
+            params.append(flt.until_ns)
+        for col, value in (
+            ("airlock.tenant", flt.tenant),
+            ("gen_ai.request.model", flt.model),
+            ("status", flt.status),
+            ("trace_id", flt.trace_id),
+        ):
+            if value is not None:
+                clauses.append(f"{q(col)} = ?")
+                params.append(value)
+        for key, value in flt.attributes.items():
+            col = ALIASES.get(key, key)
+            if col in SPAN_COLUMNS:
+                clauses.append(f"CAST({q(col)} AS VARCHAR) = ?")
+            else:
+                clauses.append("attributes[?] = ?")
+                params.append(key)
+            params.append(value)
+        return " AND ".join(clauses), params
+
+    def traces(self, flt: TraceFilter) -> list[dict[str, Any]]:
+        """One row per trace with at least one span matching the filter."""
+        where, params = self._where(flt)
+        query = f"""
+            WITH hit AS (SELECT DISTINCT trace_id FROM spans WHERE {where})
+            SELECT s.trace_id,
+                   min(s.start_ns) AS start_ns,
+                   max(s.end_ns) AS end_ns,
+                   count(*) AS spans,
+                   any_value(s."airlock.tenant") AS tenant,
+                   any_value(s."airlock.task") AS task,
+                   string_agg(DISTINCT s."gen_ai.request.model", ',') AS models,
+                   sum(CASE WHEN s.status = 'error' THEN 1 ELSE 0 END) AS errors,
+                   sum(CASE WHEN s.status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
+                   sum(coalesce(s."gen_ai.usage.input_tokens", 0)) AS input_tokens,
+                   sum(coalesce(s."gen_ai.usage.output_tokens", 0)) AS output_tokens,
+                   sum(greatest(coalesce(s."airlock.attempts", 1) - 1, 0)) AS failovers
+            FROM spans s JOIN hit USING (trace_id)
+            GROUP BY s.trace_id
+            ORDER BY start_ns DESC
+            LIMIT {int(flt.limit)}
+        """
+        return self.sql(query, params)
+
+    def spans_of_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        return self.sql("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", [trace_id])
+
+    def hops_of_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        return self.sql("SELECT * FROM hops WHERE trace_id = ? ORDER BY span_id, attempt", [trace_id])
+
+    def find_trace(self, id_or_prefix: str) -> str | None:
+        """A trace id from a trace id, a span/request id, or a unique prefix of either."""
+        rows = self.sql(
+            "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ? || '%' OR span_id LIKE ? || '%'"
+            " OR request_id = ? LIMIT 2",
+            [id_or_prefix, id_or_prefix, id_or_prefix],
+        )
+        return rows[0]["trace_id"] if len(rows) == 1 else None
