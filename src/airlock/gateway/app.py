@@ -40,9 +40,11 @@ def build_state(config: Config, environ: dict[str, str] | None = None) -> Gatewa
         (writer_id, config.node.name, config.node.region, os.getpid()),
     )
     state_db.close()
-    recorder = Recorder(config.recorder, data, writer_id)
+    stamp = {"airlock.node": config.node.name, "airlock.node.region": config.node.region}
+    recorder = Recorder(config.recorder, data, writer_id, stamp)
     metrics = GatewayMetrics()
-    writer = BatchWriter(recorder, FileBlobStore(data.blobs), ParquetSegments(data), status_hook=metrics.snapshot)
+    blobs = FileBlobStore(data.blobs, writer_id)
+    writer = BatchWriter(recorder, blobs, ParquetSegments(data), status_hook=metrics.snapshot)
     egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
     return GatewayState(
         config=config,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ class Answer:
 
     target: ResolvedTarget
     status: int
-    headers: dict[str, str]
+    headers: Mapping[str, str]
     body: bytes | None  # None while a stream is still open
     response: aiohttp.ClientResponse | None
     sent: bytes  # the exact bytes sent upstream
@@ -33,11 +34,39 @@ class Answer:
 BodyFor = Any  # Callable[[ResolvedTarget], bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What stays the same for every call to one target at one path: computed once."""
+
+    url: str
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout
+
+
 class Forwarder:
     def __init__(self, egress: EgressClient, metrics: GatewayMetrics, node: str) -> None:
         self.egress = egress
         self.metrics = metrics
         self.node = node
+        self._prepared: dict[tuple[int, str, bool], _Prepared] = {}
+
+    def _prepare(self, target: ResolvedTarget, path: str, stream: bool) -> _Prepared:
+        key = (id(target), path, stream)
+        prep = self._prepared.get(key)
+        if prep is None:
+            up = target.upstream
+            url = up.base_url + path
+            self.egress.check(url)  # refused destinations are never cached, so each attempt is refused and counted
+            headers = {"Content-Type": "application/json"}
+            if stream:
+                headers["Accept"] = "text/event-stream"
+            if target.auth_header:
+                headers["Authorization"] = target.auth_header
+            timeout = aiohttp.ClientTimeout(
+                total=None if stream else up.timeout_s, connect=up.connect_timeout_s, sock_read=up.timeout_s
+            )
+            prep = self._prepared[key] = _Prepared(url, headers, timeout)
+        return prep
 
     def _hop(
         self,
@@ -81,23 +110,13 @@ class Forwarder:
         last_error = "no upstream was tried"
         for attempt, target in enumerate(route.targets, 1):
             up = target.upstream
-            url = up.base_url + path
             sent = body_for(target)
-            headers = {"Content-Type": "application/json", "traceparent": traceparent}
-            if stream:
-                headers["Accept"] = "text/event-stream"
-            if target.auth_header:
-                headers["Authorization"] = target.auth_header
-            timeout = aiohttp.ClientTimeout(
-                total=None if stream else up.timeout_s,
-                connect=up.connect_timeout_s,
-                sock_read=up.timeout_s,
-            )
             start = time.time_ns()
             resp: aiohttp.ClientResponse | None = None
             try:
-                self.egress.check(url)
-                resp = await self.egress.session.post(url, data=sent, headers=headers, timeout=timeout)
+                prep = self._prepare(target, path, stream)
+                headers = {**prep.headers, "traceparent": traceparent}
+                resp = await self.egress.session.post(prep.url, data=sent, headers=headers, timeout=prep.timeout)
                 if resp.status >= 500:
                     detail = (await resp.content.read(512)).decode("utf-8", "replace")
                     resp.release()
@@ -134,7 +153,7 @@ class Forwarder:
                 raise _CancelledWithHops(hops) from None
             outcome = "ok" if resp.status < 400 else "http_4xx"
             hops.append(self._hop(ids, attempt, target, start, outcome, resp.status, None))
-            return Answer(target, resp.status, dict(resp.headers), body, resp if body is None else None, sent, hops)
+            return Answer(target, resp.status, resp.headers, body, resp if body is None else None, sent, hops)
         raise UpstreamsExhausted(
             f"all {len(route.targets)} upstream(s) of {route.name!r} failed; last: {last_error}",
             hops=[

@@ -295,22 +295,17 @@ class ModelCall:
                 "span_id": ctx.span_id,
                 "parent_span_id": ctx.parent_span_id,
                 "request_id": ctx.request_id,
-                "name": f"{self.ep.operation} {r.get('gen_ai.request.model') or ''}".strip(),
                 "start_ns": ctx.start_ns,
                 "end_ns": time.time_ns(),
                 "ttft_ms": self.ttft_ms,
                 "http_status": self.http_status,
-                "airlock.node": self.state.config.node.name,
-                "airlock.node.region": self.state.config.node.region,
                 "airlock.tenant": ctx.tenant,
                 "gen_ai.operation.name": self.ep.operation,
-                "attributes": ctx.attributes,
-                "airlock.request.headers": ctx.headers,
+                "_raw_headers": self.request.raw_headers,
                 "_payloads": self.payloads,
                 "_hops": self.hops,
             }
         )
-        r.update(ctx.columns)
         return r
 
     async def commit(self) -> None:

@@ -70,8 +70,9 @@ class Spill:
 
 
 class Recorder:
-    def __init__(self, cfg: RecorderConfig, data: DataDir, writer_id: str) -> None:
+    def __init__(self, cfg: RecorderConfig, data: DataDir, writer_id: str, stamp: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
+        self.stamp = stamp or {}  # columns every record of this writer carries (node, region)
         self.data = data
         self.writer_id = writer_id
         self.queue: queue.Queue[QueueItem] = queue.Queue(maxsize=cfg.queue_size)

@@ -1,8 +1,8 @@
 """The batch writer: one thread per recorder that turns queued records into durable storage.
 
-For each batch: append the records (payload bytes included) to the write-ahead file, fsync it in
-durable mode and complete the waiting futures, then store payloads in the blob store and keep the
-rows. When the open segment is old enough or big enough, write it as Parquet (temp name, rename) and
+For each batch: store the payloads in the blob store, append the finished rows to the write-ahead
+file (fsynced in durable mode, then the waiting futures complete), and keep the rows in the open
+segment. When the open segment is old enough or big enough, write it as Parquet (temp name, rename) and
 delete the write-ahead file it came from. On start, write-ahead and spill files that no live process
 holds (a crash, a kill -9) are replayed first. An OSError anywhere keeps the batch and retries with
 backoff; meanwhile the queue fills and the request path spills, so nothing is lost silently.
@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,52 +26,73 @@ import pyarrow as pa
 
 from airlock.record import frames
 from airlock.record.enrich import enrich
+from airlock.record.headers import apply_headers
 from airlock.record.recorder import QueueItem, Recorder
 from airlock.record.schema import HOP_SCHEMA, PAYLOAD_COLUMNS, SCHEMA_VERSION, SPAN_SCHEMA
-from airlock.store.embedded.blobs import FileBlobStore
+from airlock.store.embedded.blobs import PackBlobStore
 from airlock.store.embedded.segments import ParquetSegments
 
 log = logging.getLogger("airlock.recorder")
 
-_SPAN_NAMES = SPAN_SCHEMA.names
-_HOP_NAMES = HOP_SCHEMA.names
+
+def store_payloads(records: list[dict[str, Any]], blobs: PackBlobStore, sync: bool = False) -> None:
+    """Put every payload of a batch in the blob store at once; set each record's digest columns."""
+    places, items = [], []
+    for record in records:
+        payloads: dict[str, bytes] = record.get("_payloads") or {}
+        for column in PAYLOAD_COLUMNS:
+            data = payloads.get(column)
+            if data is not None:
+                places.append((record, column))
+                items.append(data)
+    for (record, column), digest in zip(places, blobs.put_many(items, sync=sync), strict=True):
+        record[column] = digest
 
 
-def to_rows(record: dict[str, Any], blobs: FileBlobStore) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One span row and its hop rows from a queued record; payloads go to the blob store."""
-    payloads: dict[str, bytes] = record.get("_payloads") or {}
-    enrich(record, payloads.get("airlock.payload.response"))
-    for column in PAYLOAD_COLUMNS:
-        data = payloads.get(column)
-        if data is not None:
-            record[column] = blobs.put(data)
-    if record.get("airlock.payload.request_bytes") is None and "airlock.payload.request" in payloads:
-        record["airlock.payload.request_bytes"] = len(payloads["airlock.payload.request"])
-    if record.get("airlock.payload.response_bytes") is None and "airlock.payload.response" in payloads:
-        record["airlock.payload.response_bytes"] = len(payloads["airlock.payload.response"])
+def finish_row(record: dict[str, Any], stamp: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Turn a queued record, whose payloads are already stored, into its span row, in place: facts
+    read from the response, digests instead of bytes, JSON for nested values. The row keeps its hops
+    under "_hops". Idempotent, so a row read back from the write-ahead file passes through unchanged."""
+    raw_headers = record.pop("_raw_headers", None)
+    if raw_headers is not None:
+        apply_headers(record, raw_headers)
+    if stamp:
+        for key, value in stamp.items():
+            record.setdefault(key, value)
+    if record.get("name") is None:
+        operation = record.get("gen_ai.operation.name") or record.get("kind")
+        record["name"] = f"{operation} {record.get('gen_ai.request.model') or ''}".strip()
+    payloads: dict[str, bytes] | None = record.pop("_payloads", None)
+    if payloads:
+        enrich(record, payloads.get("airlock.payload.response"))
+        for column, size_column in (
+            ("airlock.payload.request", "airlock.payload.request_bytes"),
+            ("airlock.payload.response", "airlock.payload.response_bytes"),
+        ):
+            if record.get(size_column) is None and column in payloads:
+                record[size_column] = len(payloads[column])
+    record.pop("_response_format", None)
     for column in ("airlock.request.headers", "airlock.decisions"):
         value = record.get(column)
         if value is not None and not isinstance(value, str):
             record[column] = orjson.dumps(value).decode()
     attrs = record.get("attributes")
-    if isinstance(attrs, dict):
-        record["attributes"] = [(str(k), str(v)) for k, v in attrs.items()]
-    elif isinstance(attrs, list):  # already converted, then read back from a write-ahead file
-        record["attributes"] = [(str(k), str(v)) for k, v in attrs]
+    if isinstance(attrs, list):  # a map read back from msgpack arrives as pairs
+        record["attributes"] = {str(k): str(v) for k, v in attrs}
+    elif isinstance(attrs, dict) and not all(isinstance(v, str) for v in attrs.values()):
+        record["attributes"] = {str(k): str(v) for k, v in attrs.items()}
     start, end = record.get("start_ns"), record.get("end_ns")
     if start is not None and end is not None and record.get("duration_ms") is None:
         record["duration_ms"] = (end - start) / 1e6
     record["airlock.schema_version"] = SCHEMA_VERSION
-    span = {name: record.get(name) for name in _SPAN_NAMES}
-    hops = [{name: hop.get(name) for name in _HOP_NAMES} for hop in record.get("_hops") or ()]
-    return span, hops
+    return record
 
 
 class BatchWriter:
     def __init__(
         self,
         recorder: Recorder,
-        blobs: FileBlobStore,
+        blobs: PackBlobStore,
         segments: ParquetSegments,
         status_hook: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -83,8 +105,11 @@ class BatchWriter:
         self.writer_id = recorder.writer_id
         self.seq = 0
         self._wal: frames.FrameFile | None = None
-        self._spans: list[dict[str, Any]] = []
-        self._hops: list[dict[str, Any]] = []
+        # The open segment, as Arrow batches built per write batch: converting a whole segment's rows
+        # at once held the GIL for tens of milliseconds and stalled requests.
+        self._spans: list[pa.RecordBatch] = []
+        self._hops: list[pa.RecordBatch] = []
+        self._open_rows = 0
         self._opened_at = 0.0
         self._pending: list[QueueItem] = []
         self._draining: list[str] = []  # rotated spill files not yet moved into the write-ahead file
@@ -136,6 +161,10 @@ class BatchWriter:
                     os.unlink(path)  # its segment was written before the crash
                     return 0
             records, torn = frames.read_frames(path)
+            for r in records:
+                if "_blob_index" in r:
+                    self.blobs.restore_index(r["_blob_index"])
+            records = [r for r in records if "_blob_index" not in r]
             if torn:
                 log.warning("%s: ignored %d bytes of torn tail", path, torn)
             if records:
@@ -176,6 +205,7 @@ class BatchWriter:
                 time.sleep(self._backoff)
         if self._wal is not None:
             self._wal.close()
+        self._guarded(self.blobs.close)
         self.rec.spill.close()
         self.write_status(stopped=True)
 
@@ -220,7 +250,7 @@ class BatchWriter:
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
-        except OSError as e:
+        except (OSError, sqlite3.Error) as e:
             self.rec.note_error(f"{type(e).__name__}: {e.strerror or e}")
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
             log.error("recorder write failed (will retry): %s", e)
@@ -239,18 +269,22 @@ class BatchWriter:
             self.rec._loop.call_soon_threadsafe(_resolve_all, futures)
 
     def _process(self, batch: list[QueueItem]) -> None:
-        # Payloads first (idempotent), then the write-ahead file, then the rows: a failure at any step
-        # leaves nothing half-applied, so the retry of the same batch cannot duplicate a record.
-        spans, hops = [], []
-        for record, _ in batch:
-            span, span_hops = to_rows(record, self.blobs)
-            spans.append(span)
-            hops.extend(span_hops)
+        # Payloads first (idempotent; synced in durable mode), then the write-ahead file of finished
+        # rows, then the open segment: a failure at any step leaves nothing half-applied, so the retry
+        # of the same batch cannot duplicate a record.
+        records = [r for r, _ in batch]
+        store_payloads(records, self.blobs, sync=self.cfg.durable)
+        rows = [finish_row(r, self.rec.stamp) for r in records]
         wal = self._open_wal()
-        wal.append(b"".join(frames.encode(r) for r, _ in batch))
-        self.rec.wal_records += len(batch)
-        self._spans.extend(spans)
-        self._hops.extend(hops)
+        index = self.blobs.take_unlogged()
+        head = frames.encode({"_blob_index": index}) if index else b""
+        wal.append(head + b"".join(frames.encode(r) for r in rows))
+        self.rec.wal_records += len(rows)
+        self._spans.append(pa.RecordBatch.from_pylist(rows, schema=SPAN_SCHEMA))
+        hops = [hop for row in rows for hop in row.get("_hops") or ()]
+        if hops:
+            self._hops.append(pa.RecordBatch.from_pylist(hops, schema=HOP_SCHEMA))
+        self._open_rows += len(rows)
 
     def _sync_wal(self) -> None:
         if self.cfg.durable and self._wal is not None:
@@ -266,23 +300,24 @@ class BatchWriter:
 
     def _segment_due(self) -> bool:
         return (
-            len(self._spans) >= self.cfg.segment_max_records
+            self._open_rows >= self.cfg.segment_max_records
             or time.monotonic() - self._opened_at >= self.cfg.segment_max_age_s
         )
 
     def _flush_segment(self) -> None:
-        spans = pa.Table.from_pylist(self._spans, schema=SPAN_SCHEMA)
-        hops = pa.Table.from_pylist(self._hops, schema=HOP_SCHEMA)
+        self.blobs.commit_index()  # anything a segment makes visible must be findable
+        spans = pa.Table.from_batches(self._spans, schema=SPAN_SCHEMA)
+        hops = pa.Table.from_batches(self._hops, schema=HOP_SCHEMA)
         self.segments.write(self.writer_id, self.seq, spans, hops)
         if self._wal is not None:
             self._wal.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._wal.path)
             self._wal = None
-        self.rec.written += len(self._spans)
+        self.rec.written += self._open_rows
         self.rec.wal_records = 0
         self.rec.segments_written += 1
-        self._spans, self._hops = [], []
+        self._spans, self._hops, self._open_rows = [], [], 0
         self.seq += 1
 
     def _compact(self) -> None:
