@@ -64,6 +64,9 @@ class Simulator:
         self._counts: OrderedDict[bytes, int] = OrderedDict()
         self._seen_prefixes: set[str] = set()
         self.requests = 0
+        self.streams_completed = 0
+        self.streams_aborted = 0  # the client (e.g. the gateway) went away mid-stream
+        self.last_body_sha256: str | None = None
 
     def count(self, text: str) -> int:
         key = text.encode()
@@ -147,8 +150,10 @@ def build_sim_app(profile: SimProfile) -> web.Application:
 
     async def chat(request: web.Request) -> web.StreamResponse:
         sim.requests += 1
+        raw = await request.read()
+        sim.last_body_sha256 = hashlib.sha256(raw).hexdigest()
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
             messages = body["messages"]
             model = body["model"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -197,18 +202,14 @@ def build_sim_app(profile: SimProfile) -> web.Application:
             if profile.tokens_per_s:
                 await asyncio.sleep(completion / profile.tokens_per_s)
             return web.Response(body=orjson.dumps(doc), content_type="application/json", headers=headers)
-        return await _stream(
-            request,
-            profile,
-            rid,
-            model,
-            words,
-            call,
-            finish,
-            usage,
-            bool((body.get("stream_options") or {}).get("include_usage")),
-            headers,
-        )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        try:
+            out = await _stream(request, profile, rid, model, words, call, finish, usage, include_usage, headers)
+        except (ConnectionResetError, asyncio.CancelledError):
+            sim.streams_aborted += 1
+            raise
+        sim.streams_completed += 1
+        return out
 
     async def completions(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
@@ -273,7 +274,20 @@ def build_sim_app(profile: SimProfile) -> web.Application:
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
+
+    async def stats(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "region": profile.region,
+                "requests": sim.requests,
+                "streams_completed": sim.streams_completed,
+                "streams_aborted": sim.streams_aborted,
+                "last_body_sha256": sim.last_body_sha256,
+            }
+        )
+
     app.router.add_post("/sim/profile", set_profile)
+    app.router.add_get("/sim/stats", stats)
     return app
 
 
