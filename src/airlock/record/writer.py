@@ -142,6 +142,7 @@ class BatchWriter:
                 total += self._recover_file(os.path.join(folder, name), name)
         self.rec.recovered += total
         if total:
+            self._flush_segment()  # recovered records become visible now, not at the next age limit
             log.warning("recovered %d records from an earlier run", total)
         return total
 
