@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from helpers import API_KEY, Gateway, Sim, free_port, wait_recorded, write_config
 
 from airlock.store.embedded import DataDir, DuckDBSpanReader
+from helpers import API_KEY, Gateway, Sim, free_port, wait_recorded, write_config
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
@@ -39,9 +39,9 @@ def test_failover_on_5xx_and_connect_error_records_each_hop(tmp_path: Path) -> N
     )
     text = text.replace(
         "upstreams:\n",
-        "upstreams:\n- name: sim-dead\n  base_url: http://127.0.0.1:%d/v1\n"
+        f"upstreams:\n- name: sim-dead\n  base_url: http://127.0.0.1:{dead_port}/v1\n"
         "  region: ap-south-1\n  jurisdiction: IN\n  deployment: simulator\n"
-        "  connect_timeout_s: 0.5\n  models: [{name: sim-large}]\n" % dead_port,
+        "  connect_timeout_s: 0.5\n  models: [{name: sim-large}]\n",
         1,
     )
     cfg.write_text(text)

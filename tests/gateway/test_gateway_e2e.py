@@ -12,9 +12,9 @@ import httpx
 import openai
 import orjson
 import pytest
-from helpers import API_KEY, OTHER_KEY, Gateway, Sim, wait_recorded, write_config
 
 from airlock.store.embedded import DataDir, DuckDBSpanReader, FileBlobStore
+from helpers import API_KEY, OTHER_KEY, Gateway, Sim, wait_recorded, write_config
 
 TOOLS = [
     {

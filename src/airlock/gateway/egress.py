@@ -10,24 +10,26 @@ import aiohttp
 from airlock.errors import EgressRefused
 
 
-def _host_port(url: str) -> tuple[str, int]:
+def _destination(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port): the scheme counts, so plain HTTP to a host configured for TLS is refused."""
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return (parts.hostname or "").lower(), port
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 class EgressClient:
     def __init__(self, allowed_urls: list[str], pool_size: int = 256) -> None:
-        self.allowed = {_host_port(u) for u in allowed_urls}
+        self.allowed = {_destination(u) for u in allowed_urls}
         self.refused = 0
         self.pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
 
     def check(self, url: str) -> None:
-        if _host_port(url) not in self.allowed:
+        dest = _destination(url)
+        if dest not in self.allowed:
             self.refused += 1
-            host, port = _host_port(url)
-            raise EgressRefused(f"{host}:{port} is not a configured destination", destination=f"{host}:{port}")
+            where = f"{dest[0]}://{dest[1]}:{dest[2]}"
+            raise EgressRefused(f"{where} is not a configured destination", destination=where)
 
     @property
     def session(self) -> aiohttp.ClientSession:
