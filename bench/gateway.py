@@ -2,7 +2,7 @@
 
 Usage:
     python bench/gateway.py [--duration S] [--concurrency 1,8,32] [--skip-litellm]
-                            [--stream-requests N] [--warmup S] [--output bench/RESULTS.md]
+                            [--stream-requests N] [--warmup S] [--keep-logs] [--output bench/RESULTS.md]
 
 Run it with the project's venv (/work/main/.venv/bin/python). It starts, on 127.0.0.1 only:
 
@@ -70,10 +70,12 @@ STREAM_BODY = {
 DIRECT, PASSTHROUGH, AIRLOCK, LITELLM = "direct (sim)", "bare pass-through", "Airlock", "LiteLLM"
 # Lines in LiteLLM's log that show it tried to reach something outside this machine.
 EGRESS_MARKERS = re.compile(
-    r"ConnectError|Name or service not known|Temporary failure in name resolution|fetch attempt|getaddrinfo"
+    r"ConnectError|Name or service not known|Temporary failure in name resolution|fetch attempt|getaddrinfo|ProxyError"
 )
 
 console = Console()
+if not console.is_terminal:
+    console = Console(width=180)
 NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -516,7 +518,7 @@ def by(results: list[WrkResult], path: str, conns: int) -> WrkResult | None:
     return next((r for r in results if r.path == path and r.conns == conns), None)
 
 
-def throughput_grid(results: list[WrkResult]) -> Grid:
+def throughput_grid(results: list[WrkResult], litellm: LiteLLMStatus) -> Grid:
     head = ["conns", "path", "req/s", "p50 ms", "p99 ms", "+p50 vs direct ms", "non-2xx/errors",
             "Airlock ÷ pass-through", "Airlock ÷ LiteLLM"]  # fmt: skip
     rows = []
@@ -531,6 +533,8 @@ def throughput_grid(results: list[WrkResult]) -> Grid:
         rps = f"{r.rps:.0f}" if r.requests else "—"
         errors = str(r.errors) + (f" ({r.note})" if r.note else "")
         rows.append([str(r.conns), r.path, rps, f_ms(r.p50_ms), f_ms(r.p99_ms), f_add(added), errors, vs_pt, vs_ll])
+    if not litellm.available:
+        rows.append(["all", LITELLM, "unavailable", "—", "—", "—", litellm.reason, "", ""])
     return head, rows
 
 
@@ -652,7 +656,7 @@ system under test all run on it.
 
 ## Throughput and latency (non-streaming, {a.duration:g} s per row)
 
-{md_table(throughput_grid(report.throughput))}
+{md_table(throughput_grid(report.throughput, report.litellm))}
 
 ## Time to first token ({STREAM_TOKENS}-token stream, {a.stream_requests} sequential requests per path)
 
@@ -665,7 +669,7 @@ system under test all run on it.
 
 
 def print_report(report: Report) -> None:
-    console.print(rich_table("Throughput and latency", throughput_grid(report.throughput)))
+    console.print(rich_table("Throughput and latency", throughput_grid(report.throughput, report.litellm)))
     console.print(rich_table(f"Time to first token, {STREAM_TOKENS}-token stream", stream_grid(report.streams)))
     console.print(rich_table("Targets", targets_grid(report)))
     for note in report.notes:
@@ -723,6 +727,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-litellm", action="store_true", help="leave LiteLLM out")
     p.add_argument("--stream-requests", type=int, default=200, help="sequential streams per path (default 200)")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk warm-up per path (default 1)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     p.add_argument(
         "--output", type=Path, default=BENCH / "RESULTS.md", help="markdown report (default bench/RESULTS.md)"
     )
@@ -823,7 +828,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
         sink.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep_logs:
+            console.print(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     report.notes.append(f"Total benchmark time {time.monotonic() - t0:.0f} s.")
     print_report(report)
     args.output.write_text(markdown(report))

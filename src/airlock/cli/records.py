@@ -8,10 +8,10 @@ from typing import Any
 
 import click
 import orjson
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from airlock.cli.render import console as make_console
 from airlock.cli.render import fmt_bytes, fmt_ms, fmt_time, parse_when
 from airlock.gateway.metrics import worker_statuses
 from airlock.record.enrich import sse_events
@@ -54,7 +54,7 @@ def status(data_dir: str | None, config_path: str | None, show_all: bool) -> Non
     """Recorder health per worker: queue depth, spills, drops, errors."""
     data = _data_dir(data_dir, config_path)
     rows = worker_statuses(data.run, live_only=not show_all)
-    console = Console()
+    console = make_console()
     if not rows:
         console.print(f"no {'' if show_all else 'live '}gateway workers recorded in {data.root}")
     else:
@@ -159,7 +159,7 @@ def traces_list(
             f"{r['input_tokens']}/{r['output_tokens']}",
             fmt_ms((r["end_ns"] - r["start_ns"]) / 1e6),
         )
-    Console().print(t)
+    make_console().print(t)
 
 
 def _decode_payload(blobs: FileBlobStore, digest: str | None, limit: int) -> str:
@@ -269,7 +269,7 @@ def traces_show(
 
     for s in children.get(None, []):
         add(root, s)
-    Console().print(root)
+    make_console().print(root)
 
 
 @click.command()

@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 import click
+from rich.console import Console
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -46,3 +47,10 @@ def fmt_bytes(n: int | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+def console() -> Console:
+    """A console that is wide enough for the tables when output goes to a file or a pipe."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=160)

@@ -1,0 +1,292 @@
+"""Orchestrating the demo: start two simulated regions and the gateway as real processes on
+127.0.0.1, run the agent workload (a region fails half-way), stop everything, and report."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from airlock.cli.render import console as make_console
+from airlock.demo.workload import TaskResult, run_task
+from airlock.store.embedded import DataDir, DuckDBSpanReader
+
+KEYS = {"acme": "sk-demo-acme", "globex": "sk-demo-globex"}
+REVOKED_KEY = "sk-demo-revoked"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 - the child owns it for its lifetime
+    return subprocess.Popen(
+        [sys.executable, "-m", "airlock", *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited:\n{log.read_text()}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up in {timeout}s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def write_config(root: Path, eu_port: int, us_port: int, gw_port: int) -> Path:
+    upstream = {
+        "deployment": "simulator",
+        "models": [
+            {"name": "sim-large", "tokenizer": "cl100k_base"},
+            {"name": "sim-small", "tokenizer": "cl100k_base"},
+        ],
+    }
+    cfg = {
+        "data_dir": "data",
+        "node": {"name": "airlock-demo-1", "region": "eu-west-1", "jurisdiction": "EU"},
+        "server": {"host": "127.0.0.1", "port": gw_port},
+        "recorder": {"segment_max_age_s": 0.5},
+        "upstreams": [
+            {
+                "name": "sim-eu",
+                "base_url": f"http://127.0.0.1:{eu_port}/v1",
+                "region": "eu-west-1",
+                "jurisdiction": "EU",
+                **upstream,
+            },
+            {
+                "name": "sim-us",
+                "base_url": f"http://127.0.0.1:{us_port}/v1",
+                "region": "us-east-1",
+                "jurisdiction": "US",
+                **upstream,
+            },
+        ],
+        "routes": [
+            {
+                "alias": "agent-default",
+                "targets": [{"upstream": "sim-eu", "model": "sim-large"}, {"upstream": "sim-us", "model": "sim-large"}],
+            }
+        ],
+        "api_keys": [{"tenant": t, "key_sha256": hashlib.sha256(k.encode()).hexdigest()} for t, k in KEYS.items()],
+    }
+    path = root / "airlock.yaml"
+    path.write_text("# Written by `airlock demo`.\n" + yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def _abandon_stream(base_url: str) -> TaskResult:
+    """An agent that gives up on a stream after its first chunk: the gateway cancels the upstream call."""
+    client = openai.OpenAI(base_url=base_url, api_key=KEYS["acme"], max_retries=0)
+    result = TaskResult(
+        "task-abandoned", "", "acme", "support", steps=1, outcome="cancelled", detail="client gave up mid-stream"
+    )
+    stream = client.chat.completions.create(
+        model="agent-default",
+        stream=True,
+        max_tokens=400,
+        extra_headers={"x-airlock-task": result.task_id},
+        messages=[{"role": "user", "content": "Write the full refund policy, every clause."}],
+    )
+    next(iter(stream))
+    stream.response.close()
+    return result
+
+
+def _failing(base_url: str, kind: str, n: int) -> TaskResult:
+    if kind == "revoked-key":
+        return run_task(base_url, REVOKED_KEY, "unknown", n, stream=False)
+    return run_task(base_url, KEYS["globex"], "globex", n, stream=False, model="gpt-4o")  # not routed here
+
+
+def run_workload(base_url: str, tasks: int, eu_url: str, console: Console) -> list[TaskResult]:
+    plan: list[tuple[str, int]] = [("agent", n) for n in range(tasks)]
+    plan.insert(tasks // 3, ("revoked-key", 900))
+    plan.insert(2 * tasks // 3, ("unrouted-model", 901))
+    results: list[TaskResult] = []
+    half = len(plan) // 2
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
+    ) as progress:
+        bar = progress.add_task("agent tasks", total=len(plan) + 1, note="")
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for phase, part in enumerate((plan[:half], plan[half:])):
+                if phase == 1:
+                    httpx.post(f"{eu_url}/sim/profile", json={"error_rate": 1.0, "error_kinds": ["503"]})
+                    progress.update(bar, note="[yellow]eu-west-1 is failing: traffic fails over to us-east-1")
+                futures = []
+                for kind, n in part:
+                    if kind == "agent":
+                        tenant = "acme" if n % 2 == 0 else "globex"
+                        futures.append(pool.submit(run_task, base_url, KEYS[tenant], tenant, n, n % 3 == 1))
+                    else:
+                        futures.append(pool.submit(_failing, base_url, kind, n))
+                for f in futures:
+                    results.append(f.result())
+                    progress.advance(bar)
+        results.append(_abandon_stream(base_url))
+        progress.advance(bar)
+    return results
+
+
+def _wait_recorded(reader: DuckDBSpanReader, expected: int, timeout: float = 15) -> int:
+    deadline = time.monotonic() + timeout
+    n = 0
+    while time.monotonic() < deadline:
+        n = int(reader.sql("SELECT count(*) AS n FROM spans")[0]["n"])
+        if n >= expected:
+            break
+        time.sleep(0.1)
+    return n
+
+
+def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult], data: Path, cli: str) -> None:
+    ok = sum(r.outcome == "ok" for r in results)
+    console.print(
+        f"\n[bold]{len(results)} agent tasks[/bold]: {ok} completed, {len(results) - ok} failed or "
+        f"abandoned; {sum(r.steps for r in results)} model calls, {sum(r.tool_calls for r in results)} "
+        "tool results fed back."
+    )
+    rows: list[dict[str, Any]] = reader.sql("""
+        SELECT coalesce("airlock.upstream.region", '(none: rejected or exhausted)') AS region,
+               count(*) AS calls,
+               sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
+               sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors,
+               sum(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
+               sum(CASE WHEN "airlock.attempts" > 1 THEN 1 ELSE 0 END) AS failed_over,
+               sum(coalesce("gen_ai.usage.input_tokens", 0)) AS tokens_in,
+               sum(coalesce("gen_ai.usage.output_tokens", 0)) AS tokens_out,
+               sum(coalesce("gen_ai.usage.cache_read.input_tokens", 0)) AS cached,
+               quantile_cont(duration_ms, 0.5) AS p50_ms,
+               quantile_cont(duration_ms, 0.95) AS p95_ms
+        FROM spans GROUP BY 1 ORDER BY calls DESC""")
+    t = Table(title="The record, by the region that answered")
+    for col in (
+        "region",
+        "calls",
+        "ok",
+        "errors",
+        "cancelled",
+        "failed over",
+        "tokens in",
+        "cached",
+        "tokens out",
+        "p50",
+        "p95",
+    ):
+        t.add_column(col, justify="left" if col == "region" else "right")
+    for r in rows:
+        t.add_row(
+            r["region"],
+            str(r["calls"]),
+            str(r["ok"]),
+            str(r["errors"]),
+            str(r["cancelled"]),
+            str(r["failed_over"]),
+            str(r["tokens_in"]),
+            str(r["cached"]),
+            str(r["tokens_out"]),
+            f"{r['p50_ms'] or 0:.1f} ms",
+            f"{r['p95_ms'] or 0:.1f} ms",
+        )
+    console.print(t)
+    hops = reader.sql("SELECT upstream, outcome, count(*) AS n FROM hops GROUP BY 1, 2 ORDER BY 1, 2")
+    console.print("hops: " + ", ".join(f"{h['upstream']} {h['outcome']} x{h['n']}" for h in hops))
+    failed = [r for r in results if r.outcome != "ok"]
+    if failed:
+        ft = Table(title="Tasks that did not complete")
+        for col in ("task", "tenant", "outcome", "why"):
+            ft.add_column(col)
+        for r in failed:
+            ft.add_row(r.task_id, r.tenant, r.outcome, r.detail)
+        console.print(ft)
+    sample = next((r for r in results if r.outcome == "ok" and r.tool_calls), results[0])
+    d = f"-d {data}"
+    console.print("\n[bold]Explore the record[/bold]")
+    console.print(f"  {cli} traces list {d}")
+    console.print(f"  {cli} traces list {d} --status error")
+    console.print(f"  {cli} traces list {d} --attr locale=ja-JP --attr feature=scheduling")
+    console.print(f"  {cli} traces show {d} {sample.trace_id[:12]}      # a task as a tree: hops, exact bytes")
+    digest = reader.sql(
+        'SELECT "airlock.payload.upstream_request" AS h FROM spans WHERE trace_id = ? '
+        'AND "airlock.payload.upstream_request" IS NOT NULL LIMIT 1',
+        [sample.trace_id],
+    )
+    if digest:
+        console.print(f"  {cli} blob {d} {digest[0]['h'][:16]}         # the exact bytes sent upstream")
+    console.print(f"  {cli} status {d} --all")
+
+
+def run_demo(root: Path, tasks: int = 24) -> int:
+    console = make_console()
+    root = root.resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    eu_port, us_port, gw_port = _free_port(), _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        console.print(
+            "[bold]Airlock demo[/bold]: two simulated regions (eu-west-1, us-east-1), one gateway, "
+            f"{tasks} agent tasks. Everything runs on 127.0.0.1."
+        )
+        sim_args = ["--ttft-ms", "15", "--tokens-per-s", "800", "--output-tokens", "40"]
+        for port, region in ((eu_port, "eu-west-1"), (us_port, "us-east-1")):
+            log = root / f"sim-{region}.log"
+            procs.append(_start(["sim", "--port", str(port), "--region", region, *sim_args], log))
+            _wait(f"http://127.0.0.1:{port}/v1/models", procs[-1], log)
+        config = write_config(root, eu_port, us_port, gw_port)
+        gw_log = root / "gateway.log"
+        gateway = _start(["serve", "-c", str(config)], gw_log)
+        procs.append(gateway)
+        _wait(f"http://127.0.0.1:{gw_port}/healthz", gateway, gw_log)
+        console.print(f"gateway on http://127.0.0.1:{gw_port}/v1, config {config}")
+        results = run_workload(f"http://127.0.0.1:{gw_port}/v1", tasks, f"http://127.0.0.1:{eu_port}", console)
+        expected = sum(max(r.steps, 1) for r in results)
+        reader = DuckDBSpanReader(DataDir.at(root / "data"))
+        _wait_recorded(reader, expected)
+        _stop(gateway)  # a clean stop flushes the last segment
+        venv_cli = Path(sys.executable).parent / "airlock"
+        cli = os.path.relpath(venv_cli) if venv_cli.exists() else "airlock"
+        report(console, reader, results, Path(os.path.relpath(root / "data")), cli)
+        return 0
+    finally:
+        for p in reversed(procs):
+            _stop(p)

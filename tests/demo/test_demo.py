@@ -1,0 +1,28 @@
+"""`airlock demo` runs end to end and its record holds what the report claims."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from airlock.store.embedded import DataDir, DuckDBSpanReader
+
+
+def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "airlock", "demo", "--data-dir", str(root), "--tasks", "8"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Explore the record" in run.stdout and "Tasks that did not complete" in run.stdout
+    reader = DuckDBSpanReader(DataDir.at(root / "data"))
+    by_status = {r["status"]: r["n"] for r in reader.sql("SELECT status, count(*) AS n FROM spans GROUP BY 1")}
+    assert by_status["ok"] > 8 and by_status["error"] == 2 and by_status["cancelled"] == 1
+    outcomes = {(r["upstream"], r["outcome"]) for r in reader.sql("SELECT DISTINCT upstream, outcome FROM hops")}
+    assert ("sim-eu", "http_5xx") in outcomes and ("sim-us", "ok") in outcomes
+    tasks = reader.sql("SELECT count(DISTINCT trace_id) AS n FROM spans WHERE \"airlock.task\" LIKE 'task-0%'")
+    assert tasks[0]["n"] == 8
