@@ -339,7 +339,7 @@ def start_litellm(procs: Procs, workdir: Path, sim: str, sink: EgressSink, statu
     try:
         wait_ready(proc, base + "/health/liveliness", 180)
     except StartError as e:
-        status.reason = f"did not start: {str(e).splitlines()[0]}"
+        status.reason = f"did not start: {start_failure(proc)}"
         console.print(f"[red]LiteLLM: {e}")
         return None
     code, text = http("POST", base + "/v1/chat/completions", CHAT_BODY, LITELLM_KEY)
@@ -348,6 +348,14 @@ def start_litellm(procs: Procs, workdir: Path, sim: str, sink: EgressSink, statu
         return None
     status.available, status.reason = True, "ok"
     return base + "/v1"
+
+
+def start_failure(proc: Proc) -> str:
+    code = proc.popen.poll()
+    lines = [line.strip() for line in proc.tail(40).splitlines() if line.strip()]
+    errors = [line for line in lines if re.search(r"error|exception|refused|invalid", line, re.I)]
+    last = (errors or lines or ["(empty log)"])[-1][:200]
+    return f"{'exited with code ' + str(code) if code is not None else 'no answer on /health/liveliness'}; log: {last}"
 
 
 def litellm_egress(procs: Procs, sink: EgressSink) -> list[str]:
@@ -376,7 +384,19 @@ class WrkResult:
 
 
 def run_wrk(url: str, key: str, conns: int, duration: float) -> dict[str, Any]:
-    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--timeout", "10s", "-s", str(LUA), url, "--", key]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(duration))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        key,
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("BENCHJSON "):
@@ -424,6 +444,7 @@ def run_throughput(targets: list[Target], concurrency: list[int], duration: floa
 @dataclass
 class StreamResult:
     path: str
+    first_byte_ms: list[float] = field(default_factory=list)
     ttft_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
     errors: int = 0
@@ -438,15 +459,16 @@ def has_content(line: bytes) -> bool:
     return False
 
 
-async def one_stream(session: aiohttp.ClientSession, target: Target) -> tuple[float, float]:
-    """(time to first content token, time to the end of the stream), in ms."""
+async def one_stream(session: aiohttp.ClientSession, target: Target) -> tuple[float, float, float]:
+    """(time to the first body line, to the first content token, to the end of the stream), in ms."""
     headers = {"Authorization": f"Bearer {target.key}"}
     t0 = time.perf_counter()
     async with session.post(str(target.stream_url), json=STREAM_BODY, headers=headers) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {(await resp.text())[:160]}")
-        first = None
+        first = first_byte = None
         async for line in resp.content:
+            first_byte = first_byte or time.perf_counter() - t0
             if has_content(line):
                 first = time.perf_counter() - t0
                 break
@@ -454,9 +476,9 @@ async def one_stream(session: aiohttp.ClientSession, target: Target) -> tuple[fl
         async for chunk in resp.content.iter_any():
             tail = (tail + chunk)[-64:]
         total = time.perf_counter() - t0
-    if first is None or b"[DONE]" not in tail:
+    if first is None or first_byte is None or b"[DONE]" not in tail:
         raise RuntimeError("stream ended without content or without [DONE]")
-    return first * 1000, total * 1000
+    return first_byte * 1000, first * 1000, total * 1000
 
 
 async def run_streams(targets: list[Target], n: int, warmup: int = 5) -> list[StreamResult]:
@@ -467,12 +489,13 @@ async def run_streams(targets: list[Target], n: int, warmup: int = 5) -> list[St
             for target in targets:  # interleaved: one request per path per round
                 res = results[target.name]
                 try:
-                    ttft, total = await one_stream(session, target)
+                    first_byte, ttft, total = await one_stream(session, target)
                 except (aiohttp.ClientError, TimeoutError, RuntimeError) as e:
                     res.errors += 1
                     res.last_error = str(e)[:160]
                     continue
                 if i >= warmup:
+                    res.first_byte_ms.append(first_byte)
                     res.ttft_ms.append(ttft)
                     res.total_ms.append(total)
     return list(results.values())
@@ -546,6 +569,7 @@ def stream_grid(results: list[StreamResult]) -> Grid:
         "TTFT p50 ms",
         "TTFT p99 ms",
         "+TTFT p50 vs direct ms",
+        "first body byte p50 ms",
         "full stream p50 ms",
     ]
     direct = next((s for s in results if s.path == DIRECT), None)
@@ -555,7 +579,7 @@ def stream_grid(results: list[StreamResult]) -> Grid:
         added = p50 - pct(direct.ttft_ms, 50) if direct and s is not direct else float("nan")
         errors = str(s.errors) + (f" ({s.last_error})" if s.last_error else "")
         rows.append([s.path, str(len(s.ttft_ms)), errors, f_ms(p50, 3), f_ms(pct(s.ttft_ms, 99), 3), f_add(added),
-                     f_ms(pct(s.total_ms, 50))])  # fmt: skip
+                     f_ms(pct(s.first_byte_ms, 50), 3), f_ms(pct(s.total_ms, 50))])  # fmt: skip
     return head, rows
 
 
@@ -599,7 +623,7 @@ def targets_grid(report: Report) -> Grid:
 def md_table(grid: Grid) -> str:
     head, rows = grid
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(" ".join(c.split()).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -627,13 +651,14 @@ paths are interleaved per concurrency. "+p50 vs direct" is the path's p50 minus 
 concurrency; "non-2xx/errors" counts HTTP status ≥ 400 plus socket errors and timeouts. The streaming rows
 are sequential requests (one connection) for a {STREAM_TOKENS}-token SSE stream from a second sim started with
 `--output-tokens {STREAM_TOKENS}`, one request per path per round; TTFT is the time from sending the request to
-receiving the first SSE event with non-empty `delta.content`."""
+receiving the first SSE event with non-empty `delta.content`; "first body byte" is the time to the first line of
+the response body."""
 
 
 def markdown(report: Report) -> str:
     a = report.args
     machine = "\n".join(f"- {k}: {v}" for k, v in report.machine)
-    notes = "\n".join(f"- {n}" for n in report.notes) or "- none"
+    notes = "\n".join(f"- {' '.join(n.split())}" for n in report.notes) or "- none"
     conc = ",".join(map(str, a.concurrency))
     return f"""# Gateway benchmark
 
@@ -722,11 +747,11 @@ def dir_size(path: Path) -> tuple[int, int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
+    p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     p.add_argument("--concurrency", default="1,8,32", help="comma list of wrk connection counts (default 1,8,32)")
     p.add_argument("--skip-litellm", action="store_true", help="leave LiteLLM out")
     p.add_argument("--stream-requests", type=int, default=200, help="sequential streams per path (default 200)")
-    p.add_argument("--warmup", type=float, default=1.0, help="seconds of wrk warm-up per path (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up per path, 0 for none (default 1)")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     p.add_argument(
         "--output", type=Path, default=BENCH / "RESULTS.md", help="markdown report (default bench/RESULTS.md)"
