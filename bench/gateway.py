@@ -317,7 +317,7 @@ def litellm_env(sink: EgressSink) -> dict[str, str]:
         | {
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
             "LITELLM_MASTER_KEY": LITELLM_KEY,
-            "LITELLM_LOG": "ERROR",
+            "LITELLM_LOG": "WARNING",
             "LITELLM_TELEMETRY": "False",
             "PYTHONUNBUFFERED": "1",
         }
@@ -728,7 +728,7 @@ def machine_info(litellm: LiteLLMStatus) -> list[tuple[str, str]]:
         ("nproc", str(len(os.sched_getaffinity(0)))),
         ("CPU", read_first("/proc/cpuinfo", "model name")),
         ("memory", mem),
-        ("load average at start", " ".join(f"{x:.2f}" for x in os.getloadavg())),
+        ("load average before the runs", " ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("Python", platform.python_version()),
         ("wrk", " ".join(wrk[0].split()[:2]) if wrk else "?"),

@@ -163,6 +163,7 @@ def test_unwritable_store_keeps_serving_or_refuses_and_loses_nothing(
         assert "airlock_recorder_dropped_total 0" in httpx.get(f"{gw.url}/metrics").text
         assert len(rows) == 3
     finally:
+        client.close()
         gw.stop()
 
 

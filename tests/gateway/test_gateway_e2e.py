@@ -40,8 +40,9 @@ def gw(sims: dict[str, Sim], tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture
-def client(gw: Gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=API_KEY, max_retries=0)
+def client(gw: Gateway) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=API_KEY, max_retries=0) as c:
+        yield c
 
 
 def span(gw: Gateway, request_id: str) -> dict:
@@ -61,6 +62,9 @@ def test_chat_roundtrip_is_recorded_with_exact_bytes(
     raw = client.chat.completions.with_raw_response.create(
         model="sim-large",
         messages=[{"role": "user", "content": "hello"}],
+        temperature=0.2,
+        seed=11,
+        max_tokens=12,
         extra_headers={"x-airlock-task": "task-1", "x-airlock-attr-locale": "ja-JP"},
     )
     done = raw.parse()
@@ -73,6 +77,12 @@ def test_chat_roundtrip_is_recorded_with_exact_bytes(
     assert row["gen_ai.usage.input_tokens"] == done.usage.prompt_tokens
     assert row["gen_ai.usage.output_tokens"] == done.usage.completion_tokens
     assert row["gen_ai.response.finish_reasons"] == ["stop"]
+    assert (row["gen_ai.request.temperature"], row["gen_ai.request.seed"], row["gen_ai.request.max_tokens"]) == (
+        0.2,
+        11,
+        12,
+    )
+    assert row["airlock.request.tool_count"] == 0 and row["gen_ai.response.model"] == "sim-large"
     # The bytes recorded as sent upstream are the bytes the upstream received.
     sent = blobs.get(row["airlock.payload.upstream_request"])
     assert hashlib.sha256(sent).hexdigest() == sims["sim-eu"].stats()["last_body_sha256"]
@@ -103,7 +113,7 @@ def test_streaming_tool_call_passes_through_and_usage_is_recorded(
     row = span(gw, request_id)
     # ... but the record has the provider's usage, from the raw SSE bytes.
     assert row["airlock.request.stream"] is True and row["gen_ai.usage.input_tokens"] > 0
-    assert row["airlock.response.tool_call_count"] == 1
+    assert row["airlock.response.tool_call_count"] == 1 and row["airlock.request.tool_count"] == 1
     assert row["gen_ai.response.finish_reasons"] == ["tool_calls"]
     assert row["ttft_ms"] is not None and row["ttft_ms"] <= row["duration_ms"]
     raw = blobs.get(row["airlock.payload.response"])
@@ -153,8 +163,10 @@ def test_traceparent_joins_calls_into_one_trace(gw: Gateway, client: openai.Open
 
 
 def test_other_tenant_by_env_key(gw: Gateway) -> None:
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=OTHER_KEY, max_retries=0)
-    raw = c.chat.completions.with_raw_response.create(model="sim-small", messages=[{"role": "user", "content": "x"}])
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=OTHER_KEY, max_retries=0) as c:
+        raw = c.chat.completions.with_raw_response.create(
+            model="sim-small", messages=[{"role": "user", "content": "x"}]
+        )
     assert span(gw, raw.headers["x-request-id"])["airlock.tenant"] == "globex"
 
 

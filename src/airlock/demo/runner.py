@@ -123,6 +123,7 @@ def _abandon_stream(base_url: str) -> TaskResult:
     )
     next(iter(stream))
     stream.response.close()
+    client.close()
     return result
 
 

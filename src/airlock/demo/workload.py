@@ -133,6 +133,8 @@ def run_task(
         result.outcome, result.detail = "error", f"HTTP {e.status_code}: {body.get('detail', e.message)}"[:100]
     except openai.APIConnectionError as e:
         result.outcome, result.detail = "error", f"connection: {e}"[:100]
+    finally:
+        client.close()
     return result
 
 

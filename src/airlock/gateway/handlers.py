@@ -64,6 +64,7 @@ class ModelCall:
         self.ep = endpoint
         self.request = request
         self.ctx = context_from(request)
+        self.traceparent = format_traceparent(self.ctx.trace_id, self.ctx.span_id)
         self.record: dict[str, Any] = {}
         self.payloads: dict[str, bytes] = {}
         self.hops: list[dict[str, Any]] = []
@@ -101,21 +102,7 @@ class ModelCall:
             raise BadRequest("'prompt' is required")
         if self.ep is EMBEDDINGS and "input" not in body:
             raise BadRequest("'input' is required")
-        r = self.record
-        r["gen_ai.request.model"] = model
-        for col, key, typ in (
-            ("gen_ai.request.max_tokens", "max_tokens", int),
-            ("gen_ai.request.temperature", "temperature", float),
-            ("gen_ai.request.top_p", "top_p", float),
-            ("gen_ai.request.seed", "seed", int),
-        ):
-            value = body.get(key)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                r[col] = typ(value)
-        if r.get("gen_ai.request.max_tokens") is None and isinstance(body.get("max_completion_tokens"), int):
-            r["gen_ai.request.max_tokens"] = body["max_completion_tokens"]
-        tools = body.get("tools")
-        r["airlock.request.tool_count"] = len(tools) if isinstance(tools, list) else 0
+        self.record["gen_ai.request.model"] = model  # the rest of the request is read by the recorder
         return body
 
     def body_maker(self, raw: bytes, body: dict[str, Any], stream: bool) -> tuple[Any, bool]:
@@ -160,12 +147,7 @@ class ModelCall:
             self.record["airlock.request.stream"] = stream
             body_for, injected = self.body_maker(raw, body, stream)
             answer = await st.forwarder.send(
-                (self.ctx.trace_id, self.ctx.span_id),
-                route,
-                self.ep.path,
-                body_for,
-                stream,
-                format_traceparent(self.ctx.trace_id, self.ctx.span_id),
+                (self.ctx.trace_id, self.ctx.span_id), route, self.ep.path, body_for, stream, self.traceparent
             )
             self.hops = answer.hops
             self._served_by(answer)
@@ -206,10 +188,7 @@ class ModelCall:
         self.payloads["airlock.payload.upstream_request"] = answer.sent
 
     def _headers(self) -> dict[str, str]:
-        return {
-            "x-request-id": self.ctx.request_id,
-            "traceparent": format_traceparent(self.ctx.trace_id, self.ctx.span_id),
-        }
+        return {"x-request-id": self.ctx.request_id, "traceparent": self.traceparent}
 
     async def reply(self, answer: Answer) -> web.Response:
         assert answer.body is not None

@@ -16,6 +16,9 @@ import orjson
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
+_REQUEST_KEYS: dict[tuple[str, int], str] = {}
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.requests: dict[str, int] = {}  # "endpoint|class" -> count
@@ -24,7 +27,9 @@ class GatewayMetrics:
         self.in_flight = 0
 
     def request_done(self, endpoint: str, status: int, ms: float) -> None:
-        key = f"{endpoint}|{status // 100}xx"
+        key = _REQUEST_KEYS.get((endpoint, status // 100))
+        if key is None:
+            key = _REQUEST_KEYS[(endpoint, status // 100)] = f"{endpoint}|{status // 100}xx"
         self.requests[key] = self.requests.get(key, 0) + 1
         hist = self.latency.get(endpoint)
         if hist is None:

@@ -84,12 +84,45 @@ def from_sse_response(raw: bytes) -> dict[str, Any]:
     return out
 
 
-def enrich(record: dict[str, Any], response: bytes | None) -> None:
-    """Fill what the response says, never overwriting what the gateway already set."""
+_REQUEST_PARAMS = (
+    ("gen_ai.request.max_tokens", "max_tokens", int),
+    ("gen_ai.request.max_tokens", "max_completion_tokens", int),
+    ("gen_ai.request.temperature", "temperature", float),
+    ("gen_ai.request.top_p", "top_p", float),
+    ("gen_ai.request.seed", "seed", int),
+)
+
+
+def from_request(body: bytes) -> dict[str, Any]:
+    """Sampling parameters and tool count from the request the client sent."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for column, key, typ in _REQUEST_PARAMS:
+        value = doc.get(key)
+        if column not in out and isinstance(value, int | float) and not isinstance(value, bool):
+            out[column] = typ(value)
+    tools = doc.get("tools")
+    out["airlock.request.tool_count"] = len(tools) if isinstance(tools, list) else 0
+    return out
+
+
+def enrich(record: dict[str, Any], payloads: dict[str, bytes]) -> None:
+    """Fill what the request and response say, never overwriting what the gateway already set."""
+    facts: dict[str, Any] = {}
+    request = payloads.get("airlock.payload.request")
+    if request and record.get("kind") != "gateway.reject":
+        facts.update(from_request(request))
+    response = payloads.get("airlock.payload.response")
     fmt = record.get("_response_format")
-    if not response or fmt not in ("json", "sse"):
-        return
-    facts = from_json_response(response) if fmt == "json" else from_sse_response(response)
+    if response and fmt == "json":
+        facts.update(from_json_response(response))
+    elif response and fmt == "sse":
+        facts.update(from_sse_response(response))
     for key, value in facts.items():
         if value is not None and record.get(key) is None:
             record[key] = value

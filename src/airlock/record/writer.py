@@ -64,7 +64,7 @@ def finish_row(record: dict[str, Any], stamp: dict[str, Any] | None = None) -> d
         record["name"] = f"{operation} {record.get('gen_ai.request.model') or ''}".strip()
     payloads: dict[str, bytes] | None = record.pop("_payloads", None)
     if payloads:
-        enrich(record, payloads.get("airlock.payload.response"))
+        enrich(record, payloads)
         for column, size_column in (
             ("airlock.payload.request", "airlock.payload.request_bytes"),
             ("airlock.payload.response", "airlock.payload.response_bytes"),
