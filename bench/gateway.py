@@ -104,6 +104,7 @@ class Procs:
 
     logdir: Path
     items: list[Proc] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         log = self.logdir / f"{name}.log"
@@ -115,6 +116,16 @@ class Procs:
         proc = Proc(name, popen, log)
         self.items.append(proc)
         return proc
+
+    def died(self) -> list[str]:
+        """A line for each process that exited since the last call, with the end of its log."""
+        lines = []
+        for proc in self.items:
+            code = proc.popen.poll()
+            if code is not None and proc.name not in self.reported:
+                self.reported.add(proc.name)
+                lines.append(f"{proc.name} exited during the run with code {code}; its log ends: {proc.tail(8)}")
+        return lines
 
     def stop_all(self) -> None:
         for proc in reversed(self.items):
@@ -380,6 +391,7 @@ class WrkResult:
     p99_ms: float = float("nan")
     requests: int = 0
     errors: int = 0  # HTTP status >= 400 plus socket errors and timeouts
+    failed: bool = False  # wrk gave no result
     note: str = ""
 
 
@@ -409,7 +421,7 @@ def measure(target: Target, conns: int, duration: float) -> WrkResult:
     try:
         raw = run_wrk(target.url, target.key, conns, duration)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-        result.note = str(e)[:200]
+        result.failed, result.note = True, str(e)[:200]
         return result
     errors = ("status_errors", "connect_errors", "read_errors", "write_errors", "timeouts")
     result.requests = int(raw["requests"])
@@ -420,20 +432,28 @@ def measure(target: Target, conns: int, duration: float) -> WrkResult:
     return result
 
 
-def run_throughput(targets: list[Target], concurrency: list[int], duration: float, warmup: float) -> list[WrkResult]:
+def note_deaths(procs: Procs, notes: list[str]) -> None:
+    for line in procs.died():
+        console.print(f"[red]{line}")
+        notes.append(line)
+
+
+def run_throughput(targets: list[Target], args: argparse.Namespace, procs: Procs, notes: list[str]) -> list[WrkResult]:
     for target in targets:
-        if warmup > 0:
+        if args.warmup > 0:
             with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
-                run_wrk(target.url, target.key, 8, warmup)
+                run_wrk(target.url, target.key, 8, args.warmup)
+    note_deaths(procs, notes)
     results = []
-    for conns in concurrency:  # paths interleaved per concurrency, so drift on a noisy machine hits all alike
+    for conns in args.concurrency:  # paths interleaved per concurrency, so drift on a noisy machine hits all alike
         for target in targets:
-            result = measure(target, conns, duration)
+            result = measure(target, conns, args.duration)
             console.print(
                 f"  c={conns:<3} {target.name:<18} {result.rps:9.0f} req/s  p50 {result.p50_ms:8.2f} ms  "
                 f"p99 {result.p99_ms:8.2f} ms  errors {result.errors}"
             )
             results.append(result)
+            note_deaths(procs, notes)
             time.sleep(0.3)
     return results
 
@@ -554,7 +574,7 @@ def throughput_grid(results: list[WrkResult], litellm: LiteLLMStatus) -> Grid:
             vs_pt = f_ratio(r.rps, pt.rps) if pt else "—"
             vs_ll = f_ratio(r.rps, ll.rps) if ll else "n/a"
         rps = f"{r.rps:.0f}" if r.requests else "—"
-        errors = str(r.errors) + (f" ({r.note})" if r.note else "")
+        errors = ("run failed" if r.failed else str(r.errors)) + (f" ({r.note})" if r.note else "")
         rows.append([str(r.conns), r.path, rps, f_ms(r.p50_ms), f_ms(r.p99_ms), f_add(added), errors, vs_pt, vs_ll])
     if not litellm.available:
         rows.append(["all", LITELLM, "unavailable", "—", "—", "—", litellm.reason, "", ""])
@@ -798,9 +818,10 @@ def run(args: argparse.Namespace, procs: Procs, sink: EgressSink, workdir: Path)
     machine = machine_info(litellm)
     notes = check_targets(targets)
     console.print(f"[bold]throughput: {len(targets)} paths × concurrency {args.concurrency}, {args.duration:g} s each")
-    throughput = run_throughput(targets, args.concurrency, args.duration, args.warmup)
+    throughput = run_throughput(targets, args, procs, notes)
     console.print(f"[bold]streaming: {args.stream_requests} × {STREAM_TOKENS}-token streams per path")
     streams = asyncio.run(run_streams([t for t in targets if t.stream_url], args.stream_requests))
+    note_deaths(procs, notes)
     time.sleep(1.5)  # let the recorder flush its last segment
     files, size = dir_size(workdir / "airlock-data")
     notes.append(f"Airlock's data dir held {files} files, {size / 1e6:.1f} MB after the run (recording on).")

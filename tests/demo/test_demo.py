@@ -22,7 +22,7 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
     reader = DuckDBSpanReader(DataDir.at(root / "data"))
     by_status = {r["status"]: r["n"] for r in reader.sql("SELECT status, count(*) AS n FROM spans GROUP BY 1")}
     assert by_status["ok"] > 8 and by_status["error"] == 2
-    cancelled = reader.sql('SELECT "airlock.task" AS task, error_message FROM spans WHERE status = \'cancelled\'')
+    cancelled = reader.sql("SELECT \"airlock.task\" AS task, error_message FROM spans WHERE status = 'cancelled'")
     assert "task-abandoned" in {c["task"] for c in cancelled}, cancelled
     outcomes = {(r["upstream"], r["outcome"]) for r in reader.sql("SELECT DISTINCT upstream, outcome FROM hops")}
     assert ("sim-eu", "http_5xx") in outcomes and ("sim-us", "ok") in outcomes

@@ -50,7 +50,7 @@ class PackBlobStore:
             " frame_offset INTEGER NOT NULL, frame_length INTEGER NOT NULL, inner_offset INTEGER NOT NULL,"
             " length INTEGER NOT NULL) WITHOUT ROWID"
         )
-        self._level = level
+        self._compressor = zstandard.ZstdCompressor(level=level)  # used under self._lock only
         self._known: OrderedDict[str, None] = OrderedDict()  # digests known to be stored
         self._remember = remember
         self._pending: dict[str, IndexRow] = {}  # written to a pack, not yet in the index
@@ -128,10 +128,9 @@ class PackBlobStore:
         out = bytearray()
         rows: list[IndexRow] = []
         base = self._pack_size
-        compressor = zstandard.ZstdCompressor(level=self._level)
         for group in self._frames(fresh):
             raw = b"".join(data for _, data in group)
-            compressed = compressor.compress(raw)
+            compressed = self._compressor.compress(raw)
             entries = b"".join(_ENTRY.pack(bytes.fromhex(d), len(data)) for d, data in group)
             frame_offset = base + len(out)
             out += _FRAME_HEAD.pack(len(compressed), len(group)) + entries + compressed
