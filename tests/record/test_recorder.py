@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pyarrow as pa
+
 from airlock.config.schema import Recorder as RecorderConfig
 from airlock.record import BatchWriter, Recorder
 from airlock.store.embedded import DataDir, DuckDBSpanReader, FileBlobStore, ParquetSegments
@@ -95,5 +97,28 @@ def test_write_errors_are_reported_and_retried(tmp_path: Path) -> None:
         while rec.error is not None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert rec.error is None and rec.dropped == 0
+    finally:
+        writer.stop()
+
+
+def test_segments_of_stopped_writers_are_compacted(tmp_path: Path) -> None:
+    from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+    from airlock.store.embedded.segments import live_segments
+
+    data = DataDir.at(tmp_path)
+    data.create()
+    segments = ParquetSegments(data)
+    for n in range(6):  # a writer that has stopped left six small segments
+        segments.write(
+            "w-old", n, pa.Table.from_pylist([{"span_id": f"old-{n}"}], schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table()
+        )
+    rec, writer, _ = start(tmp_path, compact_min_segments=4, compact_interval_s=0.05)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while len(live_segments(data.spans)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [(s.writer, s.first, s.last) for s in live_segments(data.spans)] == [("w-old", 0, 5)]
+        assert count(data) == 6 and rec.compactions == 1
     finally:
         writer.stop()

@@ -106,6 +106,7 @@ class Recorder(Strict):
     segment_max_records: int = Field(50_000, gt=0)
     segment_max_age_s: float = Field(1.0, gt=0)
     compact_min_segments: int = Field(16, ge=2)
+    compact_interval_s: float = Field(5.0, gt=0)
     durable: bool = False  # a record reaches the fsynced write-ahead file before its response completes
     group_sync_ms: float = Field(2.0, ge=0)
     on_record_failure: Literal["serve", "refuse"] = "serve"

@@ -29,7 +29,7 @@ from airlock.record.headers import apply_headers
 from airlock.record.recorder import QueueItem, Recorder
 from airlock.record.schema import HOP_SCHEMA, PAYLOAD_COLUMNS, SCHEMA_VERSION, SPAN_SCHEMA
 from airlock.store.embedded.blobs import PackBlobStore
-from airlock.store.embedded.segments import ParquetSegments
+from airlock.store.embedded.segments import ParquetSegments, live_segments
 
 log = logging.getLogger("airlock.recorder")
 
@@ -121,11 +121,16 @@ class BatchWriter:
         self._last_status = 0.0
         self._last_compact = time.monotonic()
         self._backoff = 0.0
+        self._lock_fd = -1
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.data.create()
+        # Held for the writer's lifetime: whoever can take a writer's lock knows that writer is gone.
+        fd = _lock_writer(self.data.run, self.writer_id, blocking=True)
+        assert fd is not None
+        self._lock_fd = fd
         self.recover()
         self._thread.start()
 
@@ -192,7 +197,7 @@ class BatchWriter:
             if self._open_rows and (stopping or self._segment_due()):
                 self._guarded(self._flush_segment)
             now = time.monotonic()
-            if now - self._last_compact > 5.0:
+            if now - self._last_compact > self.cfg.compact_interval_s:
                 self._last_compact = now
                 self._guarded(self._compact)
             if now - self._last_status > 1.0 or stopping:
@@ -212,6 +217,7 @@ class BatchWriter:
         self._guarded(self.blobs.close)
         self.rec.spill.close()
         self.write_status(stopped=True)
+        os.close(self._lock_fd)
 
     def _wait_s(self) -> float:
         if self._open_rows:
@@ -319,9 +325,20 @@ class BatchWriter:
         self.seq += 1
 
     def _compact(self) -> None:
-        merged = self.segments.compact(self.writer_id, self.cfg.compact_min_segments)
-        if merged:
+        """Merge this writer's small segments, and those of writers that have stopped (each restart
+        is a new writer, so a long-lived data directory would otherwise collect small files)."""
+        if self.segments.compact(self.writer_id, self.cfg.compact_min_segments):
             self.rec.compactions += 1
+        others = {s.writer for s in live_segments(self.data.spans)} - {self.writer_id}
+        for writer in sorted(others):
+            fd = _lock_writer(self.data.run, writer, blocking=False)
+            if fd is None:
+                continue  # alive, or another worker is compacting it
+            try:
+                if self.segments.compact(writer, self.cfg.compact_min_segments):
+                    self.rec.compactions += 1
+            finally:
+                os.close(fd)
 
     def write_status(self, stopped: bool) -> None:
         status = self.rec.stats()
@@ -337,6 +354,17 @@ class BatchWriter:
             os.replace(tmp, path)
         except OSError as e:  # the status file is a convenience; the counters live in memory
             log.debug("status file not written: %s", e)
+
+
+def _lock_writer(run_dir: Any, writer_id: str, blocking: bool) -> int | None:
+    """An exclusive lock on run/<writer>.lock; None when someone else holds it."""
+    fd = os.open(os.path.join(run_dir, f"{writer_id}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _resolve_all(futures: list[Any]) -> None:
