@@ -87,3 +87,24 @@ def test_serve_with_bad_config_does_not_start(tmp_path: Path) -> None:
     )
     assert run.returncode == 2 and "upstreams.0.region" in run.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_serve_reports_a_port_in_use_and_an_unusable_data_dir(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "airlock.yaml"
+        cfg.write_text(GOOD.replace("data_dir: ./data", f"data_dir: ./data\nserver: {{port: {port}}}"))
+        run = subprocess.run(
+            [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30
+        )
+        assert run.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in run.stderr
+    (tmp_path / "blocked").write_text("a file, not a directory")
+    cfg.write_text(GOOD.replace("data_dir: ./data", "data_dir: ./blocked/data"))
+    run = subprocess.run(
+        [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 2 and "data directory" in run.stderr and "not usable" in run.stderr

@@ -9,6 +9,7 @@ import gc
 import logging
 import multiprocessing as mp
 import signal
+import sqlite3
 import sys
 
 from aiohttp import web
@@ -19,13 +20,31 @@ from airlock.gateway.app import build_app, build_state
 log = logging.getLogger("airlock.gateway")
 
 
-async def _serve(config: Config, reuse_port: bool, ready: mp.synchronize.Event | None = None) -> None:
-    state = build_state(config)
-    app = build_app(state)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+async def _serve(config: Config, reuse_port: bool, announce: bool, ready: mp.synchronize.Event | None) -> int:
+    try:
+        state = build_state(config)
+    except (OSError, sqlite3.Error) as e:
+        print(f"airlock: the data directory {config.data_dir} is not usable: {e}", file=sys.stderr, flush=True)
+        return 2
+    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port, backlog=2048)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as e:
+        print(
+            f"airlock: cannot listen on {config.server.host}:{config.server.port}: {e.strerror or e}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await runner.cleanup()
+        return 1
+    if announce:
+        print(
+            f"airlock: serving on http://{config.server.host}:{config.server.port} (1 worker), "
+            f"recording to {config.data_dir}",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -39,26 +58,30 @@ async def _serve(config: Config, reuse_port: bool, ready: mp.synchronize.Event |
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await runner.cleanup()  # stops the writer, which flushes the open segment
+    return 0
 
 
-def run_worker(config: Config, reuse_port: bool, ready: mp.synchronize.Event | None = None) -> None:
+def run_worker(
+    config: Config, reuse_port: bool, announce: bool = False, ready: mp.synchronize.Event | None = None
+) -> int:
     import uvloop
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # The batch writer thread shares the GIL with the event loop; a short switch interval keeps a
     # writer burst from stalling requests for the default 5 ms.
     sys.setswitchinterval(0.0005)
-    uvloop.run(_serve(config, reuse_port, ready))
+    return uvloop.run(_serve(config, reuse_port, announce, ready))
+
+
+def _worker_main(config: Config, ready: mp.synchronize.Event) -> None:
+    sys.exit(run_worker(config, reuse_port=True, ready=ready))
 
 
 def serve(config: Config, workers: int | None = None) -> int:
     n = workers or config.server.workers
-    where = f"http://{config.server.host}:{config.server.port}"
     if n == 1:
-        print(f"airlock: serving on {where} (1 worker), recording to {config.data_dir}", flush=True)
-        run_worker(config, reuse_port=False)
-        return 0
+        return run_worker(config, reuse_port=False, announce=True)
     if config.server.port == 0:
         print("airlock: --workers needs a fixed port, not 0", file=sys.stderr)
         return 2
@@ -66,13 +89,9 @@ def serve(config: Config, workers: int | None = None) -> int:
     procs = []
     for _ in range(n):
         ready = ctx.Event()
-        p = ctx.Process(target=run_worker, args=(config, True, ready), daemon=False)
+        p = ctx.Process(target=_worker_main, args=(config, ready), daemon=False)
         p.start()
         procs.append((p, ready))
-    for p, ready in procs:
-        if not ready.wait(30):
-            print(f"airlock: worker {p.pid} did not start", file=sys.stderr)
-    print(f"airlock: serving on {where} ({n} workers), recording to {config.data_dir}", flush=True)
 
     def forward(signum: int, _frame: object) -> None:
         for p, _ in procs:
@@ -82,6 +101,18 @@ def serve(config: Config, workers: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for p, ready in procs:
+        while not ready.wait(0.1):
+            if not p.is_alive():  # a worker that could not start takes the others down with it
+                forward(signal.SIGTERM, None)
+                for q, _ in procs:
+                    q.join()
+                return p.exitcode or 1
+    print(
+        f"airlock: serving on http://{config.server.host}:{config.server.port} ({n} workers), "
+        f"recording to {config.data_dir}",
+        flush=True,
+    )
     code = 0
     for p, _ in procs:
         p.join()
