@@ -190,12 +190,9 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path, sims: dict[str, Sim
         cfg.write_text(cfg.read_text())
         rows = wait_recorded(gw.data_dir, 20, timeout=15, where=f"request_id IN ({','.join(repr(i) for i in ids)})")
         assert sorted(r["request_id"] for r in rows) == sorted(ids)
-        from airlock.store.embedded import FileBlobStore
+        from airlock.store.embedded import BlobReader
 
-        store = FileBlobStore(DataDir.at(gw.data_dir).blobs)
-        try:
-            assert all(store.get(r["airlock.payload.response"]) for r in rows)
-        finally:
-            store.close()
+        store = BlobReader(DataDir.at(gw.data_dir))
+        assert all(store.get(r["airlock.payload.response"]) for r in rows)
     finally:
         gw2.stop()

@@ -13,7 +13,7 @@ import openai
 import orjson
 import pytest
 
-from airlock.store.embedded import DataDir, DuckDBSpanReader, FileBlobStore
+from airlock.store.embedded import BlobReader, DataDir, DuckDBSpanReader
 from helpers import API_KEY, OTHER_KEY, Gateway, Sim, wait_recorded, write_config
 
 TOOLS = [
@@ -50,14 +50,12 @@ def span(gw: Gateway, request_id: str) -> dict:
 
 
 @pytest.fixture
-def blobs(gw: Gateway) -> Iterator[FileBlobStore]:
-    store = FileBlobStore(DataDir.at(gw.data_dir).blobs)
-    yield store
-    store.close()
+def blobs(gw: Gateway) -> BlobReader:
+    return BlobReader(DataDir.at(gw.data_dir))
 
 
 def test_chat_roundtrip_is_recorded_with_exact_bytes(
-    gw: Gateway, client: openai.OpenAI, sims: dict[str, Sim], blobs: FileBlobStore
+    gw: Gateway, client: openai.OpenAI, sims: dict[str, Sim], blobs: BlobReader
 ) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="sim-large",
@@ -94,7 +92,7 @@ def test_chat_roundtrip_is_recorded_with_exact_bytes(
 
 
 def test_streaming_tool_call_passes_through_and_usage_is_recorded(
-    gw: Gateway, client: openai.OpenAI, blobs: FileBlobStore
+    gw: Gateway, client: openai.OpenAI, blobs: BlobReader
 ) -> None:
     stream = client.chat.completions.with_raw_response.create(
         model="chat",
@@ -212,7 +210,7 @@ def test_metrics_and_health(gw: Gateway, client: openai.OpenAI) -> None:
     assert httpx.get(f"{gw.url}/healthz").json()["status"] == "ok"
 
 
-def test_payloads_are_stored_once(gw: Gateway, client: openai.OpenAI, blobs: FileBlobStore) -> None:
+def test_payloads_are_stored_once(gw: Gateway, client: openai.OpenAI, blobs: BlobReader) -> None:
     body = {"model": "sim-small", "messages": [{"role": "user", "content": "identical"}], "seed": 7}
     ids = [client.chat.completions.with_raw_response.create(**body).headers["x-request-id"] for _ in range(3)]
     rows = [span(gw, i) for i in ids]
@@ -220,7 +218,6 @@ def test_payloads_are_stored_once(gw: Gateway, client: openai.OpenAI, blobs: Fil
     digest = rows[0]["airlock.payload.request"]
     reader = DuckDBSpanReader(DataDir.at(gw.data_dir))
     assert reader.sql('SELECT count(*) AS n FROM spans WHERE "airlock.payload.request" = ?', [digest])[0]["n"] == 3
-    store = blobs
-    n = store._db.execute("SELECT count(*) FROM blobs WHERE digest = ?", (digest,)).fetchone()[0]
-    assert n == 1
+    assert reader.sql("SELECT count(*) AS n FROM blob_index WHERE digest = ?", [digest])[0]["n"] == 1
+    assert orjson.loads(blobs.get(digest))["messages"] == body["messages"]
     assert Path(gw.data_dir, "blobs").exists()

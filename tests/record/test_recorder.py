@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from airlock.config.schema import Recorder as RecorderConfig
 from airlock.record import BatchWriter, Recorder
-from airlock.store.embedded import DataDir, DuckDBSpanReader, FileBlobStore, ParquetSegments
+from airlock.store.embedded import DataDir, DuckDBSpanReader, PackWriter, ParquetSegments
 
 
 def record(i: int) -> dict:
@@ -32,7 +32,7 @@ def start(tmp: Path, **cfg: object) -> tuple[Recorder, BatchWriter, DataDir]:
     data = DataDir.at(tmp)
     data.create()
     rec = Recorder(RecorderConfig(segment_max_age_s=0.05, **cfg), data, "w-test", {"airlock.node": "n1"})
-    return rec, BatchWriter(rec, FileBlobStore(data.blobs, "w-test"), ParquetSegments(data)), data
+    return rec, BatchWriter(rec, PackWriter(data.blobs, "w-test"), ParquetSegments(data)), data
 
 
 def count(data: DataDir, timeout: float = 5.0, want: int = 0) -> int:

@@ -15,8 +15,7 @@ from airlock.cli.render import console as make_console
 from airlock.cli.render import fmt_bytes, fmt_ms, fmt_time, parse_when
 from airlock.gateway.metrics import worker_statuses
 from airlock.record.enrich import sse_events
-from airlock.store.embedded import DataDir, DuckDBSpanReader, FileBlobStore
-from airlock.store.embedded.blobs import BlobCorrupt
+from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader
 from airlock.store.interface import TraceFilter
 
 
@@ -162,15 +161,14 @@ def traces_list(
     make_console().print(t)
 
 
-def _decode_payload(blobs: FileBlobStore, digest: str | None, limit: int) -> str:
+def _decode_payload(found: dict[str, bytes | BlobCorrupt], digest: str | None, limit: int) -> str:
     if not digest:
         return "(none)"
-    try:
-        data = blobs.get(digest)
-    except KeyError:
+    data = found.get(digest)
+    if data is None:
         return f"(blob {digest[:12]} missing)"
-    except BlobCorrupt:
-        return f"(blob {digest[:12]} CORRUPT: fails its hash check)"
+    if isinstance(data, BlobCorrupt):
+        return f"(blob {digest[:12]} CORRUPT: {data})"
     try:
         text = orjson.dumps(orjson.loads(data), option=orjson.OPT_INDENT_2).decode()
     except orjson.JSONDecodeError:
@@ -212,7 +210,8 @@ def traces_show(
             ).decode()
         )
         return
-    blobs = FileBlobStore(data.blobs)
+    wanted = [s[c] for s in spans for c in ("airlock.payload.upstream_request", "airlock.payload.response") if s.get(c)]
+    found = BlobReader(data).get_many(wanted) if payloads else {}
     by_span: dict[str, list[dict[str, Any]]] = {}
     for h in hops:
         by_span.setdefault(h["span_id"], []).append(h)
@@ -263,7 +262,7 @@ def traces_show(
                     "airlock.payload.request_bytes" if "request" in col else "airlock.payload.response_bytes"
                 )
                 p = branch.add(f"{title}: sha256 {digest[:16] if digest else '-'}  {fmt_bytes(size)}")
-                p.add(_decode_payload(blobs, digest, max_chars))
+                p.add(_decode_payload(found, digest, max_chars))
         for child in children.get(span["span_id"], []):
             add(branch, child)
 
@@ -278,7 +277,7 @@ def traces_show(
 @click.option("--out", "-o", type=click.Path(), default=None, help="Write the bytes to a file.")
 def blob(data_dir: str | None, config_path: str | None, digest: str, out: str | None) -> None:
     """Print a payload's exact bytes, verified against its sha256 (a unique prefix of 8+ characters works)."""
-    blobs = FileBlobStore(_data_dir(data_dir, config_path).blobs)
+    blobs = BlobReader(_data_dir(data_dir, config_path))
     try:
         data = blobs.get(blobs.resolve(digest))
     except KeyError as e:

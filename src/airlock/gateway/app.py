@@ -21,7 +21,7 @@ from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
 from airlock.record.recorder import Recorder
 from airlock.record.writer import BatchWriter
-from airlock.store.embedded import DataDir, FileBlobStore, ParquetSegments, SQLiteState
+from airlock.store.embedded import DataDir, PackWriter, ParquetSegments, SQLiteState
 
 STATE_KEY = web.AppKey("airlock_state", GatewayState)
 
@@ -43,7 +43,7 @@ def build_state(config: Config, environ: dict[str, str] | None = None) -> Gatewa
     stamp = {"airlock.node": config.node.name, "airlock.node.region": config.node.region}
     recorder = Recorder(config.recorder, data, writer_id, stamp)
     metrics = GatewayMetrics()
-    blobs = FileBlobStore(data.blobs, writer_id)
+    blobs = PackWriter(data.blobs, writer_id)
     writer = BatchWriter(recorder, blobs, ParquetSegments(data), status_hook=metrics.snapshot)
     egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
     return GatewayState(

@@ -28,7 +28,7 @@ from airlock.record.enrich import enrich
 from airlock.record.headers import apply_headers
 from airlock.record.recorder import QueueItem, Recorder
 from airlock.record.schema import HOP_SCHEMA, PAYLOAD_COLUMNS, SCHEMA_VERSION, SPAN_SCHEMA
-from airlock.store.embedded.blobs import PackBlobStore
+from airlock.store.embedded.blobs import PackWriter
 from airlock.store.embedded.segments import ParquetSegments, live_segments
 
 log = logging.getLogger("airlock.recorder")
@@ -36,7 +36,7 @@ log = logging.getLogger("airlock.recorder")
 _ARROW_CHUNK = 256
 
 
-def store_payloads(records: list[dict[str, Any]], blobs: PackBlobStore, sync: bool = False) -> None:
+def store_payloads(records: list[dict[str, Any]], blobs: PackWriter, sync: bool = False) -> None:
     """Put every payload of a batch in the blob store at once; set each record's digest columns."""
     places, items = [], []
     for record in records:
@@ -93,7 +93,7 @@ class BatchWriter:
     def __init__(
         self,
         recorder: Recorder,
-        blobs: PackBlobStore,
+        blobs: PackWriter,
         segments: ParquetSegments,
         status_hook: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
@@ -132,6 +132,7 @@ class BatchWriter:
         assert fd is not None
         self._lock_fd = fd
         self.recover()
+        self.blobs.remember(recent_digests(self.data, 200_000))
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -172,7 +173,7 @@ class BatchWriter:
             records, torn = frames.read_frames(path)
             for r in records:
                 if "_blob_index" in r:
-                    self.blobs.restore_index(r["_blob_index"])
+                    self.blobs.restore(r["_blob_index"])
             records = [r for r in records if "_blob_index" not in r]
             if torn:
                 log.warning("%s: ignored %d bytes of torn tail", path, torn)
@@ -214,7 +215,7 @@ class BatchWriter:
                 time.sleep(self._backoff)
         if self._wal is not None:
             self._wal.close()
-        self._guarded(self.blobs.close)
+        self.blobs.close()
         self.rec.spill.close()
         self.write_status(stopped=True)
         os.close(self._lock_fd)
@@ -307,12 +308,13 @@ class BatchWriter:
         )
 
     def _flush_segment(self) -> None:
-        self.blobs.commit_index()  # anything a segment makes visible must be findable
         if self._rows:
             self._to_arrow()
         spans = pa.Table.from_batches(self._spans, schema=SPAN_SCHEMA)
         hops = pa.Table.from_batches(self._hops, schema=HOP_SCHEMA)
-        self.segments.write(self.writer_id, self.seq, spans, hops)
+        index = self.blobs.index_table()  # in the same flush: what a segment names, it can find
+        self.segments.write(self.writer_id, self.seq, spans, hops, index)
+        self.blobs.index_written(index.num_rows)
         if self._wal is not None:
             self._wal.close()
             with contextlib.suppress(FileNotFoundError):
@@ -354,6 +356,25 @@ class BatchWriter:
             os.replace(tmp, path)
         except OSError as e:  # the status file is a convenience; the counters live in memory
             log.debug("status file not written: %s", e)
+
+
+def recent_digests(data: Any, limit: int) -> list[str]:
+    """Digests from the newest blob index segments, oldest first, to warm the deduplication window."""
+    import pyarrow.parquet as pq
+
+    out: list[list[str]] = []
+    total = 0
+    files = sorted(data.blob_index.glob("*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        try:
+            digests = pq.read_table(path, columns=["digest"]).column("digest").to_pylist()
+        except (OSError, pa.ArrowInvalid):
+            continue
+        out.append(digests)
+        total += len(digests)
+        if total >= limit:
+            break
+    return [d for chunk in reversed(out) for d in chunk][-limit:]
 
 
 def _lock_writer(run_dir: Any, writer_id: str, blocking: bool) -> int | None:

@@ -24,6 +24,10 @@ class DataDir:
         return self.root / "segments" / "hops"
 
     @property
+    def blob_index(self) -> Path:
+        return self.root / "segments" / "blobs"
+
+    @property
     def blobs(self) -> Path:
         return self.root / "blobs"
 
@@ -44,5 +48,5 @@ class DataDir:
         return self.root / "state.sqlite3"
 
     def create(self) -> None:
-        for d in (self.spans, self.hops, self.blobs, self.wal, self.spill, self.run):
+        for d in (self.spans, self.hops, self.blob_index, self.blobs, self.wal, self.spill, self.run):
             d.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store.embedded.blobs import INDEX_SCHEMA, BlobCorrupt, read_blob, valid_prefix
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.segments import live_segments
 from airlock.store.interface import TraceFilter
@@ -38,7 +39,12 @@ class DuckDBSpanReader:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
-        for view, folder, schema in (("spans", self.data.spans, SPAN_SCHEMA), ("hops", self.data.hops, HOP_SCHEMA)):
+        views = (
+            ("spans", self.data.spans, SPAN_SCHEMA),
+            ("hops", self.data.hops, HOP_SCHEMA),
+            ("blob_index", self.data.blob_index, INDEX_SCHEMA),
+        )
+        for view, folder, schema in views:
             files = [str(s.path) for s in live_segments(folder)]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
@@ -127,3 +133,50 @@ class DuckDBSpanReader:
             [id_or_prefix, id_or_prefix, id_or_prefix],
         )
         return rows[0]["trace_id"] if len(rows) == 1 else None
+
+
+class BlobReader:
+    """Payloads by digest, located through the blob index segments."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+        self.reader = DuckDBSpanReader(data)
+
+    def locate(self, digests: list[str]) -> dict[str, tuple[Any, ...]]:
+        if not digests:
+            return {}
+        rows = self.reader.sql(
+            "SELECT digest, pack, frame_offset, frame_length, inner_offset, length FROM blob_index"
+            " WHERE digest IN (SELECT unnest(?))",
+            [digests],
+        )
+        return {r["digest"]: tuple(r.values()) for r in rows}
+
+    def get_many(self, digests: list[str]) -> dict[str, bytes | BlobCorrupt]:
+        """Each digest found, with its verified bytes or the corruption found; missing ones are absent."""
+        out: dict[str, bytes | BlobCorrupt] = {}
+        for digest, location in self.locate(digests).items():
+            try:
+                out[digest] = read_blob(self.data.blobs, digest, location)
+            except BlobCorrupt as e:
+                out[digest] = e
+        return out
+
+    def get(self, digest: str) -> bytes:
+        found = self.get_many([digest]).get(digest)
+        if found is None:
+            raise KeyError(digest)
+        if isinstance(found, BlobCorrupt):
+            raise found
+        return found
+
+    def has(self, digest: str) -> bool:
+        return bool(self.locate([digest]))
+
+    def resolve(self, prefix: str) -> str:
+        """The full digest for a unique prefix of at least 8 hex characters."""
+        prefix = valid_prefix(prefix)
+        rows = self.reader.sql("SELECT DISTINCT digest FROM blob_index WHERE starts_with(digest, ?) LIMIT 2", [prefix])
+        if len(rows) != 1:
+            raise KeyError(f"{len(rows)} blobs match {prefix!r}")
+        return str(rows[0]["digest"])

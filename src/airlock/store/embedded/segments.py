@@ -5,7 +5,8 @@ A writer's flush writes a one-batch segment (first == last) to a temporary name 
 reader never sees half a file. Compaction merges a run of adjacent segments into one whose range
 covers theirs, renames it into place, then deletes the inputs. Readers list the directory and keep,
 per writer, only segments not covered by a wider one, so the moment when both exist is invisible.
-Hops are written before spans for the same range; a range counts as durable once its spans file exists.
+The blob index and the hops are written before the spans of the same range; a range counts as durable
+once its spans file exists, and by then every payload its spans name can be found.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store.embedded.blobs import INDEX_SCHEMA
 from airlock.store.embedded.layout import DataDir
 
 _NAME = re.compile(r"^(?P<writer>[A-Za-z0-9_-]+)\.(?P<first>\d{8})-(?P<last>\d{8})\.parquet$")
@@ -83,8 +85,11 @@ class ParquetSegments:
     def __init__(self, data: DataDir) -> None:
         self.data = data
 
-    def write(self, writer_id: str, seq: int, spans: pa.Table, hops: pa.Table) -> None:
+    def write(
+        self, writer_id: str, seq: int, spans: pa.Table, hops: pa.Table, blob_index: pa.Table | None = None
+    ) -> None:
         name = segment_name(writer_id, seq, seq)
+        _write_atomic(blob_index if blob_index is not None else INDEX_SCHEMA.empty_table(), self.data.blob_index / name)
         _write_atomic(hops, self.data.hops / name)
         _write_atomic(spans, self.data.spans / name)
 
@@ -105,12 +110,15 @@ class ParquetSegments:
             return 0
         first, last = run[0].first, run[-1].last
         name = segment_name(writer_id, first, last)
-        for folder, schema in ((self.data.hops, HOP_SCHEMA), (self.data.spans, SPAN_SCHEMA)):
+        folders = ((self.data.blob_index, INDEX_SCHEMA), (self.data.hops, HOP_SCHEMA), (self.data.spans, SPAN_SCHEMA))
+        for folder, schema in folders:
             inputs = [folder / s.path.name for s in run]
             tables = [pq.read_table(p) for p in inputs if p.exists()]
             merged = pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
+            if folder == self.data.blob_index and merged.num_rows:
+                merged = merged.sort_by("digest")  # lookups by digest prune row groups
             _write_atomic(merged, folder / name)
-        for folder in (self.data.spans, self.data.hops):
+        for folder in (self.data.spans, self.data.hops, self.data.blob_index):
             for s in run:
                 (folder / s.path.name).unlink(missing_ok=True)
         return len(run)
