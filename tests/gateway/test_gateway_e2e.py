@@ -199,7 +199,10 @@ def test_bad_input_gets_problem_json_and_is_recorded(
 def test_unknown_path_and_method(gw: Gateway) -> None:
     r = httpx.get(f"{gw.url}/v1/chat/completions")
     assert r.status_code == 405 and r.headers["content-type"].startswith("application/problem+json")
-    assert httpx.get(f"{gw.url}/v2/nothing").status_code == 404
+    r = httpx.get(f"{gw.url}/v2/nothing")
+    assert r.status_code == 404 and r.headers["x-request-id"] in r.json()["instance"]
+    r = httpx.get(f"{gw.url}/v1/models")
+    assert r.status_code == 401 and r.json()["type"].endswith("unauthorized") and r.headers["x-request-id"]
 
 
 def test_metrics_and_health(gw: Gateway, client: openai.OpenAI) -> None:

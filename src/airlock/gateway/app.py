@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from airlock.config.schema import Config
-from airlock.errors import PROBLEM_CONTENT_TYPE, MethodNotAllowed, NotFound, problem_body
+from airlock.errors import PROBLEM_CONTENT_TYPE, AirlockError, MethodNotAllowed, NotFound, problem_body
 from airlock.gateway.auth import Authenticator
 from airlock.gateway.egress import EgressClient
 from airlock.gateway.forward import Forwarder
@@ -19,6 +19,7 @@ from airlock.gateway.handlers import CHAT, COMPLETIONS, EMBEDDINGS, model_handle
 from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
 from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
+from airlock.record.ids import new_span_id
 from airlock.record.recorder import Recorder
 from airlock.record.writer import BatchWriter
 from airlock.store.embedded import DataDir, PackWriter, ParquetSegments, SQLiteState
@@ -62,19 +63,30 @@ def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
 
+def _problem(err: AirlockError) -> web.Response:
+    request_id = new_span_id()
+    return web.Response(
+        status=err.status,
+        body=problem_body(err, instance=f"/requests/{request_id}"),
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers={"x-request-id": request_id},
+    )
+
+
 def build_app(state: GatewayState) -> web.Application:
     app = web.Application(client_max_size=state.config.server.max_body_bytes)
     app[STATE_KEY] = state
     known_paths = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/healthz", "/metrics"}
 
     async def models(request: web.Request) -> web.Response:
-        state.auth.tenant_for(request.headers.get("Authorization"))
-        return _json(
-            {
-                "object": "list",
-                "data": [{"id": name, "object": "model", "owned_by": "airlock"} for name in state.router.names()],
-            }
-        )
+        try:
+            state.auth.tenant_for(request.headers.get("Authorization"))
+        except AirlockError as e:
+            return _problem(e)
+        listing = [{"id": name, "object": "model", "owned_by": "airlock"} for name in state.router.names()]
+        response = _json({"object": "list", "data": listing})
+        response.headers["x-request-id"] = new_span_id()
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         rec = state.recorder
@@ -97,23 +109,13 @@ def build_app(state: GatewayState) -> web.Application:
 
     async def fallback(request: web.Request) -> web.Response:
         if request.path in known_paths:
-            err: MethodNotAllowed | NotFound = MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
-        else:
-            err = NotFound(f"no endpoint at {request.path}")
-        return web.Response(status=err.status, body=problem_body(err), content_type=PROBLEM_CONTENT_TYPE)
-
-    async def models_guarded(request: web.Request) -> web.Response:
-        from airlock.errors import AirlockError
-
-        try:
-            return await models(request)
-        except AirlockError as e:
-            return web.Response(status=e.status, body=problem_body(e), content_type=PROBLEM_CONTENT_TYPE)
+            return _problem(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
+        return _problem(NotFound(f"no endpoint at {request.path}"))
 
     app.router.add_post("/v1/chat/completions", model_handler(state, CHAT))
     app.router.add_post("/v1/completions", model_handler(state, COMPLETIONS))
     app.router.add_post("/v1/embeddings", model_handler(state, EMBEDDINGS))
-    app.router.add_get("/v1/models", models_guarded)
+    app.router.add_get("/v1/models", models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", fallback)

@@ -28,15 +28,15 @@ from airlock.record.enrich import enrich
 from airlock.record.headers import apply_headers
 from airlock.record.recorder import QueueItem, Recorder
 from airlock.record.schema import HOP_SCHEMA, PAYLOAD_COLUMNS, SCHEMA_VERSION, SPAN_SCHEMA
-from airlock.store.embedded.blobs import PackWriter
-from airlock.store.embedded.segments import ParquetSegments, live_segments
+from airlock.store.embedded.segments import live_segments
+from airlock.store.interface import PayloadSink, SegmentSink
 
 log = logging.getLogger("airlock.recorder")
 
 _ARROW_CHUNK = 256
 
 
-def store_payloads(records: list[dict[str, Any]], blobs: PackWriter, sync: bool = False) -> None:
+def store_payloads(records: list[dict[str, Any]], blobs: PayloadSink, sync: bool = False) -> None:
     """Put every payload of a batch in the blob store at once; set each record's digest columns."""
     places, items = [], []
     for record in records:
@@ -93,8 +93,8 @@ class BatchWriter:
     def __init__(
         self,
         recorder: Recorder,
-        blobs: PackWriter,
-        segments: ParquetSegments,
+        blobs: PayloadSink,
+        segments: SegmentSink,
         status_hook: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.rec = recorder
