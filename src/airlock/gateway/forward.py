@@ -62,9 +62,12 @@ class Forwarder:
                 headers["Accept"] = "text/event-stream"
             if target.auth_header:
                 headers["Authorization"] = target.auth_header
-            timeout = aiohttp.ClientTimeout(
-                total=None if stream else up.timeout_s, connect=up.connect_timeout_s, sock_read=up.timeout_s
-            )
+            # A stream may run long but must not stall: a read timeout. A plain call has one deadline
+            # (a per-read timer is rescheduled on every chunk, which costs the hot path).
+            if stream:
+                timeout = aiohttp.ClientTimeout(connect=up.connect_timeout_s, sock_read=up.timeout_s)
+            else:
+                timeout = aiohttp.ClientTimeout(total=up.timeout_s, connect=up.connect_timeout_s)
             prep = self._prepared[key] = _Prepared(url, headers, timeout)
         return prep
 
