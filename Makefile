@@ -8,6 +8,8 @@ $(BIN)/airlock: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# GPT-2's vocabulary ships in openai-whisper's package data; its own dependencies (torch) are not needed.
+	$(BIN)/pip install -q --no-deps 'openai-whisper>=20240930'
 	@touch $(BIN)/airlock
 
 demo: $(BIN)/airlock

@@ -183,6 +183,7 @@ class ModelCall:
                 "airlock.upstream.region": up.region,
                 "airlock.upstream.jurisdiction": up.jurisdiction,
                 "airlock.attempts": len(answer.hops),
+                "_tokenizer": answer.target.model.tokenizer,  # the recorder counts locally with it
             }
         )
         self.payloads["airlock.payload.upstream_request"] = answer.sent

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from airlock.tokens.chat import message_text
+
 
 def _usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
     prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
@@ -41,6 +43,14 @@ def from_json_response(body: bytes) -> dict[str, Any]:
     out["airlock.response.tool_call_count"] = calls
     if isinstance(doc.get("usage"), dict):
         out.update(_usage_columns(doc["usage"]))
+    texts = []
+    for c in choices:
+        if isinstance(c, dict):
+            if isinstance(c.get("message"), dict):
+                texts.append(message_text(c["message"]))
+            elif isinstance(c.get("text"), str):
+                texts.append(c["text"])
+    out[TEXT] = "\n".join(texts)
     return out
 
 
@@ -58,6 +68,7 @@ def from_sse_response(raw: bytes) -> dict[str, Any]:
     out: dict[str, Any] = {}
     reasons: dict[int, str] = {}
     tool_calls: set[tuple[int, int]] = set()
+    texts: list[str] = []
     for data in sse_events(raw):
         if data == b"[DONE]":
             continue
@@ -74,13 +85,21 @@ def from_sse_response(raw: bytes) -> dict[str, Any]:
             idx = choice.get("index", 0)
             if choice.get("finish_reason"):
                 reasons[idx] = choice["finish_reason"]
-            for call in (choice.get("delta") or {}).get("tool_calls") or []:
+            delta = choice.get("delta") or {}
+            if isinstance(delta.get("content"), str):
+                texts.append(delta["content"])
+            elif isinstance(choice.get("text"), str):
+                texts.append(choice["text"])
+            for call in delta.get("tool_calls") or []:
                 tool_calls.add((idx, call.get("index", 0)))
+                fn = call.get("function") or {}
+                texts.extend(str(fn[k]) for k in ("name", "arguments") if fn.get(k))
         if isinstance(chunk.get("usage"), dict):
             out.update(_usage_columns(chunk["usage"]))
     if reasons:
         out["gen_ai.response.finish_reasons"] = [reasons[k] for k in sorted(reasons)]
     out["airlock.response.tool_call_count"] = len(tool_calls)
+    out[TEXT] = "".join(texts)
     return out
 
 
@@ -108,11 +127,39 @@ def from_request(body: bytes) -> dict[str, Any]:
             out[column] = typ(value)
     tools = doc.get("tools")
     out["airlock.request.tool_count"] = len(tools) if isinstance(tools, list) else 0
+    out[DOC] = doc
     return out
 
 
-def enrich(record: dict[str, Any], payloads: dict[str, bytes]) -> None:
-    """Fill what the request and response say, never overwriting what the gateway already set."""
+TEXT, DOC = "_text", "_doc"  # intermediate facts, not columns
+
+
+def count_locally(
+    record: dict[str, Any], tokenizer: str, request: dict[str, Any] | None, response_text: str | None
+) -> None:
+    """Local token counts with the model's own tokenizer, and the request's script mix."""
+    from airlock.tokens import TokenizerUnavailable, get_tokenizer
+    from airlock.tokens.chat import count_request, request_text
+    from airlock.tokens.scripts import dominant_script, script_mix
+
+    try:
+        tok = get_tokenizer(tokenizer)
+    except TokenizerUnavailable as e:
+        record["airlock.local.tokenizer"] = f"unavailable: {e}"[:200]
+        return
+    record["airlock.local.tokenizer"] = tokenizer
+    if request is not None:
+        record["airlock.local.input_tokens"] = count_request(tok, request)
+        mix = script_mix(request_text(request))
+        record["airlock.script_mix"] = orjson.dumps(mix).decode()
+        record["airlock.script"] = dominant_script(mix)
+    if response_text is not None:
+        record["airlock.local.output_tokens"] = tok.count(response_text)
+
+
+def enrich(record: dict[str, Any], payloads: dict[str, bytes], tokenizer: str | None = None) -> None:
+    """Fill what the request and response say, never overwriting what the gateway already set; with a
+    tokenizer, also the local counts and the script mix."""
     facts: dict[str, Any] = {}
     request = payloads.get("airlock.payload.request")
     if request and record.get("kind") != "gateway.reject":
@@ -123,6 +170,9 @@ def enrich(record: dict[str, Any], payloads: dict[str, bytes]) -> None:
         facts.update(from_json_response(response))
     elif response and fmt == "sse":
         facts.update(from_sse_response(response))
+    request_doc, response_text = facts.pop(DOC, None), facts.pop(TEXT, None)
     for key, value in facts.items():
         if value is not None and record.get(key) is None:
             record[key] = value
+    if tokenizer and record.get("airlock.local.input_tokens") is None:
+        count_locally(record, tokenizer, request_doc, response_text)

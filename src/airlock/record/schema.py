@@ -135,6 +135,10 @@ HOP_MIGRATIONS: list[tuple[int, str, list[tuple[str, pa.DataType]]]] = [
     ),
 ]
 
+SPAN_MIGRATIONS.append(
+    (2, "the request's dominant script, for drift per script (tokens)", [("airlock.script", _S)]),
+)
+
 SCHEMA_VERSION = SPAN_MIGRATIONS[-1][0]
 
 

@@ -65,7 +65,7 @@ def finish_row(record: dict[str, Any], stamp: dict[str, Any] | None = None) -> d
         record["name"] = f"{operation} {record.get('gen_ai.request.model') or ''}".strip()
     payloads: dict[str, bytes] | None = record.pop("_payloads", None)
     if payloads:
-        enrich(record, payloads)
+        enrich(record, payloads, record.pop("_tokenizer", None))
         for column, size_column in (
             ("airlock.payload.request", "airlock.payload.request_bytes"),
             ("airlock.payload.response", "airlock.payload.response_bytes"),
@@ -73,6 +73,7 @@ def finish_row(record: dict[str, Any], stamp: dict[str, Any] | None = None) -> d
             if record.get(size_column) is None and column in payloads:
                 record[size_column] = len(payloads[column])
     record.pop("_response_format", None)
+    record.pop("_tokenizer", None)
     for column in ("airlock.request.headers", "airlock.decisions"):
         value = record.get(column)
         if value is not None and not isinstance(value, str):

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from airlock.sim.profile import ERROR_KINDS, SimProfile
-from airlock.tokens import get_encoding
+from airlock.tokens import get_tokenizer
 
 _WORDS = [
     "the",
@@ -59,7 +59,7 @@ PROFILE_KEY = web.AppKey("sim_profile", SimProfile)
 class Simulator:
     def __init__(self, profile: SimProfile) -> None:
         self.profile = profile
-        self.enc = get_encoding(profile.tokenizer)
+        self.tok = get_tokenizer(profile.tokenizer)
         self.rng = random.Random(profile.seed)
         self._counts: OrderedDict[bytes, int] = OrderedDict()
         self._seen_prefixes: set[str] = set()
@@ -72,7 +72,7 @@ class Simulator:
         key = text.encode()
         n = self._counts.get(key)
         if n is None:
-            n = len(self.enc.encode_ordinary(text))
+            n = self.tok.count(text)
             self._counts[key] = n
             if len(self._counts) > 4096:
                 self._counts.popitem(last=False)
