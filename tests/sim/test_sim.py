@@ -13,7 +13,8 @@ def test_usage_is_counted_with_the_real_tokenizer(sims: dict[str, Sim]) -> None:
     body = {"model": "sim-large", "messages": [{"role": "user", "content": text}], "max_tokens": 5}
     doc = httpx.post(f"{sims['sim-eu'].url}/v1/chat/completions", json=body).json()
     enc = get_encoding("cl100k_base")
-    assert doc["usage"]["prompt_tokens"] == 3 + 3 + len(enc.encode_ordinary(text))
+    # OpenAI's format: 3 per message, plus role and content, plus 3 to prime the reply.
+    assert doc["usage"]["prompt_tokens"] == 3 + 3 + len(enc.encode_ordinary("user")) + len(enc.encode_ordinary(text))
     assert doc["usage"]["completion_tokens"] == len(enc.encode_ordinary(doc["choices"][0]["message"]["content"]))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from airlock.cli.records import blob, status, traces
+from airlock.cli.tokens import tokens
 from airlock.config import load_config
 from airlock.errors import ConfigError
 
@@ -121,6 +122,7 @@ def config_check(path: str) -> None:
 cli.add_command(status)
 cli.add_command(traces)
 cli.add_command(blob)
+cli.add_command(tokens)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -113,6 +113,30 @@ class Recorder(Strict):
     stream_usage: Literal["inject", "passthrough"] = "inject"
 
 
+class LocalTokenizer(Strict):
+    """A user's own Hugging Face tokenizer.json, by local path (never fetched)."""
+
+    name: str = Field(min_length=1)
+    path: str
+
+
+class Preflight(Strict):
+    """Before forwarding: estimate the provider's count from the local one and the calibrated drift, and
+    when the request plus max_tokens would not fit the model's context window, reject it with a 400
+    (reject) or drop the oldest turns until it fits (truncate)."""
+
+    mode: Literal["off", "reject", "truncate"] = "reject"
+    default_margin: float = Field(0.10, ge=0, le=2)  # used until a cell has enough observations
+    default_max_tokens: int = Field(1024, ge=0)  # assumed reply length when the request sets none
+    calibrate_every_s: float = Field(300.0, gt=0)
+    calibration_window_s: float = Field(7 * 86400.0, gt=0)
+
+
+class Tokens(Strict):
+    tokenizers: list[LocalTokenizer] = Field(default_factory=list)
+    preflight: Preflight = Preflight()
+
+
 class Config(Strict):
     data_dir: str = "./data"
     node: Node = Node()
@@ -121,9 +145,20 @@ class Config(Strict):
     upstreams: list[Upstream] = Field(min_length=1)
     routes: list[Route] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(min_length=1)
+    tokens: Tokens = Tokens()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        from airlock.tokens import available
+
+        known = set(available()) | {t.name for t in self.tokens.tokenizers}
+        for up in self.upstreams:
+            for m in up.models:
+                if m.tokenizer and m.tokenizer not in known:
+                    raise ValueError(
+                        f"upstream {up.name!r} model {m.name!r}: unknown tokenizer {m.tokenizer!r}; bundled: "
+                        f"{', '.join(sorted(available()))}, or declare it under tokens.tokenizers with a path"
+                    )
         names = [u.name for u in self.upstreams]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -139,6 +174,15 @@ class Config(Strict):
         if len(set(aliases)) != len(aliases):
             raise ValueError("route aliases must be unique")
         return self
+
+    def tokenizer(self, name: str) -> Any:
+        """The tokenizer a model names: bundled, or a local file declared under tokens.tokenizers."""
+        from airlock.tokens import get_tokenizer, load_local
+
+        for t in self.tokens.tokenizers:
+            if t.name == name:
+                return load_local(t.path, t.name)
+        return get_tokenizer(name)
 
     def upstream(self, name: str) -> Upstream:
         for u in self.upstreams:

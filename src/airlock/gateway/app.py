@@ -45,7 +45,9 @@ def build_state(config: Config, environ: dict[str, str] | None = None) -> Gatewa
     recorder = Recorder(config.recorder, data, writer_id, stamp)
     metrics = GatewayMetrics()
     blobs = PackWriter(data.blobs, writer_id)
-    writer = BatchWriter(recorder, blobs, ParquetSegments(data), status_hook=metrics.snapshot)
+    writer = BatchWriter(
+        recorder, blobs, ParquetSegments(data), status_hook=metrics.snapshot, resolve_tokenizer=config.tokenizer
+    )
     egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
     return GatewayState(
         config=config,

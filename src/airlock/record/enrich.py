@@ -4,6 +4,7 @@ tool calls, from either a JSON body or the raw SSE bytes of a stream."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -135,7 +136,11 @@ TEXT, DOC = "_text", "_doc"  # intermediate facts, not columns
 
 
 def count_locally(
-    record: dict[str, Any], tokenizer: str, request: dict[str, Any] | None, response_text: str | None
+    record: dict[str, Any],
+    tokenizer: str,
+    request: dict[str, Any] | None,
+    response_text: str | None,
+    resolve: Callable[[str], Any] | None = None,
 ) -> None:
     """Local token counts with the model's own tokenizer, and the request's script mix."""
     from airlock.tokens import TokenizerUnavailable, get_tokenizer
@@ -143,7 +148,7 @@ def count_locally(
     from airlock.tokens.scripts import dominant_script, script_mix
 
     try:
-        tok = get_tokenizer(tokenizer)
+        tok = (resolve or get_tokenizer)(tokenizer)
     except TokenizerUnavailable as e:
         record["airlock.local.tokenizer"] = f"unavailable: {e}"[:200]
         return
@@ -157,7 +162,12 @@ def count_locally(
         record["airlock.local.output_tokens"] = tok.count(response_text)
 
 
-def enrich(record: dict[str, Any], payloads: dict[str, bytes], tokenizer: str | None = None) -> None:
+def enrich(
+    record: dict[str, Any],
+    payloads: dict[str, bytes],
+    tokenizer: str | None = None,
+    resolve: Callable[[str], Any] | None = None,
+) -> None:
     """Fill what the request and response say, never overwriting what the gateway already set; with a
     tokenizer, also the local counts and the script mix."""
     facts: dict[str, Any] = {}
@@ -175,4 +185,4 @@ def enrich(record: dict[str, Any], payloads: dict[str, bytes], tokenizer: str | 
         if value is not None and record.get(key) is None:
             record[key] = value
     if tokenizer and record.get("airlock.local.input_tokens") is None:
-        count_locally(record, tokenizer, request_doc, response_text)
+        count_locally(record, tokenizer, request_doc, response_text, resolve)

@@ -50,7 +50,9 @@ def store_payloads(records: list[dict[str, Any]], blobs: PayloadSink, sync: bool
         record[column] = digest
 
 
-def finish_row(record: dict[str, Any], stamp: dict[str, Any] | None = None) -> dict[str, Any]:
+def finish_row(
+    record: dict[str, Any], stamp: dict[str, Any] | None = None, resolve_tokenizer: Callable[[str], Any] | None = None
+) -> dict[str, Any]:
     """Turn a queued record, whose payloads are already stored, into its span row, in place: facts
     read from the response, digests instead of bytes, JSON for nested values. The row keeps its hops
     under "_hops". Idempotent, so a row read back from the write-ahead file passes through unchanged."""
@@ -65,7 +67,7 @@ def finish_row(record: dict[str, Any], stamp: dict[str, Any] | None = None) -> d
         record["name"] = f"{operation} {record.get('gen_ai.request.model') or ''}".strip()
     payloads: dict[str, bytes] | None = record.pop("_payloads", None)
     if payloads:
-        enrich(record, payloads, record.pop("_tokenizer", None))
+        enrich(record, payloads, record.pop("_tokenizer", None), resolve_tokenizer)
         for column, size_column in (
             ("airlock.payload.request", "airlock.payload.request_bytes"),
             ("airlock.payload.response", "airlock.payload.response_bytes"),
@@ -97,6 +99,7 @@ class BatchWriter:
         blobs: PayloadSink,
         segments: SegmentSink,
         status_hook: Callable[[], dict[str, Any]] | None = None,
+        resolve_tokenizer: Callable[[str], Any] | None = None,
     ) -> None:
         self.rec = recorder
         self.cfg = recorder.cfg
@@ -104,6 +107,7 @@ class BatchWriter:
         self.blobs = blobs
         self.segments = segments
         self.status_hook = status_hook
+        self.resolve_tokenizer = resolve_tokenizer
         self.writer_id = recorder.writer_id
         self.seq = 0
         self._wal: frames.FrameFile | None = None
@@ -272,7 +276,7 @@ class BatchWriter:
         # of the same batch cannot duplicate a record.
         records = [r for r, _ in batch]
         store_payloads(records, self.blobs, sync=self.cfg.durable)
-        rows = [finish_row(r, self.rec.stamp) for r in records]
+        rows = [finish_row(r, self.rec.stamp, self.resolve_tokenizer) for r in records]
         wal = self._open_wal()
         index = self.blobs.take_unlogged()
         head = frames.encode({"_blob_index": index}) if index else b""

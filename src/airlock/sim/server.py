@@ -15,6 +15,7 @@ from aiohttp import web
 
 from airlock.sim.profile import ERROR_KINDS, SimProfile
 from airlock.tokens import get_tokenizer
+from airlock.tokens.chat import count_request, message_text
 
 _WORDS = [
     "the",
@@ -78,24 +79,20 @@ class Simulator:
                 self._counts.popitem(last=False)
         return n
 
-    def prompt_tokens(self, messages: list[Any]) -> tuple[int, int]:
-        """(input tokens, of which served from the simulated prefix cache). OpenAI's chat format
-        costs 3 tokens per message plus 3 to prime the reply."""
-        total, cached = 3, 0
-        for i, m in enumerate(messages):
-            content = m.get("content") if isinstance(m, dict) else None
-            text = content if isinstance(content, str) else orjson.dumps(content).decode() if content else ""
-            n = (
-                3
-                + self.count(text)
-                + (self.count(m.get("name", "")) + 1 if isinstance(m, dict) and m.get("name") else 0)
-            )
-            if i == 0 and isinstance(m, dict) and m.get("role") == "system":
-                digest = hashlib.sha256(text.encode()).hexdigest()
-                if digest in self._seen_prefixes:
-                    cached = n
-                self._seen_prefixes.add(digest)
-            total += n
+    def prompt_tokens(self, body: dict[str, Any]) -> tuple[int, int]:
+        """(input tokens, of which served from the simulated prefix cache): the request as the simulated
+        model's family formats it (messages, names, tool definitions), counted with its tokenizer. A system
+        prompt seen before counts as a cache hit."""
+        total = count_request(self.tok, body)
+        cached = 0
+        messages = body.get("messages") or []
+        first = messages[0] if messages and isinstance(messages[0], dict) else None
+        if first is not None and first.get("role") == "system":
+            text = message_text(first)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            if digest in self._seen_prefixes:
+                cached = self.count(text)
+            self._seen_prefixes.add(digest)
         return total, cached
 
     def reply_words(self, seed_text: str, n_tokens: int) -> list[str]:
@@ -164,7 +161,7 @@ def build_sim_app(profile: SimProfile) -> web.Application:
         if failed is not None:
             return failed
         seed_text = orjson.dumps(messages[-1:]).decode() + model
-        prompt, cached = sim.prompt_tokens(messages)
+        prompt, cached = sim.prompt_tokens(body)
         tools = body.get("tools") or []
         last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
         call = _tool_call(sim, tools, seed_text) if tools and profile.tool_calls and last_role != "tool" else None

@@ -96,7 +96,7 @@ def count_request(tok: Tokenizer, body: dict[str, Any]) -> int:
             continue
         total += fmt.per_message + tok.count(message_text(m))
         if fmt.role_counted:
-            total += 1
+            total += tok.count(str(m.get("role", "")))
         if m.get("name"):
             total += fmt.per_name + tok.count(str(m["name"]))
     tools = body.get("tools")
