@@ -85,8 +85,9 @@ class Sim(Proc):
         return dict(httpx.get(f"{self.url}/sim/stats").json())
 
 
-def write_config(tmp: Path, sims: dict[str, Sim], **overrides: Any) -> Path:
-    """A config with one upstream per sim, a failover route 'chat' over them in order, and two tenants."""
+def write_config(tmp: Path, sims: dict[str, Sim], model_extra: dict[str, Any] | None = None, **overrides: Any) -> Path:
+    """A config with one upstream per sim, a failover route 'chat' over them in order, and two tenants.
+    `model_extra` adds keys to every upstream's sim-large model (e.g. a context window)."""
     port = overrides.pop("port", None) or free_port()
     names = list(sims)
     cfg: dict[str, Any] = {
@@ -102,7 +103,10 @@ def write_config(tmp: Path, sims: dict[str, Sim], **overrides: Any) -> Path:
                 "jurisdiction": "EU" if "eu" in name else "US",
                 "deployment": "simulator",
                 "api_key_env": "TEST_UPSTREAM_KEY",
-                "models": [{"name": "sim-large", "tokenizer": "cl100k_base"}, {"name": "sim-small"}],
+                "models": [
+                    {"name": "sim-large", "tokenizer": "cl100k_base", **(model_extra or {})},
+                    {"name": "sim-small"},
+                ],
             }
             for name, sim in sims.items()
         ],

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from typing import Any
 
+import duckdb
 import orjson
 from aiohttp import web
 
@@ -22,9 +24,12 @@ from airlock.gateway.state import GatewayState
 from airlock.record.ids import new_span_id
 from airlock.record.recorder import Recorder
 from airlock.record.writer import BatchWriter
-from airlock.store.embedded import DataDir, PackWriter, ParquetSegments, SQLiteState
+from airlock.store.embedded import DataDir, DuckDBSpanReader, PackWriter, ParquetSegments, SQLiteState
+from airlock.tokens.preflight import Preflight
 
 STATE_KEY = web.AppKey("airlock_state", GatewayState)
+CALIBRATION_KEY = web.AppKey("airlock_calibration", asyncio.Task)
+log = logging.getLogger("airlock.gateway")
 
 
 def new_writer_id(node: str) -> str:
@@ -58,6 +63,7 @@ def build_state(config: Config, environ: dict[str, str] | None = None) -> Gatewa
         egress=egress,
         metrics=metrics,
         forwarder=Forwarder(egress, metrics, config.node.name),
+        preflight=Preflight(config),
     )
 
 
@@ -122,11 +128,26 @@ def build_app(state: GatewayState) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", fallback)
 
+    async def calibrate() -> None:
+        """Keep the pre-flight margins current from the record, off the event loop."""
+        reader = DuckDBSpanReader(state.recorder.data)
+        while True:
+            try:
+                await asyncio.to_thread(state.preflight.calibration.refresh, reader)
+            except (duckdb.Error, OSError) as e:
+                log.warning("pre-flight calibration not refreshed: %s", e)
+            await asyncio.sleep(state.config.tokens.preflight.calibrate_every_s)
+
     async def on_startup(app: web.Application) -> None:
         state.recorder.bind_loop(asyncio.get_running_loop())
         state.writer.start()
+        if state.config.tokens.preflight.mode != "off":
+            app[CALIBRATION_KEY] = asyncio.get_running_loop().create_task(calibrate())
 
     async def on_cleanup(app: web.Application) -> None:
+        task = app.get(CALIBRATION_KEY)
+        if task is not None:
+            task.cancel()
         await state.egress.close()
         await asyncio.get_running_loop().run_in_executor(None, state.writer.stop)
 

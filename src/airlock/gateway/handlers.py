@@ -25,10 +25,11 @@ from airlock.errors import (
 )
 from airlock.gateway.context import RequestContext, context_from
 from airlock.gateway.forward import Answer, _CancelledWithHops
-from airlock.gateway.routing import ResolvedTarget
+from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
 from airlock.record.ids import format_traceparent
+from airlock.tokens.preflight import ContextWindowExceeded
 
 _PASS_HEADERS = ("Content-Type", "openai-processing-ms", "x-ratelimit-remaining-requests")
 
@@ -129,6 +130,20 @@ class ModelCall:
 
         return for_target, inject
 
+    async def preflight(self, route: ResolvedRoute, raw: bytes, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """The context-window check against the first target; counts only requests that may not fit."""
+        pf, target = self.state.preflight, route.targets[0]
+        if not pf.may_exceed(target.model, target.upstream_model, body, len(raw)):
+            return raw, body
+        args = (target.model, target.upstream_model, body)
+        # Counting a large prompt takes milliseconds: off the event loop (the tokenizers release the GIL).
+        verdict = await asyncio.to_thread(pf.check, *args) if len(raw) > 32_768 else pf.check(*args)
+        if verdict.decision is not None:
+            self.record["airlock.decisions"] = [verdict.decision]
+        if verdict.body is None:
+            return raw, body
+        return orjson.dumps(verdict.body), verdict.body
+
     # -- the whole exchange ----------------------------------------------------------------------
 
     async def run(self) -> web.StreamResponse:
@@ -143,6 +158,7 @@ class ModelCall:
             body = self.parse(raw)
             route = st.router.resolve(body["model"])
             self.record["airlock.route"] = route.name
+            raw, body = await self.preflight(route, raw, body)
             stream = self.ep.streams and body.get("stream") is True
             self.record["airlock.request.stream"] = stream
             body_for, injected = self.body_maker(raw, body, stream)
@@ -162,6 +178,8 @@ class ModelCall:
             self._cancelled("client disconnected")
             raise
         except AirlockError as e:
+            if isinstance(e, ContextWindowExceeded):
+                self.record["airlock.decisions"] = [{"kind": "preflight", "verdict": "rejected", **e.extra}]
             if isinstance(e, UpstreamsExhausted):
                 self.hops = e.extra.get("_hops", [])
             self.http_status = e.status

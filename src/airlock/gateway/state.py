@@ -12,6 +12,7 @@ from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.routing import Router
 from airlock.record.recorder import Recorder
 from airlock.record.writer import BatchWriter
+from airlock.tokens.preflight import Preflight
 
 
 @dataclass
@@ -24,4 +25,5 @@ class GatewayState:
     egress: EgressClient
     metrics: GatewayMetrics
     forwarder: Forwarder
+    preflight: Preflight
     durable_wait_s: float = 5.0
