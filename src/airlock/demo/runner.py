@@ -23,8 +23,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from airlock.cli.render import console as make_console
-from airlock.demo.workload import TaskResult, run_task
+from airlock.demo.texts import MIX, QUESTIONS
+from airlock.demo.workload import TaskResult, ask_support, run_task
 from airlock.store.embedded import DataDir, DuckDBSpanReader
+from airlock.tokens.drift import drift_cells
 
 KEYS = {"acme": "sk-demo-acme", "globex": "sk-demo-globex"}
 REVOKED_KEY = "sk-demo-revoked"
@@ -67,13 +69,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def write_config(root: Path, eu_port: int, us_port: int, gw_port: int) -> Path:
-    upstream = {
-        "deployment": "simulator",
-        "models": [
-            {"name": "sim-large", "tokenizer": "cl100k_base"},
-            {"name": "sim-small", "tokenizer": "cl100k_base"},
-        ],
-    }
+    def upstream(tokenizer: str) -> dict[str, Any]:
+        return {
+            "deployment": "simulator",
+            "models": [
+                {"name": "sim-large", "tokenizer": tokenizer, "context_window": 8192},
+                {"name": "sim-small", "tokenizer": "cl100k_base"},
+            ],
+        }
+
     cfg = {
         "data_dir": "data",
         "node": {"name": "airlock-demo-1", "region": "eu-west-1", "jurisdiction": "EU"},
@@ -85,14 +89,14 @@ def write_config(root: Path, eu_port: int, us_port: int, gw_port: int) -> Path:
                 "base_url": f"http://127.0.0.1:{eu_port}/v1",
                 "region": "eu-west-1",
                 "jurisdiction": "EU",
-                **upstream,
+                **upstream("cl100k_base"),
             },
             {
                 "name": "sim-us",
                 "base_url": f"http://127.0.0.1:{us_port}/v1",
                 "region": "us-east-1",
                 "jurisdiction": "US",
-                **upstream,
+                **upstream("o200k_base"),  # wrong: the model there bills with cl100k_base
             },
         ],
         "routes": [
@@ -164,6 +168,16 @@ def run_workload(base_url: str, tasks: int, eu_url: str, console: Console) -> li
                     progress.advance(bar)
         results.append(_abandon_stream(base_url))
         progress.advance(bar)
+        questions = [(loc, QUESTIONS[loc][i % len(QUESTIONS[loc])]) for loc, k in MIX.items() for i in range(k)]
+        support = progress.add_task("support questions", total=len(questions), note="seven languages")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = [
+                pool.submit(ask_support, base_url, KEYS["acme"], loc, text, i)
+                for i, (loc, text) in enumerate(questions)
+            ]
+            for f in futures:
+                f.result()
+                progress.advance(support)
     return results
 
 
@@ -238,6 +252,23 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
         for r in failed:
             ft.add_row(r.task_id, r.tenant, r.outcome, r.detail)
         console.print(ft)
+    drift = [c for c in drift_cells(reader, ["model", "script", "upstream"]) if c.key["upstream"] != "None"]
+    dt = Table(title="Token drift: provider-billed / locally counted - 1 (input tokens)")
+    for col in ("model", "script", "upstream", "n", "p50", "p95", "margin applied", "flag"):
+        dt.add_column(col, justify="right" if col in ("n", "p50", "p95", "margin applied") else "left")
+    for c in drift[:8]:
+        margin = f"{c.margin:+.1%}" if c.margin is not None else "default +10% (n<59)"
+        dt.add_row(
+            c.key["model"],
+            c.key["script"],
+            c.key["upstream"],
+            str(c.n),
+            f"{c.p50:+.1%}",
+            f"{c.p95:+.1%}",
+            margin,
+            "[bold red]" + "; ".join(c.flags) if c.flags else "",
+        )
+    console.print(dt)
     sample = next((r for r in results if r.outcome == "ok" and r.tool_calls), results[0])
     d = f"-d {data}"
     console.print("\n[bold]Explore the record[/bold]")
@@ -252,6 +283,7 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
     )
     if digest:
         console.print(f"  {cli} blob {d} {digest[0]['h'][:16]}         # the exact bytes sent upstream")
+    console.print(f"  {cli} tokens drift {d} --by model,script,upstream")
     console.print(f"  {cli} status {d} --all")
 
 
@@ -269,9 +301,12 @@ def run_demo(root: Path, tasks: int = 24) -> int:
             f"{tasks} agent tasks. Everything runs on 127.0.0.1."
         )
         sim_args = ["--ttft-ms", "15", "--tokens-per-s", "800", "--output-tokens", "40"]
-        for port, region in ((eu_port, "eu-west-1"), (us_port, "us-east-1")):
+        # Both simulated models bill with cl100k_base, but the config maps us-east-1's to o200k_base: a wrong
+        # mapping that undercounts non-Latin text, which the drift report makes stand out.
+        for port, region, tokenizer in ((eu_port, "eu-west-1", "cl100k_base"), (us_port, "us-east-1", "cl100k_base")):
             log = root / f"sim-{region}.log"
-            procs.append(_start(["sim", "--port", str(port), "--region", region, *sim_args], log))
+            args = ["sim", "--port", str(port), "--region", region, "--tokenizer", tokenizer, *sim_args]
+            procs.append(_start(args, log))
             _wait(f"http://127.0.0.1:{port}/v1/models", procs[-1], log)
         config = write_config(root, eu_port, us_port, gw_port)
         gw_log = root / "gateway.log"
@@ -280,7 +315,7 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         _wait(f"http://127.0.0.1:{gw_port}/healthz", gateway, gw_log)
         console.print(f"gateway on http://127.0.0.1:{gw_port}/v1, config {config}")
         results = run_workload(f"http://127.0.0.1:{gw_port}/v1", tasks, f"http://127.0.0.1:{eu_port}", console)
-        expected = sum(max(r.steps, 1) for r in results)
+        expected = sum(max(r.steps, 1) for r in results) + sum(MIX.values())
         reader = DuckDBSpanReader(DataDir.at(root / "data"))
         _wait_recorded(reader, expected)
         _stop(gateway)  # a clean stop flushes the last segment

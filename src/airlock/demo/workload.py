@@ -168,3 +168,25 @@ def _step(
     if calls:
         message["tool_calls"] = [calls[k] for k in sorted(calls)]
     return message, raw_stream.headers["x-request-id"]
+
+
+def ask_support(base_url: str, api_key: str, locale: str, text: str, n: int) -> bool:
+    """One single-turn support question; True when answered."""
+    with openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=30) as client:
+        try:
+            client.chat.completions.create(
+                model="agent-default",
+                max_tokens=8,
+                messages=[
+                    {"role": "system", "content": "You answer customer support questions briefly."},
+                    {"role": "user", "content": text},
+                ],
+                extra_headers={
+                    "x-airlock-task": f"support-{n:03d}",
+                    "x-airlock-attr-locale": locale,
+                    "x-airlock-attr-feature": "support-chat",
+                },
+            )
+            return True
+        except openai.APIError:
+            return False

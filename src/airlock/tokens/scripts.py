@@ -73,11 +73,19 @@ def script_mix(text: str) -> dict[str, float]:
     return {s: round(n / total, 4) for s, n in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
 
 
+KANA_SHARE = 0.05  # Japanese mixes Han and kana; a little kana marks the text as Japanese
+NON_LATIN_SHARE = 0.2  # tokenizers disagree on non-Latin text, so a fifth of it already moves the ratio
+
+
 def dominant_script(mix: dict[str, float]) -> str:
-    """The script a text is analysed under: Japanese text mixes Han and kana, so any kana share of at
-    least 10% makes it Hiragana/Katakana; otherwise the largest share; 'none' without letters."""
+    """The script a text is analysed under: Hiragana/Katakana when it has any real share of kana;
+    otherwise the largest non-Latin script when it is at least a fifth of the letters (an English system
+    prompt around a Korean question bills like Korean); otherwise the largest; 'none' without letters."""
     if not mix:
         return "none"
-    if mix.get("Hiragana/Katakana", 0.0) >= 0.1:
+    if mix.get("Hiragana/Katakana", 0.0) >= KANA_SHARE:
         return "Hiragana/Katakana"
+    non_latin = [(share, script) for script, share in mix.items() if script != "Latin"]
+    if non_latin and max(non_latin)[0] >= NON_LATIN_SHARE:
+        return max(non_latin)[1]
     return max(mix.items(), key=lambda kv: kv[1])[0]
