@@ -7,6 +7,7 @@
     ├── ModelNotFound       404       no route serves the model asked for
     ├── PayloadTooLarge     413       body over server.max_body_bytes
     ├── RecorderUnavailable 503       recorder cannot persist and policy says refuse
+    ├── InternalError       500       a defect; logged with its traceback, recorded, answered as problem+json
     ├── EgressRefused                 a destination outside the configured allow-list
     └── UpstreamsExhausted  502       every upstream of the route failed (carries the hops)
 
@@ -78,6 +79,12 @@ class RecorderUnavailable(AirlockError):
     status = 503
     slug = "recorder-unavailable"
     title = "The recorder cannot persist records and policy refuses unrecorded traffic"
+
+
+class InternalError(AirlockError):
+    status = 500
+    slug = "internal"
+    title = "Internal error in the gateway"
 
 
 class EgressRefused(AirlockError):

@@ -25,7 +25,7 @@ def test_two_workers_share_a_port_and_record_everything(tmp_path: Path, sims: di
         reader = DuckDBSpanReader(DataDir.at(gw.data_dir))
         writers = {p.name.split(".")[0] for p in (gw.data_dir / "segments" / "spans").glob("*.parquet")}
         assert len(writers) == 2
-        assert reader.sql("SELECT count(DISTINCT span_id) AS n FROM spans")[0]["n"] == 60
+        assert reader.sql("SELECT count(*) AS n, count(DISTINCT span_id) AS d FROM spans")[0] == {"n": 60, "d": 60}
         metrics = httpx.get(f"{gw.url}/metrics").text
         assert "airlock_workers 2" in metrics
     finally:

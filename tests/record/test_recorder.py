@@ -122,3 +122,30 @@ def test_segments_of_stopped_writers_are_compacted(tmp_path: Path) -> None:
         assert count(data) == 6 and rec.compactions == 1
     finally:
         writer.stop()
+
+
+def test_malformed_exchanges_do_not_stop_the_recorder(tmp_path: Path) -> None:
+    """Regression: a string where a count belongs, or a message the tokenizer cannot read, killed the
+    writer thread (and then the next start, replaying the same row)."""
+    rec, writer, data = start(tmp_path)
+    odd_usage = record(1)
+    odd_usage["_payloads"]["airlock.payload.response"] = b'{"usage": {"prompt_tokens": "12", "completion_tokens": [1]}}'
+    odd_message = record(2)
+    odd_message["_tokenizer"] = "cl100k_base"
+    odd_message["_payloads"]["airlock.payload.request"] = (
+        b'{"model": "m", "messages": [{"role": "user", "content": "hi", "tool_calls": 5}]}'
+    )
+    wrong_type = record(3)
+    wrong_type["http_status"] = "two hundred"  # a value Arrow cannot take
+    writer.start()
+    try:
+        for r in (odd_usage, odd_message, wrong_type, record(4)):
+            rec.submit(r)
+        assert count(data, want=4) == 4
+        rows = {r["span_id"]: r for r in DuckDBSpanReader(data).sql("SELECT * FROM spans")}
+        assert rows[f"{1:016x}"]["gen_ai.usage.input_tokens"] == 12
+        assert rows[f"{1:016x}"]["gen_ai.usage.output_tokens"] is None
+        assert "partial" in (rows[f"{3:016x}"]["airlock.decisions"] or "")
+        assert rec.error is None
+    finally:
+        writer.stop()

@@ -36,3 +36,13 @@ def test_usage_read_from_raw_sse() -> None:
     assert facts["gen_ai.usage.input_tokens"] == 5 and facts["gen_ai.usage.output_tokens"] == 2
     assert facts["gen_ai.usage.cache_read.input_tokens"] == 3
     assert facts["gen_ai.response.finish_reasons"] == ["stop"] and facts["gen_ai.response.id"] == "c1"
+
+
+def test_crlf_split_across_chunks() -> None:
+    """Regression: a \\r\\n delimiter split between two chunks merged the usage event with [DONE]."""
+    crlf = STREAM.replace(b"\n", b"\r\n")
+    expected = STREAM.replace(STREAM.split(b"\n\n")[2] + b"\n\n", b"")
+    for size in (1, 2, 3, 5, 7, len(crlf)):
+        f = UsageFilter()
+        out = b"".join(f.feed(crlf[i : i + size]) for i in range(0, len(crlf), size)) + f.flush()
+        assert out == expected, size

@@ -101,3 +101,12 @@ def test_margin_with_enough_observations() -> None:
     assert cell.margin == pytest.approx(0.098)  # the 99th smallest of 100 bounds the 95th percentile at 95%
     shifted = summarise(Cell({"model": "m", "script": "Han"}, [0.0] * 30 + [0.2] * 30, list(range(60))))
     assert any("changed" in f for f in shifted.flags)
+
+
+def test_margin_for_large_cells() -> None:
+    """Regression: the binomial sum overflowed a float from about 1,030 observations."""
+    from airlock.tokens.drift import upper_bound_rank
+
+    assert upper_bound_rank(59) == 59 and upper_bound_rank(58) is None
+    k = upper_bound_rank(100_000)
+    assert k is not None and 95_000 < k < 95_200  # just above the 95th percentile's rank

@@ -128,3 +128,22 @@ def test_truncation_through_the_gateway_sends_fewer_turns(tmp_path: Path, sims: 
         assert len(sent["messages"]) == len(body["messages"]) - decision["dropped_messages"]
     finally:
         gw.stop()
+
+
+def test_truncation_never_leaves_an_orphan_tool_result() -> None:
+    pf, spec = setup("truncate")
+    calls = [{"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}} for i in "ab"]
+    long_text = " ".join(TEXTS["Japanese"]) * 3
+    body = {
+        "model": "m",
+        "max_tokens": 50,
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": long_text},
+            {"role": "assistant", "content": None, "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "ca", "content": long_text},
+            {"role": "tool", "tool_call_id": "cb", "content": long_text},
+        ],
+    }
+    with pytest.raises(ContextWindowExceeded):  # rather than send [system, tool b]
+        pf.check(spec, "m", body)

@@ -141,7 +141,7 @@ class Forwarder:
                 last_error = f"{up.name}: timed out"
                 hops.append(self._hop(ids, attempt, target, start, "timeout", None, "timed out"))
                 continue
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
+            except (aiohttp.ClientError, OSError) as e:  # refused, reset, malformed response: next target
                 if resp is not None:
                     resp.close()
                 last_error = f"{up.name}: {type(e).__name__}: {e}"

@@ -6,6 +6,7 @@ response waits for the write-ahead file)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from airlock.errors import (
     PROBLEM_CONTENT_TYPE,
     AirlockError,
     BadRequest,
+    InternalError,
     PayloadTooLarge,
     RecorderUnavailable,
     UpstreamsExhausted,
@@ -29,7 +31,10 @@ from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
 from airlock.record.ids import format_traceparent
+from airlock.tokens import TokenizerUnavailable
 from airlock.tokens.preflight import ContextWindowExceeded
+
+log = logging.getLogger("airlock.gateway")
 
 _PASS_HEADERS = ("Content-Type", "openai-processing-ms", "x-ratelimit-remaining-requests")
 
@@ -137,7 +142,11 @@ class ModelCall:
             return raw, body
         args = (target.model, target.upstream_model, body)
         # Counting a large prompt takes milliseconds: off the event loop (the tokenizers release the GIL).
-        verdict = await asyncio.to_thread(pf.check, *args) if len(raw) > 32_768 else pf.check(*args)
+        try:
+            verdict = await asyncio.to_thread(pf.check, *args) if len(raw) > 32_768 else pf.check(*args)
+        except TokenizerUnavailable as e:
+            self.record["airlock.decisions"] = [{"kind": "preflight", "verdict": "skipped", "reason": str(e)}]
+            return raw, body
         if verdict.decision is not None:
             self.record["airlock.decisions"] = [verdict.decision]
         if verdict.body is None:
@@ -177,7 +186,10 @@ class ModelCall:
         except asyncio.CancelledError:
             self._cancelled("client disconnected")
             raise
-        except AirlockError as e:
+        except Exception as e:
+            if not isinstance(e, AirlockError):
+                log.exception("request %s failed", self.ctx.request_id)
+                e = InternalError(f"{type(e).__name__} in the gateway; see its log for request {self.ctx.request_id}")
             if isinstance(e, ContextWindowExceeded):
                 self.record["airlock.decisions"] = [{"kind": "preflight", "verdict": "rejected", **e.extra}]
             if isinstance(e, UpstreamsExhausted):
@@ -265,16 +277,31 @@ class ModelCall:
             self.record.update(
                 status="error", error_type="upstream_stream_broken", error_message=f"{type(e).__name__}: {e}"[:1000]
             )
-            await self.commit()
+            await self._commit_after_stream()
+            self._abort()  # the client must see a broken stream, not a complete one
             return out
         finally:
             upstream.release()
         self.payloads["airlock.payload.response"] = b"".join(chunks)
-        await self.commit()
-        await out.write_eof()
+        if await self._commit_after_stream():
+            await out.write_eof()
         return out
 
     # -- recording -------------------------------------------------------------------------------
+
+    def _abort(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.close()
+
+    async def _commit_after_stream(self) -> bool:
+        """Commit once the body is out. Its status line is long sent, so a record that cannot be made
+        durable in time aborts the connection (never a second response inside the stream)."""
+        try:
+            await self.commit()
+            return True
+        except RecorderUnavailable:
+            self._abort()
+            return False
 
     def _cancelled(self, why: str) -> None:
         if self._committed:
@@ -314,6 +341,8 @@ class ModelCall:
                 await asyncio.wait_for(asyncio.shield(fut), self.state.durable_wait_s)
             except TimeoutError:
                 raise RecorderUnavailable("the record could not be made durable in time") from None
+            except OSError as e:
+                raise RecorderUnavailable(f"the record could not be made durable: {e}") from None
 
 
 def model_handler(state: GatewayState, endpoint: Endpoint) -> Any:

@@ -24,19 +24,23 @@ class UsageFilter:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        if not self._buf and b'"usage"' not in chunk and chunk.endswith(b"\n\n"):
+        if not self._buf and b'"usage"' not in chunk and chunk.endswith(b"\n\n") and b"\r" not in chunk:
             return chunk  # fast path: whole events, none carrying usage
-        buf = self._buf + chunk.replace(b"\r\n", b"\n")
+        buf = self._buf + chunk
+        hold = b""
+        if buf.endswith(b"\r"):  # its \n may arrive in the next chunk: normalise the pair together
+            buf, hold = buf[:-1], b"\r"
+        buf = buf.replace(b"\r\n", b"\n")
         cut = buf.rfind(b"\n\n")
         if cut < 0:
-            self._buf = buf
+            self._buf = buf + hold
             return b""
-        complete, self._buf = buf[: cut + 2], buf[cut + 2 :]
+        complete, self._buf = buf[: cut + 2], buf[cut + 2 :] + hold
         if b'"usage"' not in complete:
             return complete
         events = complete.split(b"\n\n")
         return b"".join(e + b"\n\n" for e in events if e and not _is_usage_only(e))
 
     def flush(self) -> bytes:
-        rest, self._buf = self._buf, b""
+        rest, self._buf = self._buf.replace(b"\r\n", b"\n"), b""
         return b"" if _is_usage_only(rest) else rest

@@ -12,18 +12,33 @@ import orjson
 from airlock.tokens.chat import message_text
 
 
+def _int(value: Any) -> int | None:
+    """A token count as an int, or None for anything that is not a whole non-negative number."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
 def _usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
-    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details") or {}
+    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    completion_details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
+    completion_details = completion_details if isinstance(completion_details, dict) else {}
     cached = prompt_details.get("cached_tokens")
     if cached is None:
         cached = usage.get("cache_read_input_tokens")
     return {
-        "gen_ai.usage.input_tokens": usage.get("prompt_tokens", usage.get("input_tokens")),
-        "gen_ai.usage.output_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
-        "gen_ai.usage.cache_read.input_tokens": cached,
-        "gen_ai.usage.cache_creation.input_tokens": usage.get("cache_creation_input_tokens"),
-        "airlock.usage.reasoning_tokens": completion_details.get("reasoning_tokens"),
+        "gen_ai.usage.input_tokens": _int(usage.get("prompt_tokens", usage.get("input_tokens"))),
+        "gen_ai.usage.output_tokens": _int(usage.get("completion_tokens", usage.get("output_tokens"))),
+        "gen_ai.usage.cache_read.input_tokens": _int(cached),
+        "gen_ai.usage.cache_creation.input_tokens": _int(usage.get("cache_creation_input_tokens")),
+        "airlock.usage.reasoning_tokens": _int(completion_details.get("reasoning_tokens")),
         "airlock.usage.reported": True,
     }
 

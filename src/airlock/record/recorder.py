@@ -17,7 +17,10 @@ from typing import Any
 
 from airlock.config.schema import Recorder as RecorderConfig
 from airlock.record import frames
+from airlock.record.headers import SECRET_HEADERS
 from airlock.store.embedded.layout import DataDir
+
+_SECRET_HEADER_BYTES = frozenset(h.encode() for h in SECRET_HEADERS)
 
 QueueItem = tuple[dict[str, Any], "asyncio.Future[None] | None"]
 
@@ -153,6 +156,9 @@ class Recorder:
             fut = self._loop.create_future()
         if self.queue.put((record, fut)):
             return fut
+        raw_headers = record.get("_raw_headers")
+        if raw_headers:  # credentials never reach the disk, in a spill file either
+            record["_raw_headers"] = [(k, v) for k, v in raw_headers if k.lower() not in _SECRET_HEADER_BYTES]
         try:
             self.spill.append(record)
             self.spilled += 1
@@ -161,8 +167,11 @@ class Recorder:
             reason = f"spill failed: {e.strerror or e}"
             self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
             self.note_error(reason)
+            if fut is not None:  # durable mode: this response must not be acknowledged
+                fut.set_exception(OSError(reason))
+                return fut
         if fut is not None:
-            fut.set_result(None)  # the spill write was synced (or failed and was counted)
+            fut.set_result(None)  # the spill write was synced
         return fut
 
     def note_error(self, message: str) -> None:

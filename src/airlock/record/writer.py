@@ -34,6 +34,33 @@ from airlock.store.interface import PayloadSink, SegmentSink
 log = logging.getLogger("airlock.recorder")
 
 _ARROW_CHUNK = 256
+# What a record keeps when its derived fields cannot be built: ids, times, status, routing, payload digests.
+_CORE_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "request_id",
+    "kind",
+    "name",
+    "start_ns",
+    "end_ns",
+    "status",
+    "http_status",
+    "error_type",
+    "error_message",
+    "airlock.node",
+    "airlock.node.region",
+    "airlock.tenant",
+    "gen_ai.request.model",
+    "airlock.route",
+    "airlock.upstream",
+    "airlock.upstream.region",
+    "airlock.upstream.jurisdiction",
+    "airlock.attempts",
+    "airlock.payload.request",
+    "airlock.payload.upstream_request",
+    "airlock.payload.response",
+)
 
 
 def store_payloads(records: list[dict[str, Any]], blobs: PayloadSink, sync: bool = False) -> None:
@@ -120,6 +147,7 @@ class BatchWriter:
         self._open_rows = 0
         self._opened_at = 0.0
         self._pending: list[QueueItem] = []
+        self._pending_applied = False
         self._draining: list[str] = []  # rotated spill files not yet moved into the write-ahead file
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="airlock-writer", daemon=True)
@@ -170,11 +198,16 @@ class BatchWriter:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return 0  # a live writer owns it
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                return 0  # renamed or replaced while we waited: not the file we looked at
             if name.endswith(".wal"):
                 writer, _, seq = name[: -len(".wal")].rpartition(".")
                 if self.segments.covers(writer, int(seq)):
                     os.unlink(path)  # its segment was written before the crash
                     return 0
+                # A crash between the hop and span files of a flush leaves hops without spans: the
+                # replay below writes them again under this writer, so drop the partial ones.
+                self.segments.discard_partial(writer, int(seq))
             records, torn = frames.read_frames(path)
             for r in records:
                 if "_blob_index" in r:
@@ -187,6 +220,8 @@ class BatchWriter:
                 self._sync_wal()
             os.unlink(path)
             return len(records)
+        except FileNotFoundError:
+            return 0
         finally:
             os.close(fd)
 
@@ -216,6 +251,7 @@ class BatchWriter:
             if self._backoff:
                 if stopping and self._backoff >= 1.0:
                     log.error("recorder still failing at shutdown: %s", self.rec.error)
+                    self._spill_unwritten()
                     break
                 time.sleep(self._backoff)
         if self._wal is not None:
@@ -224,6 +260,23 @@ class BatchWriter:
         self.rec.spill.close()
         self.write_status(stopped=True)
         os.close(self._lock_fd)
+
+    def _spill_unwritten(self) -> None:
+        """At a shutdown the disk refused: put what is still in memory into the spill file, so the next
+        start replays it; what even the spill cannot take is counted as dropped."""
+        left = [r for r, _ in self._pending] if not self._pending_applied else []
+        left += [r for r, _ in self._drain(0.0)]
+        while batch := self._drain(0.0):
+            left += [r for r, _ in batch]
+        for record in left:
+            try:
+                self.rec.spill.append(record)
+                self.rec.spilled += 1
+            except OSError as e:
+                self.rec.dropped += 1
+                reason = f"shutdown while the store failed: {e.strerror or e}"
+                self.rec.drop_reasons[reason] = self.rec.drop_reasons.get(reason, 0) + 1
+        self._pending = []
 
     def _wait_s(self) -> float:
         if self._open_rows:
@@ -253,9 +306,13 @@ class BatchWriter:
         try:
             fn(*args)
         except (OSError, sqlite3.Error) as e:
-            self.rec.note_error(f"{type(e).__name__}: {e.strerror or e}")
+            self.rec.note_error(f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}")
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
             log.error("recorder write failed (will retry): %s", e)
+        except Exception as e:  # a defect must not kill the writer thread silently
+            self.rec.note_error(f"internal error: {type(e).__name__}: {e}")
+            self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
+            log.exception("recorder failed (will retry)")
         else:
             if self._backoff or self.rec.error:
                 self.rec.clear_error()
@@ -263,9 +320,11 @@ class BatchWriter:
 
     def _handle(self, batch: list[QueueItem]) -> None:
         self._pending = batch
-        self._process(batch)
+        if not self._pending_applied:
+            self._process(batch)
+            self._pending_applied = True  # a retry after a failed sync must not append the rows again
         self._sync_wal()
-        self._pending = []
+        self._pending, self._pending_applied = [], False
         futures = [f for _, f in batch if f is not None]
         if futures and self.rec._loop is not None:
             self.rec._loop.call_soon_threadsafe(_resolve_all, futures)
@@ -276,11 +335,15 @@ class BatchWriter:
         # of the same batch cannot duplicate a record.
         records = [r for r, _ in batch]
         store_payloads(records, self.blobs, sync=self.cfg.durable)
-        rows = [finish_row(r, self.rec.stamp, self.resolve_tokenizer) for r in records]
+        rows = [self._finish(r) for r in records]
         wal = self._open_wal()
         index = self.blobs.take_unlogged()
         head = frames.encode({"_blob_index": index}) if index else b""
-        wal.append(head + b"".join(frames.encode(r) for r in rows))
+        try:
+            wal.append(head + b"".join(frames.encode(r) for r in rows))
+        except OSError:
+            self.blobs.unlog(index)  # the index rows must reach a later write-ahead append
+            raise
         self.rec.wal_records += len(rows)
         self._rows.extend(rows)
         self._open_rows += len(rows)
@@ -289,10 +352,25 @@ class BatchWriter:
 
     def _to_arrow(self) -> None:
         rows, self._rows = self._rows, []
-        self._spans.append(pa.RecordBatch.from_pylist(rows, schema=SPAN_SCHEMA))
-        hops = [hop for row in rows for hop in row.get("_hops") or ()]
-        if hops:
-            self._hops.append(pa.RecordBatch.from_pylist(hops, schema=HOP_SCHEMA))
+        try:
+            spans = pa.RecordBatch.from_pylist(rows, schema=SPAN_SCHEMA)
+            hops = pa.RecordBatch.from_pylist([h for row in rows for h in row.get("_hops") or ()], schema=HOP_SCHEMA)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            # A value of the wrong type in some row: convert one by one, keeping a partial row for the bad ones.
+            rows = [_checked(row) for row in rows]
+            spans = pa.RecordBatch.from_pylist(rows, schema=SPAN_SCHEMA)
+            hops = pa.RecordBatch.from_pylist([h for row in rows for h in row.get("_hops") or ()], schema=HOP_SCHEMA)
+        self._spans.append(spans)
+        if hops.num_rows:
+            self._hops.append(hops)
+
+    def _finish(self, record: dict[str, Any]) -> dict[str, Any]:
+        """finish_row, but one malformed exchange (an upstream's odd usage, a client's odd message) must
+        not stop the recorder: what cannot be derived is left empty and the reason kept on the row."""
+        try:
+            return finish_row(record, self.rec.stamp, self.resolve_tokenizer)
+        except Exception as e:  # one malformed record is contained to that record
+            return _partial_row(record, e)
 
     def _sync_wal(self) -> None:
         if self.cfg.durable and self._wal is not None:
@@ -361,6 +439,39 @@ class BatchWriter:
             os.replace(tmp, path)
         except OSError as e:  # the status file is a convenience; the counters live in memory
             log.debug("status file not written: %s", e)
+
+
+def _partial_row(record: dict[str, Any], error: BaseException) -> dict[str, Any]:
+    """What a record keeps when its derived fields cannot be built: ids, times, status, routing,
+    payload digests, and the reason in its decisions."""
+    log.warning("record %s kept without derived fields: %s", record.get("span_id"), error)
+    keep = {}
+    for column in _CORE_COLUMNS:
+        value = record.get(column)
+        try:
+            pa.scalar(value, type=SPAN_SCHEMA.field(column).type)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            continue
+        keep[column] = value
+    keep["airlock.decisions"] = orjson.dumps(
+        [{"kind": "recorder", "verdict": "partial", "reason": f"{type(error).__name__}: {error}"[:300]}]
+    ).decode()
+    hops = [h for h in record.get("_hops") or () if isinstance(h, dict)]
+    try:
+        pa.RecordBatch.from_pylist(hops, schema=HOP_SCHEMA)
+        keep["_hops"] = hops
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        keep["_hops"] = []
+    return keep
+
+
+def _checked(row: dict[str, Any]) -> dict[str, Any]:
+    try:
+        pa.RecordBatch.from_pylist([row], schema=SPAN_SCHEMA)
+        pa.RecordBatch.from_pylist(list(row.get("_hops") or ()), schema=HOP_SCHEMA)
+        return row
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as e:
+        return _partial_row(row, e)
 
 
 def recent_digests(data: Any, limit: int) -> list[str]:

@@ -52,9 +52,12 @@ def quantile(sorted_values: list[float], q: float) -> float:
 def upper_bound_rank(n: int, coverage: float = COVERAGE, confidence: float = CONFIDENCE) -> int | None:
     """The 1-based rank k of the order statistic that bounds the coverage-quantile from above with the
     given confidence, or None when n is too small."""
-    cumulative = 0.0  # P(Binomial(n, coverage) <= k - 1)
+    log_q, log_p = math.log(coverage), math.log1p(-coverage)
+    cumulative = 0.0  # P(Binomial(n, coverage) <= k - 1), summed in log space (no overflow for large n)
     for k in range(1, n + 1):
-        cumulative += math.comb(n, k - 1) * coverage ** (k - 1) * (1 - coverage) ** (n - k + 1)
+        j = k - 1
+        log_pmf = math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * log_q + (n - j) * log_p
+        cumulative += math.exp(log_pmf)
         if cumulative >= confidence:
             return k
     return None

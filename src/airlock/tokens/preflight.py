@@ -168,6 +168,8 @@ class Preflight:
             while len(kept) - head > 1 and isinstance(kept[head], dict) and kept[head].get("role") == "tool":
                 del kept[head]
                 dropped += 1
+            if isinstance(kept[head], dict) and kept[head].get("role") == "tool":
+                return None  # only a tool result whose call is gone would remain: not a valid conversation
             candidate = {**body, "messages": kept}
             estimate = self._estimate(tok, model, candidate)[0]
             if estimate + max_tokens <= window:

@@ -152,6 +152,11 @@ class PackWriter:
             rows, self._unlogged = self._unlogged, []
         return rows
 
+    def unlog(self, rows: list[IndexRow]) -> None:
+        """Put back rows taken by take_unlogged whose write-ahead append failed."""
+        with self._lock:
+            self._unlogged[:0] = rows
+
     def restore(self, rows: Sequence[Sequence[Any]]) -> None:
         """Index rows read back from a write-ahead file after a crash."""
         with self._lock:

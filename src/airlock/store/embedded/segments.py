@@ -75,10 +75,22 @@ def live_segments(folder: Path) -> list[Segment]:
     return sorted(live)
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a temporary name, fsync, rename, fsync the folder: the file is whole once it exists, and
+    stays so across a power loss, before anything it replaces (a write-ahead file, compacted inputs) goes."""
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp, compression="zstd", row_group_size=65_536)
+    _fsync(tmp)
     os.replace(tmp, path)
+    _fsync(path.parent)
 
 
 class ParquetSegments:
@@ -92,6 +104,13 @@ class ParquetSegments:
         _write_atomic(blob_index if blob_index is not None else INDEX_SCHEMA.empty_table(), self.data.blob_index / name)
         _write_atomic(hops, self.data.hops / name)
         _write_atomic(spans, self.data.spans / name)
+
+    def discard_partial(self, writer_id: str, seq: int) -> None:
+        """Remove the index and hop files of a one-batch range whose spans file was never written."""
+        name = segment_name(writer_id, seq, seq)
+        if not (self.data.spans / name).exists():
+            for folder in (self.data.blob_index, self.data.hops):
+                (folder / name).unlink(missing_ok=True)
 
     def covers(self, writer_id: str, seq: int) -> bool:
         return any(s.writer == writer_id and s.first <= seq <= s.last for s in list_segments(self.data.spans))
