@@ -149,3 +149,20 @@ def test_malformed_exchanges_do_not_stop_the_recorder(tmp_path: Path) -> None:
         assert rec.error is None
     finally:
         writer.stop()
+
+
+def test_a_spill_file_being_drained_is_not_replayed_by_another_writer(tmp_path: Path) -> None:
+    """Regression: rotating a spill file for draining released its lock, so a sibling's recovery
+    could replay the same records a second time."""
+    rec, _, _ = start(tmp_path, queue_size=1)
+    for i in range(5):
+        rec.submit(record(i))
+    draining = rec.spill.take()
+    assert draining is not None and draining.endswith(".draining")
+    other, other_writer, _ = start(tmp_path)
+    other.writer_id = other_writer.writer_id = "w-sibling"
+    try:
+        assert other_writer.recover() == 0 and Path(draining).exists()
+    finally:
+        rec.spill.close()
+    assert other_writer.recover() == 4  # once its owner is gone, it is recovered (4 spilled, 1 queued)

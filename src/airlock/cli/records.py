@@ -258,9 +258,8 @@ def traces_show(
                 ("airlock.payload.response", "received"),
             ):
                 digest = span.get(col)
-                size = span.get(
-                    "airlock.payload.request_bytes" if "request" in col else "airlock.payload.response_bytes"
-                )
+                data = found.get(digest) if digest else None
+                size = len(data) if isinstance(data, bytes) else None
                 p = branch.add(f"{title}: sha256 {digest[:16] if digest else '-'}  {fmt_bytes(size)}")
                 p.add(_decode_payload(found, digest, max_chars))
         for child in children.get(span["span_id"], []):

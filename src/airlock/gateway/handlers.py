@@ -213,6 +213,7 @@ class ModelCall:
                 "airlock.upstream.region": up.region,
                 "airlock.upstream.jurisdiction": up.jurisdiction,
                 "airlock.attempts": len(answer.hops),
+                "airlock.upstream.model": answer.target.upstream_model,
                 "_tokenizer": answer.target.model.tokenizer,  # the recorder counts locally with it
             }
         )

@@ -120,8 +120,8 @@ def from_sse_response(raw: bytes) -> dict[str, Any]:
 
 
 _REQUEST_PARAMS = (
+    ("gen_ai.request.max_tokens", "max_completion_tokens", int),  # supersedes max_tokens when both are set
     ("gen_ai.request.max_tokens", "max_tokens", int),
-    ("gen_ai.request.max_tokens", "max_completion_tokens", int),
     ("gen_ai.request.temperature", "temperature", float),
     ("gen_ai.request.top_p", "top_p", float),
     ("gen_ai.request.seed", "seed", int),
@@ -189,6 +189,10 @@ def enrich(
     request = payloads.get("airlock.payload.request")
     if request and record.get("kind") != "gateway.reject":
         facts.update(from_request(request))
+    sent = payloads.get("airlock.payload.upstream_request")
+    if sent and sent != request and DOC in facts:
+        # What the provider bills is what was sent (e.g. after a pre-flight truncation): count that.
+        facts[DOC] = from_request(sent).get(DOC, facts[DOC])
     response = payloads.get("airlock.payload.response")
     fmt = record.get("_response_format")
     if response and fmt == "json":

@@ -80,6 +80,7 @@ class Spill:
         self.durable = durable
         self.lock = threading.Lock()
         self._file: frames.FrameFile | None = None
+        self._draining: dict[str, frames.FrameFile] = {}  # rotated out, still locked, not yet replayed
         self._rotations = 0
 
     @property
@@ -100,22 +101,32 @@ class Spill:
         return self._file is not None and self._file.size > 0
 
     def take(self) -> str | None:
-        """Rotate the spill file out for draining; returns its new path (still locked by the caller)."""
+        """Rotate the spill file out for draining; returns its new path. The file stays locked (so no
+        other process's recovery replays it too) until `release` after the writer has deleted it."""
         with self.lock:
             if self._file is None or self._file.size == 0:
                 return None
             self._rotations += 1
             draining = os.path.join(self.folder, f"{self.writer_id}.{self._rotations:06d}.draining")
             os.rename(self.path, draining)
-            self._file.close()
+            self._draining[draining] = self._file
             self._file = None
             return draining
+
+    def release(self, path: str) -> None:
+        with self.lock:
+            held = self._draining.pop(path, None)
+        if held is not None:
+            held.close()
 
     def close(self) -> None:
         with self.lock:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+            for held in self._draining.values():
+                held.close()
+            self._draining.clear()
 
 
 class Recorder:

@@ -136,7 +136,11 @@ HOP_MIGRATIONS: list[tuple[int, str, list[tuple[str, pa.DataType]]]] = [
 ]
 
 SPAN_MIGRATIONS.append(
-    (2, "the request's dominant script, for drift per script (tokens)", [("airlock.script", _S)]),
+    (
+        2,
+        "the request's dominant script and the model name sent upstream, for drift per model and script (tokens)",
+        [("airlock.script", _S), ("airlock.upstream.model", _S)],
+    ),
 )
 
 SCHEMA_VERSION = SPAN_MIGRATIONS[-1][0]

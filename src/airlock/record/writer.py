@@ -148,6 +148,7 @@ class BatchWriter:
         self._opened_at = 0.0
         self._pending: list[QueueItem] = []
         self._pending_applied = False
+        self._draining_applied: str | None = None
         self._draining: list[str] = []  # rotated spill files not yet moved into the write-ahead file
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="airlock-writer", daemon=True)
@@ -296,11 +297,15 @@ class BatchWriter:
                 return
             self._draining.append(path)
         path = self._draining[0]
-        records, _ = frames.read_frames(path)
-        self._process([(r, None) for r in records])
+        if self._draining_applied != path:  # a retry after a failed sync must not append the rows again
+            records, _ = frames.read_frames(path)
+            self._process([(r, None) for r in records])
+            self._draining_applied = path
         self._sync_wal()
         os.unlink(path)
+        self.rec.spill.release(path)
         self._draining.pop(0)
+        self._draining_applied = None
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
         try:

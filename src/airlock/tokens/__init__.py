@@ -2,7 +2,6 @@
 
 from airlock.tokens.registry import (
     Tokenizer,
-    TokenizerNotFound,
     TokenizerUnavailable,
     available,
     count,
@@ -14,7 +13,6 @@ from airlock.tokens.registry import (
 
 __all__ = [
     "Tokenizer",
-    "TokenizerNotFound",
     "TokenizerUnavailable",
     "available",
     "count",

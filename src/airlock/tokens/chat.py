@@ -103,7 +103,3 @@ def count_request(tok: Tokenizer, body: dict[str, Any]) -> int:
     if isinstance(tools, list) and tools:
         total += fmt.tools_block + sum(fmt.per_tool + tok.count(orjson.dumps(t).decode()) for t in tools)
     return total
-
-
-def count_response_text(tok: Tokenizer, text: str) -> int:
-    return tok.count(text) if text else 0

@@ -16,7 +16,9 @@ from airlock.store.interface import SpanReader
 
 COVERAGE, CONFIDENCE = 0.95, 0.95
 DIMENSIONS = {
-    "model": 'coalesce("gen_ai.response.model", "gen_ai.request.model")',
+    # The name Airlock sent upstream: what the pre-flight check looks margins up by (a provider may
+    # answer with a dated snapshot name instead).
+    "model": 'coalesce("airlock.upstream.model", "gen_ai.response.model", "gen_ai.request.model")',
     "script": "coalesce(\"airlock.script\", 'none')",
     "upstream": '"airlock.upstream"',
     "tokenizer": '"airlock.local.tokenizer"',

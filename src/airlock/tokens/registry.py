@@ -76,9 +76,6 @@ class TokenizerUnavailable(KeyError):
         return str(self.args[0]) if self.args else "tokenizer unavailable"
 
 
-TokenizerNotFound = TokenizerUnavailable  # older name
-
-
 @dataclass(frozen=True)
 class _Source:
     family: str
@@ -233,9 +230,6 @@ class TiktokenTokenizer(_CountCache):
 
     def _count_raw(self, text: str) -> int:
         return len(self.encoding.encode_ordinary(text))
-
-    def count_many(self, texts: list[str]) -> list[int]:
-        return [len(t) for t in self.encoding.encode_ordinary_batch(texts)]
 
 
 class HFTokenizer(_CountCache):
