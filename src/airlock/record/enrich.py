@@ -43,12 +43,17 @@ def _usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def from_json_response(body: bytes) -> dict[str, Any]:
+def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(doc, dict):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def from_json_response(body: bytes) -> dict[str, Any]:
+    doc = _json_object(body)
+    if doc is None:
         return {}
     out: dict[str, Any] = {"gen_ai.response.id": doc.get("id"), "gen_ai.response.model": doc.get("model")}
     choices = doc.get("choices") or []
@@ -130,11 +135,8 @@ _REQUEST_PARAMS = (
 
 def from_request(body: bytes) -> dict[str, Any]:
     """Sampling parameters and tool count from the request the client sent."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if not isinstance(doc, dict):
+    doc = _json_object(body)
+    if doc is None:
         return {}
     out: dict[str, Any] = {}
     for column, key, typ in _REQUEST_PARAMS:
