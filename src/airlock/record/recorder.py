@@ -52,14 +52,17 @@ class RecordQueue:
         return not self._items
 
     def take(self, limit: int, wait_s: float) -> list[QueueItem]:
-        """Up to `limit` items, waiting up to `wait_s` for the first; lingers briefly to batch."""
-        if not self._items and wait_s > 0:
-            self._waiting = True
-            self._wake.clear()
+        """Up to `limit` items, waiting up to `wait_s` for the first, then lingering to gather a batch.
+        The linger applies under load too: a writer that took whatever was there at once spun on
+        batches of one or two, competing with the event loop for the GIL at every record."""
+        if wait_s > 0:
             if not self._items:
-                self._wake.wait(wait_s)
-            self._waiting = False
-            if self._items and self.linger_s:
+                self._waiting = True
+                self._wake.clear()
+                if not self._items:
+                    self._wake.wait(wait_s)
+                self._waiting = False
+            if self._items and self.linger_s and len(self._items) < limit:
                 time.sleep(self.linger_s)
         out: list[QueueItem] = []
         pop = self._items.popleft
