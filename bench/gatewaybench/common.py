@@ -36,3 +36,4 @@ class Target:
     key: str
     stream_url: str | None = None
     note: str = ""
+    pid: int | None = None  # the process serving the path, for CPU time per request

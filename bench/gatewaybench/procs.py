@@ -60,6 +60,9 @@ class Procs:
         self.items.append(proc)
         return proc
 
+    def pid_of(self, name: str) -> int | None:
+        return next((p.popen.pid for p in self.items if p.name == name), None)
+
     def died(self) -> list[str]:
         """A line for each process that exited since the last call, with the end of its log."""
         lines = []

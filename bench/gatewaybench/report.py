@@ -53,7 +53,7 @@ def by(results: list[WrkResult], path: str, conns: int) -> WrkResult | None:
 
 
 def throughput_grid(results: list[WrkResult], litellm: LiteLLMStatus) -> Grid:
-    head = ["conns", "path", "req/s", "p50 ms", "p99 ms", "+p50 vs direct ms", "non-2xx/errors",
+    head = ["conns", "path", "req/s", "p50 ms", "p99 ms", "+p50 vs direct ms", "CPU µs/req", "non-2xx/errors",
             "Airlock ÷ pass-through", "Airlock ÷ LiteLLM"]  # fmt: skip
     rows = []
     for r in results:
@@ -66,9 +66,11 @@ def throughput_grid(results: list[WrkResult], litellm: LiteLLMStatus) -> Grid:
             vs_ll = f_ratio(r.rps, ll.rps) if ll else "n/a"
         rps = f"{r.rps:.0f}" if r.requests else "—"
         errors = ("run failed" if r.failed else str(r.errors)) + (f" ({r.note})" if r.note else "")
-        rows.append([str(r.conns), r.path, rps, f_ms(r.p50_ms), f_ms(r.p99_ms), f_add(added), errors, vs_pt, vs_ll])
+        cpu = f"{r.cpu_us:.0f}" if r.cpu_us == r.cpu_us else "—"  # NaN when unknown
+        rows.append([str(r.conns), r.path, rps, f_ms(r.p50_ms), f_ms(r.p99_ms), f_add(added), cpu, errors, vs_pt,
+                     vs_ll])  # fmt: skip
     if not litellm.available:
-        rows.append(["all", LITELLM, "unavailable", "—", "—", "—", litellm.reason, "", ""])
+        rows.append(["all", LITELLM, "unavailable", "—", "—", "—", "—", litellm.reason, "", ""])
     return head, rows
 
 
@@ -151,7 +153,10 @@ PATHS_TEXT = f"""\
 
 Each row: `wrk -t1 -cN -dD` with `bench/chat.lua` POSTing `{json.dumps(CHAT_BODY)}`, after a short warm-up;
 paths are interleaved per concurrency. "+p50 vs direct" is the path's p50 minus the direct p50 at the same
-concurrency; "non-2xx/errors" counts HTTP status ≥ 400 plus socket errors and timeouts. The streaming rows
+concurrency; "CPU µs/req" is the serving process's user + system CPU time during the run (its worker
+processes included) divided by the requests served: steadier than req/s on a shared machine, since it does
+not depend on what else got the cores; "non-2xx/errors" counts HTTP status ≥ 400 plus socket errors and
+timeouts. The streaming rows
 are sequential requests (one connection) for a {STREAM_TOKENS}-token SSE stream from a second sim started with
 `--output-tokens {STREAM_TOKENS}`, one request per path per round; TTFT is the time from sending the request to
 receiving the first SSE event with non-empty `delta.content`; "first body byte" is the time to the first line of

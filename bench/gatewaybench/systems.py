@@ -82,16 +82,23 @@ def start_all(procs: Procs, workdir: Path, sink: EgressSink, skip_litellm: bool)
     passthrough = start_passthrough(procs, "passthrough", fast)
     passthrough_stream = start_passthrough(procs, "passthrough-stream", stream)
     airlock = start_airlock(procs, workdir, fast, stream)
+    pid = procs.pid_of
     targets = [
-        Target(DIRECT, fast + "/chat/completions", DUMMY_KEY, stream + "/chat/completions"),
-        Target(PASSTHROUGH, passthrough + "/chat/completions", DUMMY_KEY, passthrough_stream + "/chat/completions"),
-        Target(AIRLOCK, airlock + "/chat/completions", AIRLOCK_KEY, airlock + "/chat/completions"),
+        Target(DIRECT, fast + "/chat/completions", DUMMY_KEY, stream + "/chat/completions", pid=pid("sim")),
+        Target(
+            PASSTHROUGH,
+            passthrough + "/chat/completions",
+            DUMMY_KEY,
+            passthrough_stream + "/chat/completions",
+            pid=pid("passthrough"),
+        ),
+        Target(AIRLOCK, airlock + "/chat/completions", AIRLOCK_KEY, airlock + "/chat/completions", pid=pid("airlock")),
     ]
     status = LiteLLMStatus()
     if not skip_litellm:
         litellm = start_litellm(procs, workdir, fast, sink, status)
         if litellm:
-            targets.append(Target(LITELLM, litellm + "/chat/completions", LITELLM_KEY))
+            targets.append(Target(LITELLM, litellm + "/chat/completions", LITELLM_KEY, pid=procs.pid_of("litellm")))
     return targets, status
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .common import BENCH, Target, console
@@ -26,6 +28,7 @@ class WrkResult:
     errors: int = 0  # HTTP status >= 400 plus socket errors and timeouts
     failed: bool = False  # wrk gave no result
     note: str = ""
+    cpu_us: float = float("nan")  # CPU time of the serving process tree per request: steadier than req/s
 
 
 def run_wrk(url: str, key: str, conns: int, duration: float) -> dict[str, Any]:
@@ -38,8 +41,24 @@ def run_wrk(url: str, key: str, conns: int, duration: float) -> dict[str, Any]:
     raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {(done.stderr or done.stdout)[-300:]}")
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process and its direct children (workers), from /proc."""
+    if pid is None:
+        return float("nan")
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    total = 0
+    for p in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def measure(target: Target, conns: int, duration: float) -> WrkResult:
     result = WrkResult(target.name, conns, note=target.note)
+    cpu_before = cpu_seconds(target.pid)
     try:
         raw = run_wrk(target.url, target.key, conns, duration)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
@@ -51,6 +70,7 @@ def measure(target: Target, conns: int, duration: float) -> WrkResult:
     result.rps = raw["requests"] / (raw["duration_us"] / 1e6)
     if result.requests:
         result.p50_ms, result.p99_ms = raw["p50_us"] / 1000, raw["p99_us"] / 1000
+        result.cpu_us = (cpu_seconds(target.pid) - cpu_before) / result.requests * 1e6
     return result
 
 
@@ -68,7 +88,7 @@ def run_throughput(
             result = measure(target, conns, duration)
             console.print(
                 f"  c={conns:<3} {target.name:<18} {result.rps:9.0f} req/s  p50 {result.p50_ms:8.2f} ms  "
-                f"p99 {result.p99_ms:8.2f} ms  errors {result.errors}"
+                f"p99 {result.p99_ms:8.2f} ms  errors {result.errors}  cpu {result.cpu_us:6.0f} us/req"
             )
             results.append(result)
             procs.note_deaths(notes)
