@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from airlock.cli.records import blob, status, traces
+from airlock.cli.replay import replay
 from airlock.cli.tokens import tokens
 from airlock.config import load_config
 from airlock.errors import ConfigError
@@ -123,6 +124,7 @@ cli.add_command(status)
 cli.add_command(traces)
 cli.add_command(blob)
 cli.add_command(tokens)
+cli.add_command(replay)
 
 
 def main() -> None:

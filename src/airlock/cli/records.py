@@ -85,19 +85,24 @@ def traces() -> None:
     """List and show recorded traces."""
 
 
-@traces.command("list")
-@data_options
-@click.option("--since", default=None, help="15m, 6h, 2d, or an ISO time.")
-@click.option("--until", default=None)
-@click.option("--tenant", default=None)
-@click.option("--model", default=None, help="The model asked for.")
-@click.option("--status", "status_", type=click.Choice(["ok", "error", "cancelled"]), default=None)
-@click.option("--attr", "attrs", multiple=True, help="KEY=VALUE; any column or free attribute. Repeatable.")
-@click.option("--limit", type=int, default=30, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-def traces_list(
-    data_dir: str | None,
-    config_path: str | None,
+def trace_filter_options(fn: Any) -> Any:
+    """The selection options shared by every command that reads a set of traces."""
+    for option in reversed(
+        [
+            click.option("--since", default=None, help="15m, 6h, 2d, or an ISO time."),
+            click.option("--until", default=None),
+            click.option("--tenant", default=None),
+            click.option("--model", default=None, help="The model asked for."),
+            click.option("--status", "status_", type=click.Choice(["ok", "error", "cancelled"]), default=None),
+            click.option("--attr", "attrs", multiple=True, help="KEY=VALUE; any column or free attribute. Repeatable."),
+            click.option("--limit", type=int, default=30, show_default=True),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def trace_filter(
     since: str | None,
     until: str | None,
     tenant: str | None,
@@ -105,16 +110,14 @@ def traces_list(
     status_: str | None,
     attrs: tuple[str, ...],
     limit: int,
-    as_json: bool,
-) -> None:
-    """Traces with at least one span matching every filter, newest first."""
+) -> TraceFilter:
     attributes = {}
     for a in attrs:
         key, sep, value = a.partition("=")
         if not sep:
             raise click.BadParameter(f"{a!r}: use KEY=VALUE", param_hint="--attr")
         attributes[key] = value
-    flt = TraceFilter(
+    return TraceFilter(
         since_ns=parse_when(since) if since else None,
         until_ns=parse_when(until) if until else None,
         tenant=tenant,
@@ -123,6 +126,15 @@ def traces_list(
         attributes=attributes,
         limit=limit,
     )
+
+
+@traces.command("list")
+@data_options
+@trace_filter_options
+@click.option("--json", "as_json", is_flag=True)
+def traces_list(data_dir: str | None, config_path: str | None, as_json: bool, **filters: Any) -> None:
+    """Traces with at least one span matching every filter, newest first."""
+    flt = trace_filter(**filters)
     rows = _reader(_data_dir(data_dir, config_path)).traces(flt)
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())

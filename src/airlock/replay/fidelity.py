@@ -1,0 +1,152 @@
+"""The fidelity check: for each selected trace, whether its model calls can be replayed exactly, and
+for each that cannot, what is missing.
+
+A call is replayable when the record holds the exact bytes sent upstream (present and matching their
+sha256), those bytes parse as a request, and every tool call the conversation refers to has its result
+in the request verbatim, as the model received it. A named prompt must carry its version. A missing
+seed, or a temperature above zero without one, does not block a replay but is reported: the candidate's
+answers cannot then be compared for exact equality."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from airlock.store.embedded import BlobCorrupt, BlobReader
+from airlock.store.interface import SpanReader, TraceFilter
+
+MODEL_KINDS = ("model.chat", "model.completion", "model.embedding")
+
+
+@dataclass
+class SpanFidelity:
+    span_id: str
+    kind: str
+    model: str | None
+    missing: list[str] = field(default_factory=list)  # blocking
+    caveats: list[str] = field(default_factory=list)  # not blocking
+
+    @property
+    def replayable(self) -> bool:
+        return not self.missing
+
+
+@dataclass
+class TraceFidelity:
+    trace_id: str
+    spans: list[SpanFidelity]
+
+    @property
+    def replayable(self) -> bool:
+        return bool(self.spans) and all(s.replayable for s in self.spans)
+
+    @property
+    def missing(self) -> list[str]:
+        return [f"{s.span_id}: {m}" for s in self.spans for m in s.missing]
+
+    @property
+    def caveats(self) -> list[str]:
+        return sorted({c for s in self.spans for c in s.caveats})
+
+
+def _tool_findings(body: dict[str, Any]) -> list[str]:
+    """Tool calls in the conversation whose result the request does not carry, and results without a call."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return []
+    called: dict[str, str] = {}
+    answered: set[str] = set()
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        for call in m.get("tool_calls") or []:
+            if isinstance(call, dict) and call.get("id"):
+                called[str(call["id"])] = str((call.get("function") or {}).get("name", "?"))
+        if m.get("role") == "tool":
+            call_id = str(m.get("tool_call_id", ""))
+            if not isinstance(m.get("content"), str | list):
+                return [f"the result of tool call {call_id} has no content"]
+            answered.add(call_id)
+    findings = [
+        f"the result of tool call {cid} ({name}) was never seen"
+        for cid, name in called.items()
+        if cid not in answered and _followed(messages, cid)
+    ]
+    findings += [
+        f"a tool result answers call {cid}, which the conversation never made" for cid in answered if cid not in called
+    ]
+    return findings
+
+
+def _followed(messages: list[Any], call_id: str) -> bool:
+    """Whether the conversation went on after the assistant turn making this call (so it needed the result)."""
+    for i, m in enumerate(messages):
+        if isinstance(m, dict) and any(
+            isinstance(c, dict) and str(c.get("id")) == call_id for c in m.get("tool_calls") or []
+        ):
+            return i < len(messages) - 1
+    return False
+
+
+def check_span(span: dict[str, Any], found: dict[str, Any]) -> SpanFidelity:
+    result = SpanFidelity(span["span_id"], span["kind"], span.get("gen_ai.request.model"))
+    digest = _replay_digest(span)
+    if not digest:
+        result.missing.append("the request bytes were not recorded")
+        return result
+    if not span.get("airlock.payload.upstream_request"):
+        result.caveats.append(
+            f"never sent upstream ({span.get('error_type') or 'rejected'}): the client's bytes are replayed"
+        )
+    data = found.get(digest)
+    if data is None:
+        result.missing.append(f"payload {digest[:12]} is not in the blob store (dropped or deleted)")
+        return result
+    if isinstance(data, BlobCorrupt):
+        result.missing.append(f"payload {digest[:12]} is corrupt: it fails its hash check")
+        return result
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        result.missing.append("the request sent upstream does not parse as JSON")
+        return result
+    if not isinstance(body, dict) or "model" not in body:
+        result.missing.append("the request sent upstream is not a model request")
+        return result
+    result.missing += _tool_findings(body)
+    if span.get("airlock.prompt.name") and not span.get("airlock.prompt.version"):
+        result.missing.append(f"prompt {span['airlock.prompt.name']!r} was named without a version")
+    if span["kind"] != "model.embedding" and body.get("seed") is None:
+        temperature = body.get("temperature", 1.0)
+        if isinstance(temperature, int | float) and temperature > 0:
+            result.caveats.append("sampled (temperature > 0) without a seed: answers cannot match exactly")
+        else:
+            result.caveats.append("no seed")
+    return result
+
+
+def _replay_digest(span: dict[str, Any]) -> str | None:
+    """The bytes a replay sends: those that went upstream, or the client's for a call the gateway rejected."""
+    return span.get("airlock.payload.upstream_request") or span.get("airlock.payload.request")
+
+
+def check_traces(reader: SpanReader, blobs: BlobReader, flt: TraceFilter) -> list[TraceFidelity]:
+    """The fidelity of every trace the filter selects, newest first."""
+    traces = reader.traces(flt)
+    out = []
+    for t in traces:
+        spans = [
+            s
+            for s in reader.spans_of_trace(t["trace_id"])
+            if s["kind"] in MODEL_KINDS or (s["kind"] == "gateway.reject" and s.get("gen_ai.request.model"))
+        ]
+        digests = [d for s in spans if (d := _replay_digest(s))]
+        found = blobs.get_many(digests)
+        out.append(TraceFidelity(t["trace_id"], [check_span(s, found) for s in spans]))
+    return out
+
+
+def replayable_fraction(results: list[TraceFidelity]) -> float:
+    return sum(r.replayable for r in results) / len(results) if results else 0.0
