@@ -58,6 +58,7 @@ def serve(config_path: str, workers: int | None, port: int | None, host: str | N
 @click.option("--style", type=click.Choice(["plain", "terse"]), default="plain", show_default=True)
 @click.option("--models", default="sim-large,sim-small", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-tools", is_flag=True, help="Answer in text even when tools are offered (a different model).")
 def sim(
     port: int,
     host: str,
@@ -71,6 +72,7 @@ def sim(
     style: str,
     models: str,
     seed: int,
+    no_tools: bool,
 ) -> None:
     """Run a simulated OpenAI-compatible upstream (a simulator, not a model)."""
     from airlock.sim import SimProfile, run_sim
@@ -86,6 +88,7 @@ def sim(
         answer_style=style,
         models=models.split(","),
         seed=seed,
+        tool_calls=not no_tools,
     )
     try:
         profile.validate()

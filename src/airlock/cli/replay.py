@@ -63,3 +63,127 @@ def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, **fi
         t.add_row(r.trace_id[:16], str(len(r.spans)), ok, "\n".join(r.missing), "\n".join(r.caveats))
     make_console().print(t)
     click.echo(f"replayable fraction: {fraction:.3f}")
+
+
+@replay.command("run")
+@data_options
+@trace_filter_options
+@click.option("--target", required=True, help="The candidate: a route alias or model name from the config.")
+@click.option("--name", default=None, help="Name of the run (default: a timestamp). The same name resumes it.")
+@click.option("--concurrency", type=int, default=4, show_default=True)
+@click.option(
+    "--on-divergence",
+    type=click.Choice(["continue", "stop"]),
+    default="continue",
+    show_default=True,
+    help="After the candidate diverges, go on with the recorded next turn, or stop that trace.",
+)
+def run_cmd(
+    data_dir: str | None,
+    config_path: str | None,
+    target: str,
+    name: str | None,
+    concurrency: int,
+    on_divergence: str,
+    **filters: object,
+) -> None:
+    """Re-execute the selected traffic against the candidate. Tools are never called: recorded results are
+    returned. The replay is recorded, tagged with its run name and linked to the originals."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from airlock.config import load_config
+    from airlock.errors import ConfigError
+    from airlock.replay.runner import ReplayError, ReplayRunner, default_name
+
+    if data_dir:
+        raise click.UsageError("replay run needs --config (it routes the candidate through the config's upstreams)")
+    try:
+        config = load_config(config_path or "airlock.yaml")
+    except ConfigError as e:
+        raise click.UsageError(f"config refused: {e.detail}") from None
+    runner = ReplayRunner(config, name or default_name(), target, on_divergence, concurrency)
+    try:
+        pending = runner.prepare(trace_filter(**filters))
+    except ReplayError as e:
+        click.echo(f"airlock: {e.detail}", err=True)
+        sys.exit(1)
+    total = runner.progress.done + len(pending)
+    with Progress(
+        TextColumn("[bold]replay {task.fields[name]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failed]}  diverged {task.fields[diverged]}  skipped {task.fields[skipped]}"),
+        console=make_console(),
+    ) as bar:
+        task = bar.add_task(
+            "replay", total=total, completed=runner.progress.done, name=runner.name, failed=0, diverged=0, skipped=0
+        )
+
+        def update(p: object) -> None:
+            bar.update(
+                task,
+                completed=runner.progress.done + runner.progress.failed + runner.progress.skipped,
+                failed=runner.progress.failed,
+                diverged=runner.progress.diverged,
+                skipped=runner.progress.skipped,
+            )
+
+        try:
+            asyncio.run(runner.run(pending, update))
+        except ReplayError as e:
+            click.echo(f"airlock: {e.detail}", err=True)
+            sys.exit(1)
+    p = runner.progress
+    click.echo(
+        f"replay {runner.name}: {p.done} traces replayed, {p.diverged} diverged, {p.failed} failed, "
+        f"{p.skipped} skipped. Read it with: airlock replay report -c {config_path or 'airlock.yaml'} "
+        f"{runner.name}"
+    )
+    if p.failed:
+        sys.exit(1)
+
+
+@replay.command("report")
+@data_options
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--html", "html_path", type=click.Path(), default=None, help="Also write a self-contained HTML file.")
+def report_cmd(data_dir: str | None, config_path: str | None, name: str, as_json: bool, html_path: str | None) -> None:
+    """How the candidate compared with the record: exact match, tool-call agreement, structured-output
+    validity, divergence points, token and latency deltas, with 95% confidence intervals."""
+    from pathlib import Path
+
+    from airlock.replay.report import build_report, summary_rows, to_html
+
+    try:
+        report = build_report(_data_dir(data_dir, config_path), name)
+    except KeyError as e:
+        raise click.UsageError(str(e.args[0])) from None
+    if html_path:
+        Path(html_path).write_text(to_html(report), encoding="utf-8")
+    if as_json:
+        click.echo(orjson.dumps(report.to_json()).decode())
+        return
+    t = Table(title=f"replay {report.name} against {report.target}")
+    t.add_column("measure")
+    t.add_column("value")
+    for k, v in summary_rows(report):
+        t.add_row(k, v)
+    make_console().print(t)
+    diverged = [tr for tr in report.traces if tr.get("diverged_at") is not None]
+    if diverged:
+        d = Table(title="where the candidate diverged")
+        for col in ("trace", "replay trace", "turns", "diverged at turn"):
+            d.add_column(col)
+        for tr in diverged[:20]:
+            d.add_row(
+                tr["trace_id"][:16],
+                (tr.get("replay_trace_id") or "")[:16],
+                str(tr.get("turns")),
+                str(tr["diverged_at"]),
+            )
+        make_console().print(d)
+    if html_path:
+        click.echo(f"wrote {html_path}")

@@ -30,6 +30,7 @@ class ModelSpec(Strict):
     upstream_model: str | None = None  # the name the upstream knows it by, if different
     tokenizer: str | None = None  # a tokenizer id, e.g. cl100k_base
     context_window: int | None = Field(None, gt=0)
+    unsupported_params: list[str] = Field(default_factory=list)  # request keys this model refuses
     prices: list[Price] = Field(default_factory=list)
 
 

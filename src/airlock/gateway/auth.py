@@ -21,6 +21,10 @@ class Authenticator:
                 self._by_digest[hashlib.sha256(env[key.key_env].encode()).hexdigest()] = key.tenant
         self._cache: dict[str, str] = {}
 
+    def add_key(self, key: str, tenant: str) -> None:
+        """A key known only to this process (e.g. the replay runner's own, never written anywhere)."""
+        self._by_digest[hashlib.sha256(key.encode()).hexdigest()] = tenant
+
     def tenant_for(self, authorization: str | None) -> str:
         if not authorization:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")

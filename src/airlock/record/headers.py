@@ -16,6 +16,8 @@ HEADER_COLUMNS = {
     "x-airlock-intent": "airlock.intent",
     "x-airlock-prompt": "airlock.prompt.name",
     "x-airlock-prompt-version": "airlock.prompt.version",
+    "x-airlock-replay-of": "airlock.replay.of",
+    "x-airlock-replay-run": "airlock.replay.run",
 }
 # Never recorded: credentials and cookies.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})

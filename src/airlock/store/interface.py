@@ -55,6 +55,7 @@ class TraceFilter:
     trace_id: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     limit: int = 50
+    originals_only: bool = False  # leave out traces that are themselves replays
 
 
 class SpanReader(Protocol):

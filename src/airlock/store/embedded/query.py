@@ -85,6 +85,8 @@ class DuckDBSpanReader:
             if value is not None:
                 clauses.append(f"{q(col)} = ?")
                 params.append(value)
+        if flt.originals_only:
+            clauses.append('"airlock.replay.run" IS NULL')
         for key, value in flt.attributes.items():
             col = ALIASES.get(key, key)
             if col in SPAN_COLUMNS:

@@ -1,0 +1,210 @@
+"""The replay report: per trace and in aggregate, how the candidate compared with what was recorded,
+with 95% confidence intervals for the headline rates (Wilson) and mean differences (normal approximation)."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from airlock.store.embedded import DataDir, SQLiteState
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its 95% interval (normal approximation; exact enough from a few dozen pairs)."""
+    if not values:
+        return (math.nan, math.nan, math.nan)
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return (mean, math.nan, math.nan)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = Z95 * sd / math.sqrt(n)
+    return (mean, mean - half, mean + half)
+
+
+@dataclass
+class Rate:
+    hits: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.n if self.n else math.nan
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return wilson(self.hits, self.n)
+
+    def text(self) -> str:
+        if not self.n:
+            return "—"
+        lo, hi = self.ci
+        return f"{self.value:.1%} [{lo:.1%}, {hi:.1%}] (n={self.n})"
+
+
+@dataclass
+class Report:
+    name: str
+    target: str
+    items: dict[str, int]
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    exact: Rate = field(default_factory=lambda: Rate(0, 0))
+    tool_agreement: Rate = field(default_factory=lambda: Rate(0, 0))
+    schema_valid: Rate = field(default_factory=lambda: Rate(0, 0))
+    diverged: Rate = field(default_factory=lambda: Rate(0, 0))
+    failed_turns: int = 0
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    deltas: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    tool_results_identical: Rate = field(default_factory=lambda: Rate(0, 0))
+    dropped_params: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        def rate(r: Rate) -> dict[str, Any]:
+            return {"rate": r.value, "ci95": list(r.ci), "hits": r.hits, "n": r.n}
+
+        return {
+            "name": self.name,
+            "target": self.target,
+            "items": self.items,
+            "exact_match": rate(self.exact),
+            "tool_call_agreement": rate(self.tool_agreement),
+            "structured_output_valid": rate(self.schema_valid),
+            "traces_diverged": rate(self.diverged),
+            "tool_results_identical": rate(self.tool_results_identical),
+            "failed_turns": self.failed_turns,
+            "finish_reasons": self.finish_reasons,
+            "dropped_params": self.dropped_params,
+            "deltas": {k: {"mean": m, "ci95": [lo, hi]} for k, (m, lo, hi) in self.deltas.items()},
+            "traces": self.traces,
+        }
+
+
+def build_report(data: DataDir, name: str) -> Report:
+    state = SQLiteState(data.state_db)
+    try:
+        run = state.conn.execute("SELECT target FROM replay_runs WHERE name = ?", (name,)).fetchone()
+        if run is None:
+            raise KeyError(f"no replay named {name!r}")
+        items = state.conn.execute(
+            "SELECT trace_id, status, result FROM replay_items WHERE run = ?", (name,)
+        ).fetchall()
+    finally:
+        state.close()
+    report = Report(name, run[0], {})
+    deltas: dict[str, list[float]] = {"input_tokens": [], "output_tokens": [], "latency_ms": []}
+    for trace_id, status, result in items:
+        report.items[status] = report.items.get(status, 0) + 1
+        doc = orjson.loads(result) if result else {}
+        if status != "done":
+            report.traces.append({"trace_id": trace_id, "status": status, **doc})
+            continue
+        turns = doc.get("turns", [])
+        report.diverged.n += 1
+        report.diverged.hits += doc.get("diverged_at") is not None
+        exact_all = True
+        for t in turns:
+            if not t.get("ok"):
+                report.failed_turns += 1
+                exact_all = False
+                continue
+            report.exact.n += 1
+            report.exact.hits += bool(t.get("exact"))
+            exact_all &= bool(t.get("exact"))
+            if t.get("tool_agreement") is not None:
+                report.tool_agreement.n += 1
+                report.tool_agreement.hits += bool(t["tool_agreement"])
+            if t.get("schema_valid") is not None:
+                report.schema_valid.n += 1
+                report.schema_valid.hits += bool(t["schema_valid"])
+            if t.get("tool_results_sent"):
+                report.tool_results_identical.n += 1
+                report.tool_results_identical.hits += bool(t.get("tool_results_identical"))
+            key = f"{t.get('recorded_finish')} -> {t.get('finish')}"
+            report.finish_reasons[key] = report.finish_reasons.get(key, 0) + 1
+            for p in t.get("dropped_params") or []:
+                report.dropped_params[p] = report.dropped_params.get(p, 0) + 1
+            for k, rec in (
+                ("input_tokens", "recorded_input_tokens"),
+                ("output_tokens", "recorded_output_tokens"),
+                ("latency_ms", "recorded_latency_ms"),
+            ):
+                if t.get(k) is not None and t.get(rec) is not None:
+                    deltas[k].append(float(t[k]) - float(t[rec]))
+        report.traces.append(
+            {
+                "trace_id": trace_id,
+                "status": status,
+                "turns": len(turns),
+                "diverged_at": doc.get("diverged_at"),
+                "exact": exact_all,
+                "replay_trace_id": doc.get("replay_trace_id"),
+            }
+        )
+    report.deltas = {k: mean_ci(v) for k, v in deltas.items()}
+    return report
+
+
+def _fmt_delta(value: tuple[float, float, float], unit: str) -> str:
+    mean, lo, hi = value
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def summary_rows(report: Report) -> list[tuple[str, str]]:
+    return [
+        ("traces", ", ".join(f"{k} {v}" for k, v in sorted(report.items.items()))),
+        ("exact match (per turn)", report.exact.text()),
+        ("tool-call agreement (per turn)", report.tool_agreement.text()),
+        ("structured output valid", report.schema_valid.text()),
+        ("traces that diverged", report.diverged.text()),
+        ("tool results sent byte-identical to the record", report.tool_results_identical.text()),
+        ("failed turns", str(report.failed_turns)),
+        ("Δ input tokens (mean, 95% CI)", _fmt_delta(report.deltas["input_tokens"], "")),
+        ("Δ output tokens (mean, 95% CI)", _fmt_delta(report.deltas["output_tokens"], "")),
+        ("Δ latency (mean, 95% CI)", _fmt_delta(report.deltas["latency_ms"], " ms")),
+        (
+            "finish reasons (recorded -> candidate)",
+            ", ".join(f"{k}: {v}" for k, v in sorted(report.finish_reasons.items())),
+        ),
+        (
+            "parameters removed for the candidate",
+            ", ".join(f"{k}: {v}" for k, v in report.dropped_params.items()) or "none",
+        ),
+    ]
+
+
+def to_html(report: Report) -> str:
+    """A self-contained page: no scripts, no external styles or fonts."""
+    esc = html.escape
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(report))
+    traces = "".join(
+        f"<tr><td>{esc(t['trace_id'])}</td><td>{esc(str(t.get('status')))}</td><td>{esc(str(t.get('turns', '')))}</td>"
+        f"<td>{esc(str(t.get('diverged_at')))}</td><td>{esc(str(t.get('exact', '')))}</td>"
+        f"<td>{esc(str(t.get('reason', '')))}</td></tr>"
+        for t in report.traces
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Airlock replay "
+        f"{esc(report.name)}</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
+        f"<h1>Replay {esc(report.name)} against {esc(report.target)}</h1><table>{rows}</table>"
+        "<h2>Traces</h2><table><tr><th>trace</th><th>status</th><th>turns</th><th>diverged at turn</th>"
+        f"<th>exact</th><th>reason</th></tr>{traces}</table></body></html>"
+    )

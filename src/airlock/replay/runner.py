@@ -1,0 +1,313 @@
+"""`airlock replay run`: re-execute recorded traffic against a candidate route or model.
+
+Each selected trace is replayed turn by turn through an in-process gateway on 127.0.0.1, so the replay
+is itself recorded (tagged `airlock.replay.run`, each span linked to its original by
+`airlock.replay.of`). A turn sends the bytes recorded as sent upstream with only the model swapped
+(and parameters the candidate refuses removed and listed). When the original model asked for tools,
+the next turn is the recorded next request, which carries every tool result verbatim as the original
+model received it: when the candidate asked for the same tools with canonically equal arguments, those
+are exactly the results it would have got. Replay never calls a tool and never sends an email. A
+divergence (other tools, other arguments, or an answer where the original called a tool) is marked;
+by option the replay stops there or goes on with the recorded next turn. Progress is kept in SQLite,
+so a killed replay resumes where it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from airlock.config.schema import Config
+from airlock.errors import AirlockError
+from airlock.gateway.app import build_app, build_state
+from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
+from airlock.replay.fidelity import check_span
+from airlock.replay.messages import Answer, parse_answer, same_tool_calls
+from airlock.store.embedded import BlobReader, DataDir, DuckDBSpanReader, SQLiteState
+from airlock.store.interface import TraceFilter
+
+
+class ReplayError(AirlockError):
+    status = 400
+    slug = "replay"
+    title = "The replay cannot run"
+
+
+@dataclass
+class Progress:
+    done: int = 0
+    failed: int = 0
+    diverged: int = 0
+    skipped: int = 0
+
+
+def schema_verdict(request: dict[str, Any], answer: Answer) -> bool | None:
+    """Whether the answer satisfies the request's response_format (None when none was asked)."""
+    fmt = request.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    try:
+        doc = orjson.loads(answer.content or "")
+    except orjson.JSONDecodeError:
+        return False
+    if fmt["type"] == "json_object":
+        return isinstance(doc, dict)
+    import jsonschema
+
+    schema = (fmt.get("json_schema") or {}).get("schema") or {}
+    try:
+        jsonschema.validate(doc, schema)
+    except jsonschema.ValidationError:
+        return False
+    except jsonschema.SchemaError:
+        return None
+    return True
+
+
+class ReplayRunner:
+    def __init__(
+        self, config: Config, name: str, target: str, on_divergence: str = "continue", concurrency: int = 4
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.target = target
+        self.on_divergence = on_divergence
+        self.concurrency = concurrency
+        self.data = DataDir.at(config.data_dir)
+        self.reader = DuckDBSpanReader(self.data)
+        self.blobs = BlobReader(self.data)
+        self.key = "sk-replay-" + secrets.token_hex(16)  # lives only in this process
+        self.progress = Progress()
+        self._url = ""
+        self._target_spec: Any = None
+
+    # -- the run's state ---------------------------------------------------------------------------
+
+    def prepare(self, flt: TraceFilter) -> list[str]:
+        """Create the run (or find it, to resume) and return the traces still to replay."""
+        state = SQLiteState(self.data.state_db)
+        try:
+            row = state.conn.execute("SELECT target FROM replay_runs WHERE name = ?", (self.name,)).fetchone()
+            if row is None:
+                traces = [t["trace_id"] for t in self.reader.traces(replace(flt, originals_only=True))]
+                if not traces:
+                    raise ReplayError("the selection matches no recorded traces")
+                state.conn.execute("BEGIN")
+                state.conn.execute(
+                    "INSERT INTO replay_runs(name, target, selection, options) VALUES (?, ?, ?, ?)",
+                    (
+                        self.name,
+                        self.target,
+                        orjson.dumps(flt.__dict__).decode(),
+                        orjson.dumps({"on_divergence": self.on_divergence}).decode(),
+                    ),
+                )
+                state.conn.executemany(
+                    "INSERT INTO replay_items(run, trace_id, status) VALUES (?, ?, 'pending')",
+                    [(self.name, t) for t in traces],
+                )
+                state.conn.execute("COMMIT")
+            elif row[0] != self.target:
+                raise ReplayError(f"replay {self.name!r} exists with target {row[0]!r}; use another --name")
+            pending = [
+                r[0]
+                for r in state.conn.execute(
+                    "SELECT trace_id FROM replay_items WHERE run = ? AND status IN ('pending', 'failed')"
+                    " ORDER BY trace_id",
+                    (self.name,),
+                )
+            ]
+            self.progress.done = state.conn.execute(
+                "SELECT count(*) FROM replay_items WHERE run = ? AND status IN ('done', 'skipped')", (self.name,)
+            ).fetchone()[0]
+            return pending
+        finally:
+            state.close()
+
+    def _save(self, trace_id: str, status: str, result: dict[str, Any]) -> None:
+        state = SQLiteState(self.data.state_db)
+        try:
+            state.conn.execute(
+                "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
+                " WHERE run = ? AND trace_id = ?",
+                (status, orjson.dumps(result).decode(), self.name, trace_id),
+            )
+        finally:
+            state.close()
+
+    def _finish(self) -> None:
+        state = SQLiteState(self.data.state_db)
+        try:
+            state.conn.execute("UPDATE replay_runs SET finished_at = CURRENT_TIMESTAMP WHERE name = ?", (self.name,))
+        finally:
+            state.close()
+
+    # -- running ---------------------------------------------------------------------------------
+
+    async def _probe(self, session: aiohttp.ClientSession, router: Any) -> None:
+        """Fail fast when the target is unknown or its first upstream cannot be reached."""
+        try:
+            route = router.resolve(self.target)
+        except AirlockError as e:
+            raise ReplayError(f"target {self.target!r}: {e.detail}") from None
+        first = route.targets[0]
+        self._target_spec = first.model
+        url = first.upstream.base_url + "/models"
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=first.upstream.connect_timeout_s + 1)):
+                pass
+        except (aiohttp.ClientError, OSError, TimeoutError) as e:
+            raise ReplayError(
+                f"target {self.target!r}: upstream {first.upstream.name} at {first.upstream.base_url} "
+                f"is unreachable: {type(e).__name__}: {e}"
+            ) from None
+
+    async def run(self, traces: list[str], on_progress: Callable[[Progress], None] | None = None) -> Progress:
+        state = build_state(self.config)
+        state.auth.add_key(self.key, "airlock-replay")
+        runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._url = f"http://127.0.0.1:{port}/v1"
+        limit = asyncio.Semaphore(self.concurrency)
+        try:
+            async with aiohttp.ClientSession(trust_env=False) as session:
+                await self._probe(session, state.router)
+
+                async def one(trace_id: str) -> None:
+                    async with limit:
+                        status, result = await self.replay_trace(session, trace_id)
+                        await asyncio.to_thread(self._save, trace_id, status, result)
+                        if status == "done":
+                            self.progress.done += 1
+                            self.progress.diverged += result.get("diverged_at") is not None
+                        elif status == "skipped":
+                            self.progress.skipped += 1
+                        else:
+                            self.progress.failed += 1
+                        if on_progress:
+                            on_progress(self.progress)
+
+                await asyncio.gather(*(one(t) for t in traces))
+            await asyncio.to_thread(self._finish)
+        finally:
+            await runner.cleanup()
+        return self.progress
+
+    async def replay_trace(self, session: aiohttp.ClientSession, trace_id: str) -> tuple[str, dict[str, Any]]:
+        spans = [
+            s
+            for s in await asyncio.to_thread(self.reader.spans_of_trace, trace_id)
+            if s["kind"] == "model.chat" and s.get("airlock.payload.upstream_request")
+        ]
+        if not spans:
+            return "skipped", {"reason": "no model call with recorded request bytes"}
+        wanted = [
+            d for s in spans for d in (s["airlock.payload.upstream_request"], s.get("airlock.payload.response")) if d
+        ]
+        found = await asyncio.to_thread(self.blobs.get_many, wanted)
+        problems = [m for s in spans for m in check_span(s, found).missing]
+        if problems:
+            return "skipped", {"reason": "not replayable", "missing": problems}
+        new_trace, turns, diverged_at = new_trace_id(), [], None
+        for k, span in enumerate(spans):
+            recorded_req = orjson.loads(found[span["airlock.payload.upstream_request"]])
+            recorded_raw = found.get(span.get("airlock.payload.response") or "")
+            recorded = parse_answer(recorded_raw) if isinstance(recorded_raw, bytes) else Answer()
+            turn = await self._send(session, new_trace, span, recorded_req)
+            candidate: Answer = turn.pop("_answer")
+            turn.update(
+                {
+                    "recorded_finish": recorded.finish_reason,
+                    "recorded_tool_calls": [c["name"] for c in recorded.tool_calls],
+                    "recorded_input_tokens": span.get("gen_ai.usage.input_tokens"),
+                    "recorded_output_tokens": span.get("gen_ai.usage.output_tokens"),
+                    "recorded_latency_ms": span.get("duration_ms"),
+                    "exact": turn.get("ok", False)
+                    and candidate.content == recorded.content
+                    and same_tool_calls(candidate, recorded),
+                    "tool_agreement": same_tool_calls(candidate, recorded)
+                    if recorded.tool_calls or candidate.tool_calls
+                    else None,
+                    "schema_valid": schema_verdict(recorded_req, candidate) if turn.get("ok") else None,
+                }
+            )
+            turns.append(turn)
+            if (
+                diverged_at is None
+                and turn.get("ok")
+                and (recorded.tool_calls or candidate.tool_calls)
+                and not turn["tool_agreement"]
+            ):
+                diverged_at = k
+                if self.on_divergence == "stop":
+                    break
+        return "done", {"trace_id": trace_id, "replay_trace_id": new_trace, "turns": turns, "diverged_at": diverged_at}
+
+    async def _send(
+        self, session: aiohttp.ClientSession, trace: str, span: dict[str, Any], recorded_req: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = dict(recorded_req)
+        body["model"] = self.target
+        dropped = [p for p in (self._target_spec.unsupported_params if self._target_spec else []) if p in body]
+        for p in dropped:
+            del body[p]
+        tool_results = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"]
+        headers = {
+            "Authorization": f"Bearer {self.key}",
+            "Content-Type": "application/json",
+            "traceparent": format_traceparent(trace, new_span_id()),
+            "x-airlock-replay-of": span["span_id"],
+            "x-airlock-replay-run": self.name,
+            "x-airlock-task": span.get("airlock.task") or "",
+        }
+        start = time.perf_counter()
+        turn: dict[str, Any] = {
+            "span_id": span["span_id"],
+            "dropped_params": dropped,
+            "tool_results_sent": len(tool_results),
+        }
+        try:
+            async with session.post(
+                self._url + "/chat/completions",
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=300),
+            ) as resp:
+                raw = await resp.read()
+                turn["latency_ms"] = (time.perf_counter() - start) * 1000
+                turn["status"] = resp.status
+                turn["replay_request_id"] = resp.headers.get("x-request-id")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            turn.update(ok=False, error=f"{type(e).__name__}: {e}", _answer=Answer())
+            return turn
+        turn["ok"] = turn["status"] == 200
+        answer = parse_answer(raw) if turn["ok"] else Answer()
+        if not turn["ok"]:
+            turn["error"] = raw[:300].decode("utf-8", "replace")
+        # The tool results went out as recorded: the candidate saw what the original model saw.
+        turn["tool_results_identical"] = tool_results == [
+            m for m in recorded_req.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"
+        ]
+        turn.update(
+            finish=answer.finish_reason,
+            tool_calls=[c["name"] for c in answer.tool_calls],
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
+            _answer=answer,
+        )
+        return turn
+
+
+def default_name() -> str:
+    return time.strftime("replay-%Y%m%d-%H%M%S") + f"-{os.getpid() % 1000:03d}"

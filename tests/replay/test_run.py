@@ -1,0 +1,160 @@
+"""`airlock replay run` and `report`: recorded traffic replayed against a candidate that answers
+differently, turn by turn, with recorded tool results, itself recorded and linked to the originals."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from airlock.cli.main import cli
+from airlock.config import load_config
+from airlock.record.ids import new_span_id, new_trace_id
+from airlock.replay.report import build_report, wilson
+from airlock.replay.runner import ReplayError, ReplayRunner
+from airlock.store.embedded import DataDir, DuckDBSpanReader
+from airlock.store.interface import TraceFilter
+from helpers import API_KEY, Gateway, Sim, wait_recorded, write_config
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "kubectl_get",
+            "parameters": {"type": "object", "properties": {"namespace": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("replay")
+    original, candidate = Sim("eu-west-1"), Sim("cand-1", "--style", "terse", "--no-tools")
+    cfg_path = write_config(tmp, {"sim-eu": original})
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["upstreams"].append(
+        {
+            "name": "sim-cand",
+            "base_url": f"{candidate.url}/v1",
+            "region": "cand-1",
+            "jurisdiction": "EU",
+            "deployment": "simulator",
+            "models": [{"name": "cand-large", "upstream_model": "sim-large", "unsupported_params": ["seed"]}],
+        }
+    )
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    gw = Gateway(cfg_path)
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    try:
+        for i in range(3):  # single-turn questions
+            r = httpx.post(
+                f"{gw.url}/v1/chat/completions",
+                headers=auth,
+                json={"model": "chat", "seed": 7, "messages": [{"role": "user", "content": f"question {i}"}]},
+            )
+            assert r.status_code == 200
+        trace, parent = new_trace_id(), new_span_id()  # one agent task of two turns
+        headers = {**auth, "traceparent": f"00-{trace}-{parent}-01"}
+        messages = [{"role": "user", "content": "which pods crash?"}]
+        first = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=headers,
+            json={"model": "chat", "tools": TOOLS, "messages": messages},
+        ).json()
+        call = first["choices"][0]["message"]["tool_calls"][0]
+        messages += [
+            first["choices"][0]["message"],
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"items": ["worker-2"]}'},
+        ]
+        second = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=headers,
+            json={"model": "chat", "tools": TOOLS, "messages": messages},
+        )
+        assert second.status_code == 200
+        wait_recorded(gw.data_dir, 5)
+    finally:
+        gw.stop()
+    yield {"config": cfg_path, "agent_trace": trace, "data": gw.data_dir, "candidate": candidate, "original": original}
+    original.stop()
+    candidate.stop()
+
+
+def test_replay_against_a_different_model(recorded: dict) -> None:
+    config = load_config(recorded["config"])
+    runner = ReplayRunner(config, "cand-run", "cand-large")
+    pending = runner.prepare(TraceFilter(limit=100))
+    assert len(pending) == 4
+    progress = asyncio.run(runner.run(pending))
+    assert (progress.done, progress.failed, progress.skipped) == (4, 0, 0)
+    assert progress.diverged == 1  # the agent: the original called a tool, the candidate answered in text
+    report = build_report(DataDir.at(recorded["data"]), "cand-run")
+    assert report.items == {"done": 4}
+    assert report.exact.n == 5 and report.exact.hits == 0  # terse answers never equal the recorded ones
+    assert report.tool_agreement.hits == 0 and report.tool_agreement.n == 1  # turn 2 is text on both sides
+    assert report.tool_results_identical.n == 1 and report.tool_results_identical.hits == 1
+    assert report.dropped_params == {"seed": 3}
+    agent = next(t for t in report.traces if t["trace_id"] == recorded["agent_trace"])
+    assert agent["diverged_at"] == 0 and agent["turns"] == 2  # on-divergence continue: the recorded next turn
+    # The replay is recorded, tagged and linked to the originals.
+    reader = DuckDBSpanReader(DataDir.at(recorded["data"]))
+    replays = reader.sql(
+        'SELECT "airlock.replay.of" AS of, "airlock.upstream" AS up FROM spans'
+        " WHERE \"airlock.replay.run\" = 'cand-run'"
+    )
+    originals = {r["span_id"] for r in reader.sql('SELECT span_id FROM spans WHERE "airlock.replay.run" IS NULL')}
+    assert len(replays) == 5 and {r["of"] for r in replays} <= originals and {r["up"] for r in replays} == {"sim-cand"}
+    # Resuming a finished run replays nothing again.
+    again = ReplayRunner(config, "cand-run", "cand-large")
+    assert again.prepare(TraceFilter(limit=100)) == []
+
+
+def test_report_command_and_html(recorded: dict, tmp_path: Path) -> None:
+    html_path = tmp_path / "r.html"
+    result = CliRunner().invoke(
+        cli,
+        ["replay", "report", "-d", str(recorded["data"]), "cand-run", "--html", str(html_path)],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "exact match" in result.output and "where the candidate diverged" in result.output
+    page = html_path.read_text()
+    assert "<table>" in page and "http" not in page.split("<body>")[1]  # self-contained
+    doc = orjson.loads(
+        CliRunner().invoke(cli, ["replay", "report", "-d", str(recorded["data"]), "cand-run", "--json"]).output
+    )
+    assert doc["traces_diverged"]["hits"] == 1 and len(doc["exact_match"]["ci95"]) == 2
+
+
+def test_stop_on_divergence_and_bad_input(recorded: dict) -> None:
+    config = load_config(recorded["config"])
+    stopper = ReplayRunner(config, "stop-run", "cand-large", on_divergence="stop")
+    asyncio.run(stopper.run(stopper.prepare(TraceFilter(trace_id=recorded["agent_trace"]))))
+    agent = build_report(DataDir.at(recorded["data"]), "stop-run").traces[0]
+    assert agent["diverged_at"] == 0 and agent["turns"] == 1
+    with pytest.raises(ReplayError, match="matches no recorded traces"):
+        ReplayRunner(config, "empty", "cand-large").prepare(TraceFilter(tenant="nobody"))
+    with pytest.raises(ReplayError, match="no route or upstream serves"):
+        r = ReplayRunner(config, "bad-target", "gpt-17")
+        asyncio.run(r.run(r.prepare(TraceFilter(limit=1))))
+
+
+def test_unreachable_target_fails_fast(recorded: dict, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(recorded["config"].read_text())
+    cfg["upstreams"][-1]["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens on port 9
+    path = tmp_path / "dead.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = ReplayRunner(load_config(path), "dead-run", "cand-large")
+    with pytest.raises(ReplayError, match="unreachable"):
+        asyncio.run(runner.run(runner.prepare(TraceFilter(limit=1))))
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson(8, 10)
+    assert 0.49 < lo < 0.5 and 0.94 < hi < 0.95  # the textbook values for 8 of 10
