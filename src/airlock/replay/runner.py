@@ -31,7 +31,8 @@ from airlock.gateway.app import build_app, build_state
 from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
 from airlock.replay.fidelity import check_span
 from airlock.replay.messages import Answer, parse_answer, same_tool_calls
-from airlock.store.embedded import BlobReader, DataDir, DuckDBSpanReader, SQLiteState
+from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader, SQLiteState
+from airlock.store.embedded.blobs import read_blob
 from airlock.store.interface import TraceFilter
 
 
@@ -132,24 +133,6 @@ class ReplayRunner:
         finally:
             state.close()
 
-    def _save(self, trace_id: str, status: str, result: dict[str, Any]) -> None:
-        state = SQLiteState(self.data.state_db)
-        try:
-            state.conn.execute(
-                "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
-                " WHERE run = ? AND trace_id = ?",
-                (status, orjson.dumps(result).decode(), self.name, trace_id),
-            )
-        finally:
-            state.close()
-
-    def _finish(self) -> None:
-        state = SQLiteState(self.data.state_db)
-        try:
-            state.conn.execute("UPDATE replay_runs SET finished_at = CURRENT_TIMESTAMP WHERE name = ?", (self.name,))
-        finally:
-            state.close()
-
     # -- running ---------------------------------------------------------------------------------
 
     async def _probe(self, session: aiohttp.ClientSession, router: Any) -> None:
@@ -180,14 +163,20 @@ class ReplayRunner:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._url = f"http://127.0.0.1:{port}/v1"
         limit = asyncio.Semaphore(self.concurrency)
+        saves = SQLiteState(self.data.state_db)
         try:
             async with aiohttp.ClientSession(trust_env=False) as session:
                 await self._probe(session, state.router)
+                await asyncio.to_thread(self._preload, traces)
 
                 async def one(trace_id: str) -> None:
                     async with limit:
                         status, result = await self.replay_trace(session, trace_id)
-                        await asyncio.to_thread(self._save, trace_id, status, result)
+                        saves.conn.execute(
+                            "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
+                            " WHERE run = ? AND trace_id = ?",
+                            (status, orjson.dumps(result).decode(), self.name, trace_id),
+                        )
                         if status == "done":
                             self.progress.done += 1
                             self.progress.diverged += result.get("diverged_at") is not None
@@ -199,23 +188,48 @@ class ReplayRunner:
                             on_progress(self.progress)
 
                 await asyncio.gather(*(one(t) for t in traces))
-            await asyncio.to_thread(self._finish)
+            saves.conn.execute("UPDATE replay_runs SET finished_at = CURRENT_TIMESTAMP WHERE name = ?", (self.name,))
         finally:
+            saves.close()
             await runner.cleanup()
         return self.progress
 
-    async def replay_trace(self, session: aiohttp.ClientSession, trace_id: str) -> tuple[str, dict[str, Any]]:
-        spans = [
-            s
-            for s in await asyncio.to_thread(self.reader.spans_of_trace, trace_id)
-            if s["kind"] == "model.chat" and s.get("airlock.payload.upstream_request")
+    def _preload(self, traces: list[str]) -> None:
+        """The selected traces' model calls and where their payloads are, in two queries for the whole run
+        (one query per trace cost more than the replay itself)."""
+        self._spans: dict[str, list[dict[str, Any]]] = {t: [] for t in traces}
+        rows = self.reader.sql(
+            "SELECT * FROM spans WHERE trace_id IN (SELECT unnest(?)) AND kind = 'model.chat'"
+            ' AND "airlock.payload.upstream_request" IS NOT NULL ORDER BY start_ns, span_id',
+            [traces],
+        )
+        for row in rows:
+            self._spans[row["trace_id"]].append(row)
+        digests = [
+            d for r in rows for d in (r["airlock.payload.upstream_request"], r.get("airlock.payload.response")) if d
         ]
+        self._locations = self.blobs.locate(digests)
+
+    def _payloads(self, digests: list[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for d in digests:
+            location = self._locations.get(d)
+            if location is None:
+                continue
+            try:
+                found[d] = read_blob(self.data.blobs, d, location)
+            except BlobCorrupt as e:
+                found[d] = e
+        return found
+
+    async def replay_trace(self, session: aiohttp.ClientSession, trace_id: str) -> tuple[str, dict[str, Any]]:
+        spans = self._spans.get(trace_id, [])
         if not spans:
             return "skipped", {"reason": "no model call with recorded request bytes"}
         wanted = [
             d for s in spans for d in (s["airlock.payload.upstream_request"], s.get("airlock.payload.response")) if d
         ]
-        found = await asyncio.to_thread(self.blobs.get_many, wanted)
+        found = self._payloads(wanted)
         problems = [m for s in spans for m in check_span(s, found).missing]
         if problems:
             return "skipped", {"reason": "not replayable", "missing": problems}
