@@ -100,6 +100,8 @@ def test_replay_against_a_different_model(recorded: dict) -> None:
     assert report.tool_agreement.hits == 0 and report.tool_agreement.n == 1  # turn 2 is text on both sides
     assert report.tool_results_identical.n == 1 and report.tool_results_identical.hits == 1
     assert report.dropped_params == {"seed": 3}
+    mean, lo, hi = report.deltas["cost_usd"]  # ten times the price: every call costs more
+    assert mean > 0 and lo <= mean <= hi
     agent = next(t for t in report.traces if t["trace_id"] == recorded["agent_trace"])
     assert agent["diverged_at"] == 0 and agent["turns"] == 2  # on-divergence continue: the recorded next turn
     # The replay is recorded, tagged and linked to the originals.

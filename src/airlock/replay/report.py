@@ -107,7 +107,7 @@ def build_report(data: DataDir, name: str) -> Report:
     finally:
         state.close()
     report = Report(name, run[0], {})
-    deltas: dict[str, list[float]] = {"input_tokens": [], "output_tokens": [], "latency_ms": []}
+    deltas: dict[str, list[float]] = {"input_tokens": [], "output_tokens": [], "latency_ms": [], "cost_usd": []}
     for trace_id, status, result in items:
         report.items[status] = report.items.get(status, 0) + 1
         doc = orjson.loads(result) if result else {}
@@ -143,6 +143,7 @@ def build_report(data: DataDir, name: str) -> Report:
                 ("input_tokens", "recorded_input_tokens"),
                 ("output_tokens", "recorded_output_tokens"),
                 ("latency_ms", "recorded_latency_ms"),
+                ("cost_usd", "recorded_cost_usd"),
             ):
                 if t.get(k) is not None and t.get(rec) is not None:
                     deltas[k].append(float(t[k]) - float(t[rec]))
@@ -167,6 +168,13 @@ def _fmt_delta(value: tuple[float, float, float], unit: str) -> str:
     return f"{mean:+.1f}{unit} [{lo:+.1f}, {hi:+.1f}]"
 
 
+def _fmt_cost(value: tuple[float, float, float]) -> str:
+    mean, lo, hi = value
+    if math.isnan(mean):
+        return "— (no price configured for both models)"
+    return f"{mean:+.6f} [{lo:+.6f}, {hi:+.6f}]"
+
+
 def summary_rows(report: Report) -> list[tuple[str, str]]:
     return [
         ("traces", ", ".join(f"{k} {v}" for k, v in sorted(report.items.items()))),
@@ -179,6 +187,7 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
         ("Δ input tokens (mean, 95% CI)", _fmt_delta(report.deltas["input_tokens"], "")),
         ("Δ output tokens (mean, 95% CI)", _fmt_delta(report.deltas["output_tokens"], "")),
         ("Δ latency (mean, 95% CI)", _fmt_delta(report.deltas["latency_ms"], " ms")),
+        ("Δ cost per call, USD (mean, 95% CI)", _fmt_cost(report.deltas["cost_usd"])),
         (
             "finish reasons (recorded -> candidate)",
             ", ".join(f"{k}: {v}" for k, v in sorted(report.finish_reasons.items())),

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from aiohttp import web
 from airlock.config.schema import Config
 from airlock.errors import AirlockError
 from airlock.gateway.app import build_app, build_state
+from airlock.ledger import call_cost, find_model, price_in_effect
 from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
 from airlock.replay.fidelity import check_span
 from airlock.replay.messages import Answer, parse_answer, same_tool_calls
@@ -247,6 +249,21 @@ class ReplayRunner:
                     "recorded_input_tokens": span.get("gen_ai.usage.input_tokens"),
                     "recorded_output_tokens": span.get("gen_ai.usage.output_tokens"),
                     "recorded_latency_ms": span.get("duration_ms"),
+                    "recorded_cost_usd": call_cost(
+                        price_in_effect(
+                            find_model(self.config, span.get("airlock.upstream"), span.get("airlock.upstream.model")),
+                            _day(span.get("start_ns")),
+                        ),
+                        span.get("gen_ai.usage.input_tokens"),
+                        span.get("gen_ai.usage.output_tokens"),
+                        span.get("gen_ai.usage.cache_read.input_tokens"),
+                        span.get("airlock.usage.reasoning_tokens"),
+                    ),
+                    "cost_usd": call_cost(
+                        price_in_effect(self._target_spec, date.today()),
+                        candidate.input_tokens,
+                        candidate.output_tokens,
+                    ),
                     "exact": turn.get("ok", False)
                     and candidate.content == recorded.content
                     and same_tool_calls(candidate, recorded),
@@ -321,6 +338,10 @@ class ReplayRunner:
             _answer=answer,
         )
         return turn
+
+
+def _day(start_ns: int | None) -> date:
+    return datetime.fromtimestamp(start_ns / 1e9, tz=UTC).date() if start_ns else date.today()
 
 
 def default_name() -> str:
