@@ -38,6 +38,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     original, candidate = Sim("eu-west-1"), Sim("cand-1", "--style", "terse", "--no-tools")
     cfg_path = write_config(tmp, {"sim-eu": original})
     cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["upstreams"][0]["models"][0]["prices"] = [{"input_per_mtok": 1.0, "output_per_mtok": 2.0}]
     cfg["upstreams"].append(
         {
             "name": "sim-cand",
@@ -45,7 +46,14 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "region": "cand-1",
             "jurisdiction": "EU",
             "deployment": "simulator",
-            "models": [{"name": "cand-large", "upstream_model": "sim-large", "unsupported_params": ["seed"]}],
+            "models": [
+                {
+                    "name": "cand-large",
+                    "upstream_model": "sim-large",
+                    "unsupported_params": ["seed"],
+                    "prices": [{"input_per_mtok": 10.0, "output_per_mtok": 20.0}],
+                }
+            ],
         }
     )
     cfg_path.write_text(yaml.safe_dump(cfg))
