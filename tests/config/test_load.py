@@ -122,3 +122,10 @@ def test_tokenizer_names_are_checked_and_local_files_declared(tmp_path: Path) ->
     )
     cfg = parse_config(own)
     assert cfg.tokenizer("house-llama").count("hello world") == 2
+
+
+def test_a_hosted_judge_is_refused() -> None:
+    hosted = GOOD.replace("    api_key_env: VLLM_KEY", "    api_key_env: VLLM_KEY\n    deployment: public_cloud")
+    with pytest.raises(ConfigError, match="served locally"):
+        parse_config(hosted + "replay: {judge: default}\n")
+    assert parse_config(GOOD + "replay: {judge: default}\n").replay.judge == "default"

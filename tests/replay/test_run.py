@@ -56,6 +56,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ],
         }
     )
+    cfg["replay"] = {"judge": "sim-small"}  # served by the local simulator
     cfg_path.write_text(yaml.safe_dump(cfg))
     gw = Gateway(cfg_path)
     auth = {"Authorization": f"Bearer {API_KEY}"}
@@ -67,6 +68,21 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 json={"model": "chat", "seed": 7, "messages": [{"role": "user", "content": f"question {i}"}]},
             )
             assert r.status_code == 200
+        schema = {
+            "type": "object",
+            "required": ["severity"],
+            "properties": {"severity": {"type": "string", "enum": ["low", "high"]}, "summary": {"type": "string"}},
+        }
+        r = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers=auth,
+            json={
+                "model": "chat",
+                "messages": [{"role": "user", "content": "classify: disk full"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "triage", "schema": schema}},
+            },
+        )
+        assert r.status_code == 200
         trace, parent = new_trace_id(), new_span_id()  # one agent task of two turns
         headers = {**auth, "traceparent": f"00-{trace}-{parent}-01"}
         messages = [{"role": "user", "content": "which pods crash?"}]
@@ -86,7 +102,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
             json={"model": "chat", "tools": TOOLS, "messages": messages},
         )
         assert second.status_code == 200
-        wait_recorded(gw.data_dir, 5)
+        wait_recorded(gw.data_dir, 6)
     finally:
         gw.stop()
     yield {"config": cfg_path, "agent_trace": trace, "data": gw.data_dir, "candidate": candidate, "original": original}
@@ -98,13 +114,17 @@ def test_replay_against_a_different_model(recorded: dict) -> None:
     config = load_config(recorded["config"])
     runner = ReplayRunner(config, "cand-run", "cand-large")
     pending = runner.prepare(TraceFilter(limit=100))
-    assert len(pending) == 4
+    assert len(pending) == 5
     progress = asyncio.run(runner.run(pending))
-    assert (progress.done, progress.failed, progress.skipped) == (4, 0, 0)
+    assert (progress.done, progress.failed, progress.skipped) == (5, 0, 0)
     assert progress.diverged == 1  # the agent: the original called a tool, the candidate answered in text
     report = build_report(DataDir.at(recorded["data"]), "cand-run")
-    assert report.items == {"done": 4}
-    assert report.exact.n == 5 and report.exact.hits == 0  # terse answers never equal the recorded ones
+    assert report.items == {"done": 5}
+    assert report.exact.n == 6 and report.exact.hits == 0  # terse answers never equal the recorded ones
+    assert report.schema_valid.n == 1 and report.schema_valid.hits == 1
+    # The local judge compared every pair of text answers (not the turn where the original called a tool).
+    assert sum(report.judge.values()) == 5 and set(report.judge) <= {"candidate", "recorded", "tie"}
+    assert report.judge_rationales
     assert report.tool_agreement.hits == 0 and report.tool_agreement.n == 1  # turn 2 is text on both sides
     assert report.tool_results_identical.n == 1 and report.tool_results_identical.hits == 1
     assert report.dropped_params == {"seed": 3}
@@ -119,7 +139,9 @@ def test_replay_against_a_different_model(recorded: dict) -> None:
         " WHERE \"airlock.replay.run\" = 'cand-run'"
     )
     originals = {r["span_id"] for r in reader.sql('SELECT span_id FROM spans WHERE "airlock.replay.run" IS NULL')}
-    assert len(replays) == 5 and {r["of"] for r in replays} <= originals and {r["up"] for r in replays} == {"sim-cand"}
+    candidate_calls = [r for r in replays if r["up"] == "sim-cand"]
+    assert len(candidate_calls) == 6 and {r["of"] for r in replays} <= originals
+    assert {r["up"] for r in replays} == {"sim-cand", "sim-eu"}  # sim-eu served the judge
     # Resuming a finished run replays nothing again.
     again = ReplayRunner(config, "cand-run", "cand-large")
     assert again.prepare(TraceFilter(limit=100)) == []

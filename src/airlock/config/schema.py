@@ -138,6 +138,10 @@ class Tokens(Strict):
     preflight: Preflight = Preflight()
 
 
+class ReplaySettings(Strict):
+    judge: str | None = None  # a route or model that compares answers; it must be served locally
+
+
 class Config(Strict):
     data_dir: str = "./data"
     node: Node = Node()
@@ -147,6 +151,7 @@ class Config(Strict):
     routes: list[Route] = Field(default_factory=list)
     api_keys: list[ApiKey] = Field(min_length=1)
     tokens: Tokens = Tokens()
+    replay: ReplaySettings = ReplaySettings()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -171,6 +176,17 @@ class Config(Strict):
                     raise ValueError(f"route {route.alias!r} names unknown upstream {t.upstream!r}")
                 if t.model not in served[t.upstream]:
                     raise ValueError(f"route {route.alias!r}: upstream {t.upstream!r} does not serve model {t.model!r}")
+        if self.replay.judge:
+            judged = [t.upstream for r in self.routes if r.alias == self.replay.judge for t in r.targets] or [
+                u.name for u in self.upstreams if any(m.name == self.replay.judge for m in u.models)
+            ]
+            if not judged:
+                raise ValueError(f"replay.judge {self.replay.judge!r} is neither a route nor a model here")
+            hosted = [u for u in judged if self.upstream(u).deployment == "public_cloud"]
+            if hosted:
+                raise ValueError(
+                    f"replay.judge must be served locally, never by a hosted API; {hosted} are public_cloud"
+                )
         aliases = [r.alias for r in self.routes]
         if len(set(aliases)) != len(aliases):
             raise ValueError("route aliases must be unique")

@@ -73,6 +73,14 @@ class Report:
     deltas: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     tool_results_identical: Rate = field(default_factory=lambda: Rate(0, 0))
     dropped_params: dict[str, int] = field(default_factory=dict)
+    judge: dict[str, int] = field(default_factory=dict)  # preference -> turns
+    judge_rationales: list[str] = field(default_factory=list)
+
+    @property
+    def candidate_preferred(self) -> Rate:
+        """Among the judge's decisive verdicts, how often it preferred the candidate."""
+        decisive = self.judge.get("candidate", 0) + self.judge.get("recorded", 0)
+        return Rate(self.judge.get("candidate", 0), decisive)
 
     def to_json(self) -> dict[str, Any]:
         def rate(r: Rate) -> dict[str, Any]:
@@ -91,6 +99,11 @@ class Report:
             "finish_reasons": self.finish_reasons,
             "dropped_params": self.dropped_params,
             "deltas": {k: {"mean": m, "ci95": [lo, hi]} for k, (m, lo, hi) in self.deltas.items()},
+            "judge": {
+                "verdicts": self.judge,
+                "candidate_preferred": rate(self.candidate_preferred),
+                "rationales": self.judge_rationales[:20],
+            },
             "traces": self.traces,
         }
 
@@ -137,6 +150,11 @@ def build_report(data: DataDir, name: str) -> Report:
                 report.tool_results_identical.hits += bool(t.get("tool_results_identical"))
             key = f"{t.get('recorded_finish')} -> {t.get('finish')}"
             report.finish_reasons[key] = report.finish_reasons.get(key, 0) + 1
+            if isinstance(t.get("judge"), dict):
+                pref = str(t["judge"].get("preference"))
+                report.judge[pref] = report.judge.get(pref, 0) + 1
+                if t["judge"].get("rationale"):
+                    report.judge_rationales.append(f"{pref}: {t['judge']['rationale']}")
             for p in t.get("dropped_params") or []:
                 report.dropped_params[p] = report.dropped_params.get(p, 0) + 1
             for k, rec in (

@@ -273,6 +273,14 @@ class ReplayRunner:
                     "schema_valid": schema_verdict(recorded_req, candidate) if turn.get("ok") else None,
                 }
             )
+            both_answered = bool(recorded.content and candidate.content)
+            if (
+                self.config.replay.judge
+                and turn.get("ok")
+                and both_answered
+                and not (recorded.tool_calls or candidate.tool_calls)
+            ):
+                turn["judge"] = await self._judge(session, new_trace, span, recorded_req, recorded, candidate)
             turns.append(turn)
             if (
                 diverged_at is None
@@ -284,6 +292,85 @@ class ReplayRunner:
                 if self.on_divergence == "stop":
                     break
         return "done", {"trace_id": trace_id, "replay_trace_id": new_trace, "turns": turns, "diverged_at": diverged_at}
+
+    async def _judge(
+        self,
+        session: aiohttp.ClientSession,
+        trace: str,
+        span: dict[str, Any],
+        request: dict[str, Any],
+        recorded: Answer,
+        candidate: Answer,
+    ) -> dict[str, Any]:
+        """A pairwise preference from the configured local judge. The two answers are shown in an order
+        fixed by the span id (not always recorded first), so position bias averages out over a run."""
+        swap = int(span["span_id"][-1], 16) % 2 == 1
+        first, second = (candidate, recorded) if swap else (recorded, candidate)
+        question = next(
+            (
+                m.get("content")
+                for m in reversed(request.get("messages") or [])
+                if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str)
+            ),
+            "",
+        )
+        body = {
+            "model": self.config.replay.judge,
+            "temperature": 0,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": "You compare two answers to the same request. Prefer the one that is "
+                    "more correct, complete and useful; say tie when neither is better. Answer in JSON.",
+                },
+                {
+                    "role": "user",
+                    "content": f"Request:\n{question}\n\nAnswer A:\n{first.content}\n\nAnswer B:\n{second.content}",
+                },
+            ],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "preference",
+                    "schema": {
+                        "type": "object",
+                        "required": ["preference", "rationale"],
+                        "properties": {
+                            "preference": {"type": "string", "enum": ["A", "B", "tie"]},
+                            "rationale": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+        headers = {
+            "Authorization": f"Bearer {self.key}",
+            "Content-Type": "application/json",
+            "traceparent": format_traceparent(trace, new_span_id()),
+            "x-airlock-replay-run": self.name,
+            "x-airlock-replay-of": span["span_id"],
+            "x-airlock-attr-replay_role": "judge",
+        }
+        try:
+            async with session.post(
+                self._url + "/chat/completions",
+                data=orjson.dumps(body),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=300),
+            ) as resp:
+                raw = await resp.read()
+                if resp.status != 200:
+                    return {"preference": "error", "rationale": raw[:200].decode("utf-8", "replace")}
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return {"preference": "error", "rationale": f"{type(e).__name__}: {e}"}
+        verdict = parse_answer(raw).content or ""
+        try:
+            doc = orjson.loads(verdict)
+            pick, rationale = doc["preference"], str(doc.get("rationale", ""))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return {"preference": "unparseable", "rationale": verdict[:300]}
+        mapping = {"A": "candidate" if swap else "recorded", "B": "recorded" if swap else "candidate", "tie": "tie"}
+        return {"preference": mapping.get(pick, "unparseable"), "rationale": rationale[:500]}
 
     async def _send(
         self, session: aiohttp.ClientSession, trace: str, span: dict[str, Any], recorded_req: dict[str, Any]

@@ -107,6 +107,28 @@ class Simulator:
         return None
 
 
+def _fill(schema: Any, seed: str, words: list[str]) -> Any:
+    """A value that satisfies a JSON schema's shape (type, properties, required, enum), chosen
+    deterministically from the request: how the simulator answers structured-output requests."""
+    if not isinstance(schema, dict):
+        return None
+    pick = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    if schema.get("enum"):
+        return schema["enum"][pick % len(schema["enum"])]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        return {k: _fill(v, seed + k, words) for k, v in (schema.get("properties") or {}).items()}
+    if kind == "array":
+        return [_fill(schema.get("items") or {"type": "string"}, seed + "0", words)]
+    if kind == "integer":
+        return pick % 100
+    if kind == "number":
+        return (pick % 1000) / 10
+    if kind == "boolean":
+        return pick % 2 == 0
+    return " ".join(words) or "simulated"
+
+
 def _error_response(kind: str) -> web.Response:
     status = int(kind)
     body = {"error": {"message": f"simulated upstream error {status}", "type": "sim_injected", "code": status}}
@@ -168,6 +190,13 @@ def build_sim_app(profile: SimProfile) -> web.Application:
         n_out = body.get("max_tokens") or body.get("max_completion_tokens") or profile.output_tokens
         words = [] if call else sim.reply_words(seed_text, min(int(n_out), profile.output_tokens))
         text = f"[{profile.region}] " + " ".join(words) if words else None
+        fmt = body.get("response_format")
+        if text is not None and isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+            schema = (fmt.get("json_schema") or {}).get("schema") or {
+                "type": "object",
+                "properties": {"answer": {"type": "string"}},
+            }
+            text = orjson.dumps(_fill(schema, seed_text, words)).decode()
         completion = (
             sim.count(call["function"]["name"] + call["function"]["arguments"]) + 4 if call else sim.count(text or "")
         )
