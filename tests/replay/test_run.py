@@ -190,3 +190,21 @@ def test_unreachable_target_fails_fast(recorded: dict, tmp_path: Path) -> None:
 def test_wilson_interval() -> None:
     lo, hi = wilson(8, 10)
     assert 0.49 < lo < 0.5 and 0.94 < hi < 0.95  # the textbook values for 8 of 10
+
+
+def test_zz_a_corrupt_payload_is_reported_and_skipped(recorded: dict) -> None:
+    """Runs last in this module: it damages the recorded packs."""
+    for pack in (recorded["data"] / "blobs").glob("*.pack"):
+        raw = bytearray(pack.read_bytes())
+        for i in range(40, len(raw), 97):  # flip bytes all through every frame
+            raw[i] ^= 0x5A
+        pack.write_bytes(bytes(raw))
+    runner = ReplayRunner(load_config(recorded["config"]), "after-damage", "cand-large")
+    progress = asyncio.run(runner.run(runner.prepare(TraceFilter(limit=100))))
+    assert progress.done == 0 and progress.skipped >= 1
+    skipped = [t for t in build_report(DataDir.at(recorded["data"]), "after-damage").traces if t["status"] == "skipped"]
+    assert all(
+        "corrupt" in " ".join(t.get("missing", [])) or "not in the blob" in " ".join(t.get("missing", []))
+        for t in skipped
+    )
+    assert any("corrupt" in " ".join(t.get("missing", [])) for t in skipped)

@@ -51,7 +51,9 @@ def serve(config_path: str, workers: int | None, port: int | None, host: str | N
 @click.option("--region", default="sim-local", show_default=True)
 @click.option("--ttft-ms", type=float, default=0.0, show_default=True, help="Time to first token.")
 @click.option("--tokens-per-s", type=float, default=0.0, show_default=True, help="Decode speed; 0 = no delay.")
-@click.option("--output-tokens", type=int, default=24, show_default=True)
+@click.option(
+    "--output-tokens", type=int, default=24, show_default=True, help="Reply length when a request sets no max_tokens."
+)
 @click.option("--error-rate", type=float, default=0.0, show_default=True)
 @click.option("--error-kinds", default="500", show_default=True, help="Comma list of 500,503,429,timeout,disconnect.")
 @click.option("--tokenizer", default="cl100k_base", show_default=True)

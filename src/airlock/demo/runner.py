@@ -68,12 +68,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def write_config(root: Path, eu_port: int, us_port: int, gw_port: int) -> Path:
+def write_config(root: Path, eu_port: int, us_port: int, gw_port: int, candidate_port: int) -> Path:
     def upstream(tokenizer: str) -> dict[str, Any]:
         return {
             "deployment": "simulator",
             "models": [
-                {"name": "sim-large", "tokenizer": tokenizer, "context_window": 8192},
+                {
+                    "name": "sim-large",
+                    "tokenizer": tokenizer,
+                    "context_window": 8192,
+                    "prices": [{"input_per_mtok": 0.50, "output_per_mtok": 1.50}],
+                },
                 {"name": "sim-small", "tokenizer": "cl100k_base"},
             ],
         }
@@ -98,7 +103,23 @@ def write_config(root: Path, eu_port: int, us_port: int, gw_port: int) -> Path:
                 "jurisdiction": "US",
                 **upstream("o200k_base"),  # wrong: the model there bills with cl100k_base
             },
+            {  # a candidate model to replay yesterday's traffic against: it answers differently
+                "name": "sim-candidate",
+                "base_url": f"http://127.0.0.1:{candidate_port}/v1",
+                "region": "eu-west-1",
+                "jurisdiction": "EU",
+                "deployment": "simulator",
+                "models": [
+                    {
+                        "name": "candidate-large",
+                        "upstream_model": "sim-large",
+                        "tokenizer": "cl100k_base",
+                        "prices": [{"input_per_mtok": 0.15, "output_per_mtok": 0.60}],
+                    }
+                ],
+            },
         ],
+        "replay": {"judge": "sim-small"},  # the judge is a local model, never a hosted one
         "routes": [
             {
                 "alias": "agent-default",
@@ -287,13 +308,39 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
     console.print(f"  {cli} status {d} --all")
 
 
+def replay_demo(console: Console, config_path: Path, data: Path, cli: str) -> None:
+    """Replay the agent tasks against the candidate model and show how it compares."""
+    import asyncio
+
+    from airlock.config import load_config
+    from airlock.replay.report import build_report, summary_rows
+    from airlock.replay.runner import ReplayRunner
+    from airlock.store.interface import TraceFilter
+
+    runner = ReplayRunner(load_config(config_path), "demo-candidate", "candidate-large")
+    pending = runner.prepare(TraceFilter(status="ok", limit=1000))
+    console.print(
+        f"\n[bold]Replay[/bold]: {len(pending)} recorded traces against candidate-large "
+        "(recorded tool results are returned; no tool is called) ..."
+    )
+    asyncio.run(runner.run(pending))
+    table = Table(title="Replay demo-candidate: candidate-large against what was recorded")
+    table.add_column("measure")
+    table.add_column("value")
+    for k, v in summary_rows(build_report(DataDir.at(config_path.parent / "data"), "demo-candidate")):
+        table.add_row(k, v)
+    console.print(table)
+    console.print(f"  {cli} replay check {' '.join(['-d', str(data)])}")
+    console.print(f"  {cli} replay report -d {data} demo-candidate --html replay.html")
+
+
 def run_demo(root: Path, tasks: int = 24) -> int:
     console = make_console()
     root = root.resolve()
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    eu_port, us_port, gw_port = _free_port(), _free_port(), _free_port()
+    eu_port, us_port, gw_port, candidate_port = _free_port(), _free_port(), _free_port(), _free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         console.print(
@@ -308,7 +355,25 @@ def run_demo(root: Path, tasks: int = 24) -> int:
             args = ["sim", "--port", str(port), "--region", region, "--tokenizer", tokenizer, *sim_args]
             procs.append(_start(args, log))
             _wait(f"http://127.0.0.1:{port}/v1/models", procs[-1], log)
-        config = write_config(root, eu_port, us_port, gw_port)
+        log = root / "sim-candidate.log"  # the candidate: terse, and it answers without calling tools
+        procs.append(
+            _start(
+                [
+                    "sim",
+                    "--port",
+                    str(candidate_port),
+                    "--region",
+                    "candidate",
+                    "--style",
+                    "terse",
+                    "--no-tools",
+                    *sim_args,
+                ],
+                log,
+            )
+        )
+        _wait(f"http://127.0.0.1:{candidate_port}/v1/models", procs[-1], log)
+        config = write_config(root, eu_port, us_port, gw_port, candidate_port)
         gw_log = root / "gateway.log"
         gateway = _start(["serve", "-c", str(config)], gw_log)
         procs.append(gateway)
@@ -322,6 +387,7 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         venv_cli = Path(sys.executable).parent / "airlock"
         cli = os.path.relpath(venv_cli) if venv_cli.exists() else "airlock"
         report(console, reader, results, Path(os.path.relpath(root / "data")), cli)
+        replay_demo(console, config, Path(os.path.relpath(root / "data")), cli)
         return 0
     finally:
         for p in reversed(procs):

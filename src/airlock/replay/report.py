@@ -211,6 +211,11 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
             ", ".join(f"{k}: {v}" for k, v in sorted(report.finish_reasons.items())),
         ),
         (
+            "judge: candidate preferred (decisive verdicts)",
+            report.candidate_preferred.text() if report.judge else "no judge configured (replay.judge)",
+        ),
+        ("judge verdicts", ", ".join(f"{k}: {v}" for k, v in sorted(report.judge.items())) or "—"),
+        (
             "parameters removed for the candidate",
             ", ".join(f"{k}: {v}" for k, v in report.dropped_params.items()) or "none",
         ),

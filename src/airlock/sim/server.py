@@ -55,6 +55,7 @@ _WORDS = [
 _TERSE = ["ok", "noted", "done", "confirmed", "scoped", "approved", "recorded"]
 
 PROFILE_KEY = web.AppKey("sim_profile", SimProfile)
+MAX_REPLY_TOKENS = 4096  # a request's max_tokens sets the reply length, up to this
 
 
 class Simulator:
@@ -188,7 +189,7 @@ def build_sim_app(profile: SimProfile) -> web.Application:
         last_role = messages[-1].get("role") if messages and isinstance(messages[-1], dict) else None
         call = _tool_call(sim, tools, seed_text) if tools and profile.tool_calls and last_role != "tool" else None
         n_out = body.get("max_tokens") or body.get("max_completion_tokens") or profile.output_tokens
-        words = [] if call else sim.reply_words(seed_text, min(int(n_out), profile.output_tokens))
+        words = [] if call else sim.reply_words(seed_text, min(int(n_out), MAX_REPLY_TOKENS))
         text = f"[{profile.region}] " + " ".join(words) if words else None
         fmt = body.get("response_format")
         if text is not None and isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
@@ -245,7 +246,7 @@ def build_sim_app(profile: SimProfile) -> web.Application:
         prompt = (
             body.get("prompt") if isinstance(body.get("prompt"), str) else orjson.dumps(body.get("prompt")).decode()
         )
-        words = sim.reply_words(prompt, min(int(body.get("max_tokens") or 16), profile.output_tokens))
+        words = sim.reply_words(prompt, min(int(body.get("max_tokens") or profile.output_tokens), MAX_REPLY_TOKENS))
         text = " ".join(words)
         p, c = sim.count(prompt), sim.count(text)
         doc = {
