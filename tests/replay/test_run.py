@@ -36,6 +36,7 @@ TOOLS = [
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("replay")
     original, candidate = Sim("eu-west-1"), Sim("cand-1", "--style", "terse", "--no-tools")
+    tool_user = Sim("cand-2", "--style", "terse")  # answers differently, but calls the same tools
     cfg_path = write_config(tmp, {"sim-eu": original})
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg["upstreams"][0]["models"][0]["prices"] = [{"input_per_mtok": 1.0, "output_per_mtok": 2.0}]
@@ -56,11 +57,27 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ],
         }
     )
+    cfg["upstreams"].append(
+        {
+            "name": "sim-cand-tools",
+            "base_url": f"{tool_user.url}/v1",
+            "region": "cand-2",
+            "jurisdiction": "EU",
+            "deployment": "simulator",
+            "models": [{"name": "tools-large", "upstream_model": "sim-large"}],
+        }
+    )
     cfg["replay"] = {"judge": "sim-small"}  # served by the local simulator
     cfg_path.write_text(yaml.safe_dump(cfg))
     gw = Gateway(cfg_path)
     auth = {"Authorization": f"Bearer {API_KEY}"}
     try:
+        spoof = httpx.post(
+            f"{gw.url}/v1/chat/completions",
+            headers={**auth, "x-airlock-replay-run": "fake"},
+            json={"model": "chat", "messages": [{"role": "user", "content": "am I a replay?"}]},
+        )
+        assert spoof.status_code == 200
         for i in range(3):  # single-turn questions
             r = httpx.post(
                 f"{gw.url}/v1/chat/completions",
@@ -102,32 +119,42 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict:
             json={"model": "chat", "tools": TOOLS, "messages": messages},
         )
         assert second.status_code == 200
-        wait_recorded(gw.data_dir, 6)
+        wait_recorded(gw.data_dir, 7)
     finally:
         gw.stop()
-    yield {"config": cfg_path, "agent_trace": trace, "data": gw.data_dir, "candidate": candidate, "original": original}
+    yield {
+        "config": cfg_path,
+        "agent_trace": trace,
+        "data": gw.data_dir,
+        "candidate": candidate,
+        "original": original,
+        "tool_user": tool_user,
+    }
     original.stop()
     candidate.stop()
+    tool_user.stop()
 
 
 def test_replay_against_a_different_model(recorded: dict) -> None:
     config = load_config(recorded["config"])
     runner = ReplayRunner(config, "cand-run", "cand-large")
     pending = runner.prepare(TraceFilter(limit=100))
-    assert len(pending) == 5
+    assert len(pending) == 6  # a client cannot mark its own call as a replay: the spoofed one is selected
     progress = asyncio.run(runner.run(pending))
-    assert (progress.done, progress.failed, progress.skipped) == (5, 0, 0)
+    assert (progress.done, progress.failed, progress.skipped) == (6, 0, 0)
     assert progress.diverged == 1  # the agent: the original called a tool, the candidate answered in text
     report = build_report(DataDir.at(recorded["data"]), "cand-run")
-    assert report.items == {"done": 5}
-    assert report.exact.n == 6 and report.exact.hits == 0  # terse answers never equal the recorded ones
+    assert report.items == {"done": 6}
+    assert report.exact.n == 7 and report.exact.hits == 0  # terse answers never equal the recorded ones
     assert report.schema_valid.n == 1 and report.schema_valid.hits == 1
     # The local judge compared every pair of text answers (not the turn where the original called a tool).
-    assert sum(report.judge.values()) == 5 and set(report.judge) <= {"candidate", "recorded", "tie"}
+    assert sum(report.judge.values()) == 6 and set(report.judge) <= {"candidate", "recorded", "tie"}
     assert report.judge_rationales
     assert report.tool_agreement.hits == 0 and report.tool_agreement.n == 1  # turn 2 is text on both sides
     assert report.tool_results_identical.n == 1 and report.tool_results_identical.hits == 1
     assert report.dropped_params == {"seed": 3}
+    lat_mean, lat_lo, lat_hi = report.deltas["latency_ms"]  # from the gateway's own spans on both sides
+    assert lat_lo <= lat_mean <= lat_hi
     mean, lo, hi = report.deltas["cost_usd"]  # ten times the price: every call costs more
     assert mean > 0 and lo <= mean <= hi
     agent = next(t for t in report.traces if t["trace_id"] == recorded["agent_trace"])
@@ -140,7 +167,7 @@ def test_replay_against_a_different_model(recorded: dict) -> None:
     )
     originals = {r["span_id"] for r in reader.sql('SELECT span_id FROM spans WHERE "airlock.replay.run" IS NULL')}
     candidate_calls = [r for r in replays if r["up"] == "sim-cand"]
-    assert len(candidate_calls) == 6 and {r["of"] for r in replays} <= originals
+    assert len(candidate_calls) == 7 and {r["of"] for r in replays} <= originals
     assert {r["up"] for r in replays} == {"sim-cand", "sim-eu"}  # sim-eu served the judge
     # Resuming a finished run replays nothing again.
     again = ReplayRunner(config, "cand-run", "cand-large")
@@ -179,7 +206,8 @@ def test_stop_on_divergence_and_bad_input(recorded: dict) -> None:
 
 def test_unreachable_target_fails_fast(recorded: dict, tmp_path: Path) -> None:
     cfg = yaml.safe_load(recorded["config"].read_text())
-    cfg["upstreams"][-1]["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens on port 9
+    cand = next(u for u in cfg["upstreams"] if u["name"] == "sim-cand")
+    cand["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens on port 9
     path = tmp_path / "dead.yaml"
     path.write_text(yaml.safe_dump(cfg))
     runner = ReplayRunner(load_config(path), "dead-run", "cand-large")
@@ -190,6 +218,42 @@ def test_unreachable_target_fails_fast(recorded: dict, tmp_path: Path) -> None:
 def test_wilson_interval() -> None:
     lo, hi = wilson(8, 10)
     assert 0.49 < lo < 0.5 and 0.94 < hi < 0.95  # the textbook values for 8 of 10
+
+
+def test_a_candidate_that_calls_the_same_tools_gets_the_recorded_results(recorded: dict) -> None:
+    config = load_config(recorded["config"])
+    runner = ReplayRunner(config, "tools-run", "tools-large")
+    asyncio.run(runner.run(runner.prepare(TraceFilter(trace_id=recorded["agent_trace"]))))
+    report = build_report(DataDir.at(recorded["data"]), "tools-run")
+    assert report.tool_agreement.n == 1 and report.tool_agreement.hits == 1
+    assert report.diverged.hits == 0 and report.traces[0]["turns"] == 2
+    assert report.tool_results_identical.hits == report.tool_results_identical.n == 1
+
+
+def test_failed_traces_are_retried_when_the_run_resumes(recorded: dict) -> None:
+    config = load_config(recorded["config"])
+    sim = recorded["tool_user"]
+    sim.set(error_rate=1.0, error_kinds=["503"])
+    try:
+        first = ReplayRunner(config, "flaky-run", "tools-large")
+        progress = asyncio.run(first.run(first.prepare(TraceFilter(limit=2))))
+        assert progress.failed == 2 and progress.done == 0
+    finally:
+        sim.set(error_rate=0.0)
+    second = ReplayRunner(config, "flaky-run", "tools-large")
+    pending = second.prepare(TraceFilter(limit=2))
+    assert len(pending) == 2  # the failed ones, again
+    assert asyncio.run(second.run(pending)).done == 2
+    assert build_report(DataDir.at(recorded["data"]), "flaky-run").items == {"done": 2}
+    with pytest.raises(ReplayError, match="on-divergence"):
+        ReplayRunner(config, "flaky-run", "tools-large", on_divergence="stop").prepare(TraceFilter(limit=2))
+
+
+def test_mean_interval_uses_students_t() -> None:
+    from airlock.replay.report import mean_ci
+
+    mean, lo, hi = mean_ci([1.0, 3.0])
+    assert mean == 2.0 and round(lo, 1) == -10.7 and round(hi, 1) == 14.7
 
 
 def test_zz_a_corrupt_payload_is_reported_and_skipped(recorded: dict) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import click
 import orjson
@@ -26,7 +27,8 @@ def replay() -> None:
 def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, **filters: object) -> None:
     """Which selected traces are fully replayable, and for each that is not, exactly what is missing."""
     data = _data_dir(data_dir, config_path)
-    results = check_traces(_reader(data), BlobReader(data), trace_filter(**filters))
+    flt = replace(trace_filter(**filters), originals_only=True)  # not the replays themselves
+    results = check_traces(_reader(data), BlobReader(data), flt)
     fraction = replayable_fraction(results)
     if as_json:
         click.echo(

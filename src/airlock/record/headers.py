@@ -19,6 +19,7 @@ HEADER_COLUMNS = {
     "x-airlock-replay-of": "airlock.replay.of",
     "x-airlock-replay-run": "airlock.replay.run",
 }
+REPLAY_TENANT = "airlock-replay"  # the tenant of the replay runner's in-process key
 # Never recorded: credentials and cookies.
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
 
@@ -38,6 +39,8 @@ def apply_headers(record: dict[str, Any], raw: Iterable[tuple[bytes, bytes]] | I
                 if len(name) > len(ATTR_PREFIX):
                     attributes[name[len(ATTR_PREFIX) :]] = value
             elif name in HEADER_COLUMNS and record.get(HEADER_COLUMNS[name]) is None:
+                if name.startswith("x-airlock-replay-") and record.get("airlock.tenant") != REPLAY_TENANT:
+                    continue  # only the replay runner's own key may mark a call as a replay
                 record[HEADER_COLUMNS[name]] = value
     record["airlock.request.headers"] = kept
     record["attributes"] = attributes

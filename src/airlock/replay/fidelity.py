@@ -27,6 +27,7 @@ class SpanFidelity:
     model: str | None
     missing: list[str] = field(default_factory=list)  # blocking
     caveats: list[str] = field(default_factory=list)  # not blocking
+    replayed: bool = True  # False for a call a replay does not re-send (see replayed_span)
 
     @property
     def replayable(self) -> bool:
@@ -40,7 +41,7 @@ class TraceFidelity:
 
     @property
     def replayable(self) -> bool:
-        return bool(self.spans) and all(s.replayable for s in self.spans)
+        return any(s.replayed for s in self.spans) and all(s.replayable for s in self.spans)
 
     @property
     def missing(self) -> list[str]:
@@ -49,6 +50,16 @@ class TraceFidelity:
     @property
     def caveats(self) -> list[str]:
         return sorted({c for s in self.spans for c in s.caveats})
+
+
+def replayed_span(span: dict[str, Any]) -> bool:
+    """The calls a replay re-sends: chat calls that were answered. A recorded failure (a 4xx/5xx, an
+    abandoned stream) has no answer to compare with, and is listed as not replayed."""
+    return (
+        span.get("kind") == "model.chat"
+        and span.get("status") == "ok"
+        and bool(span.get("airlock.payload.upstream_request"))
+    )
 
 
 def _tool_findings(body: dict[str, Any]) -> list[str]:
@@ -92,14 +103,10 @@ def _followed(messages: list[Any], call_id: str) -> bool:
 
 def check_span(span: dict[str, Any], found: dict[str, Any]) -> SpanFidelity:
     result = SpanFidelity(span["span_id"], span["kind"], span.get("gen_ai.request.model"))
-    digest = _replay_digest(span)
+    digest = span.get("airlock.payload.upstream_request")
     if not digest:
-        result.missing.append("the request bytes were not recorded")
+        result.missing.append("the bytes sent upstream were not recorded")
         return result
-    if not span.get("airlock.payload.upstream_request"):
-        result.caveats.append(
-            f"never sent upstream ({span.get('error_type') or 'rejected'}): the client's bytes are replayed"
-        )
     data = found.get(digest)
     if data is None:
         result.missing.append(f"payload {digest[:12]} is not in the blob store (dropped or deleted)")
@@ -116,6 +123,21 @@ def check_span(span: dict[str, Any], found: dict[str, Any]) -> SpanFidelity:
         result.missing.append("the request sent upstream is not a model request")
         return result
     result.missing += _tool_findings(body)
+    answer = span.get("airlock.payload.response")
+    if answer and isinstance(found.get(answer), BlobCorrupt):
+        result.missing.append(f"the recorded answer {answer[:12]} is corrupt: there is nothing sound to compare with")
+    elif answer and answer not in found:
+        result.missing.append(f"the recorded answer {answer[:12]} is not in the blob store")
+    provider_tools = [
+        str(t.get("type"))
+        for t in body.get("tools") or []
+        if isinstance(t, dict) and t.get("type") not in (None, "function")
+    ]
+    if provider_tools or "web_search_options" in body:
+        result.missing.append(
+            "the request asks the provider to run its own tools "
+            f"({', '.join(provider_tools) or 'web search'}): a replay would run them for real"
+        )
     if span.get("airlock.prompt.name") and not span.get("airlock.prompt.version"):
         result.missing.append(f"prompt {span['airlock.prompt.name']!r} was named without a version")
     if span["kind"] != "model.embedding" and body.get("seed") is None:
@@ -127,24 +149,28 @@ def check_span(span: dict[str, Any], found: dict[str, Any]) -> SpanFidelity:
     return result
 
 
-def _replay_digest(span: dict[str, Any]) -> str | None:
-    """The bytes a replay sends: those that went upstream, or the client's for a call the gateway rejected."""
-    return span.get("airlock.payload.upstream_request") or span.get("airlock.payload.request")
-
-
 def check_traces(reader: SpanReader, blobs: BlobReader, flt: TraceFilter) -> list[TraceFidelity]:
     """The fidelity of every trace the filter selects, newest first."""
     traces = reader.traces(flt)
     out = []
     for t in traces:
-        spans = [
-            s
-            for s in reader.spans_of_trace(t["trace_id"])
-            if s["kind"] in MODEL_KINDS or (s["kind"] == "gateway.reject" and s.get("gen_ai.request.model"))
+        spans = [s for s in reader.spans_of_trace(t["trace_id"]) if s["kind"] in MODEL_KINDS]
+        digests = [
+            d
+            for s in spans
+            for d in (s.get("airlock.payload.upstream_request"), s.get("airlock.payload.response"))
+            if d
         ]
-        digests = [d for s in spans if (d := _replay_digest(s))]
         found = blobs.get_many(digests)
-        out.append(TraceFidelity(t["trace_id"], [check_span(s, found) for s in spans]))
+        checked = []
+        for s in spans:
+            if replayed_span(s):
+                checked.append(check_span(s, found))
+            else:  # not re-sent by a replay (see replayed_span): say so, without blocking the trace
+                note = SpanFidelity(s["span_id"], s["kind"], s.get("gen_ai.request.model"), replayed=False)
+                note.caveats.append(f"not replayed: a {s['kind']} call recorded as {s['status']}")
+                checked.append(note)
+        out.append(TraceFidelity(t["trace_id"], checked))
     return out
 
 

@@ -18,21 +18,14 @@ class Answer:
     input_tokens: int | None = None
     output_tokens: int | None = None
 
-    def as_message(self) -> dict[str, Any]:
-        msg: dict[str, Any] = {"role": "assistant", "content": self.content}
-        if self.tool_calls:
-            msg["tool_calls"] = [
-                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                for c in self.tool_calls
-            ]
-        return msg
-
 
 def _usage(doc: dict[str, Any], answer: Answer) -> None:
     usage = doc.get("usage")
     if isinstance(usage, dict):
-        answer.input_tokens = usage.get("prompt_tokens")
-        answer.output_tokens = usage.get("completion_tokens")
+        answer.input_tokens = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else None
+        answer.output_tokens = (
+            usage.get("completion_tokens") if isinstance(usage.get("completion_tokens"), int) else None
+        )
 
 
 def parse_answer(raw: bytes) -> Answer:
@@ -43,13 +36,18 @@ def parse_answer(raw: bytes) -> Answer:
     except orjson.JSONDecodeError:
         doc = None
     if isinstance(doc, dict):
-        choice = (doc.get("choices") or [{}])[0]
-        message = choice.get("message") or {}
-        answer.content = message.get("content") if message else choice.get("text")
+        choices = doc.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content = message.get("content") if message else choice.get("text")
+        answer.content = content if isinstance(content, str) else None
         answer.finish_reason = choice.get("finish_reason")
         for call in message.get("tool_calls") or []:
-            fn = call.get("function") or {}
-            answer.tool_calls.append({"id": call.get("id"), "name": fn.get("name"), "arguments": fn.get("arguments")})
+            if isinstance(call, dict):
+                fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+                answer.tool_calls.append(
+                    {"id": call.get("id"), "name": fn.get("name"), "arguments": fn.get("arguments")}
+                )
         _usage(doc, answer)
         return answer
     parts: list[str] = []
@@ -92,7 +90,12 @@ def canonical_arguments(arguments: str | None) -> Any:
 
 
 def same_tool_calls(a: Answer, b: Answer) -> bool:
-    """Same tools, canonically equal arguments, same order."""
-    return [(c["name"], canonical_arguments(c["arguments"])) for c in a.tool_calls] == [
-        (c["name"], canonical_arguments(c["arguments"])) for c in b.tool_calls
-    ]
+    """Same tools with canonically equal arguments. Calls made together (in one turn) may come in any
+    order, so they are compared as a multiset."""
+
+    def key(calls: list[dict[str, Any]]) -> list[bytes]:
+        return sorted(
+            orjson.dumps([c["name"], canonical_arguments(c["arguments"])], option=orjson.OPT_SORT_KEYS) for c in calls
+        )
+
+    return key(a.tool_calls) == key(b.tool_calls)

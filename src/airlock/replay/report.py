@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from airlock.store.embedded import DataDir, SQLiteState
+from airlock.store.embedded import BlobReader, DataDir, DuckDBSpanReader, SQLiteState
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -25,8 +25,44 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (standard tables); beyond, the normal.
+_T95 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its 95% interval (normal approximation; exact enough from a few dozen pairs)."""
+    """Mean and its 95% interval (Student's t). Turns of one trace are not independent, so with many
+    turns per trace the interval is somewhat narrower than it should be."""
     if not values:
         return (math.nan, math.nan, math.nan)
     n = len(values)
@@ -34,7 +70,8 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
     if n < 2:
         return (mean, math.nan, math.nan)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = Z95 * sd / math.sqrt(n)
+    q = _T95[n - 2] if n - 1 <= len(_T95) else Z95
+    half = q * sd / math.sqrt(n)
     return (mean, mean - half, mean + half)
 
 
@@ -132,11 +169,11 @@ def build_report(data: DataDir, name: str) -> Report:
         report.diverged.hits += doc.get("diverged_at") is not None
         exact_all = True
         for t in turns:
+            report.exact.n += 1  # a turn the candidate failed to answer counts, as a miss
             if not t.get("ok"):
                 report.failed_turns += 1
                 exact_all = False
                 continue
-            report.exact.n += 1
             report.exact.hits += bool(t.get("exact"))
             exact_all &= bool(t.get("exact"))
             if t.get("tool_agreement") is not None:
@@ -145,9 +182,6 @@ def build_report(data: DataDir, name: str) -> Report:
             if t.get("schema_valid") is not None:
                 report.schema_valid.n += 1
                 report.schema_valid.hits += bool(t["schema_valid"])
-            if t.get("tool_results_sent"):
-                report.tool_results_identical.n += 1
-                report.tool_results_identical.hits += bool(t.get("tool_results_identical"))
             key = f"{t.get('recorded_finish')} -> {t.get('finish')}"
             report.finish_reasons[key] = report.finish_reasons.get(key, 0) + 1
             if isinstance(t.get("judge"), dict):
@@ -160,7 +194,6 @@ def build_report(data: DataDir, name: str) -> Report:
             for k, rec in (
                 ("input_tokens", "recorded_input_tokens"),
                 ("output_tokens", "recorded_output_tokens"),
-                ("latency_ms", "recorded_latency_ms"),
                 ("cost_usd", "recorded_cost_usd"),
             ):
                 if t.get(k) is not None and t.get(rec) is not None:
@@ -175,8 +208,52 @@ def build_report(data: DataDir, name: str) -> Report:
                 "replay_trace_id": doc.get("replay_trace_id"),
             }
         )
+    deltas["latency_ms"], report.tool_results_identical = _from_the_record(data, name)
     report.deltas = {k: mean_ci(v) for k, v in deltas.items()}
     return report
+
+
+def _tool_results(raw: bytes | None) -> list[tuple[Any, Any]]:
+    try:
+        body = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return []
+    return (
+        [
+            (m.get("tool_call_id"), m.get("content"))
+            for m in (body.get("messages") or [])
+            if isinstance(m, dict) and m.get("role") == "tool"
+        ]
+        if isinstance(body, dict)
+        else []
+    )
+
+
+def _from_the_record(data: DataDir, name: str) -> tuple[list[float], Rate]:
+    """What the record says of the replay, independently of the runner: each replayed call's duration
+    against its original's (both measured by the gateway, the same way), and whether the tool results in
+    the bytes the candidate was sent equal those in the bytes the original model was sent."""
+    reader = DuckDBSpanReader(data)
+    pairs = reader.sql(
+        "SELECT r.duration_ms AS replay_ms, o.duration_ms AS original_ms,"
+        ' r."airlock.payload.upstream_request" AS r_req, o."airlock.payload.upstream_request" AS o_req'
+        ' FROM spans r JOIN spans o ON r."airlock.replay.of" = o.span_id'
+        ' WHERE r."airlock.replay.run" = ? AND o."airlock.replay.run" IS NULL AND r.kind = \'model.chat\''
+        " AND coalesce(r.attributes['replay_role'], '') <> 'judge'",
+        [name],
+    )
+    latency = [
+        p["replay_ms"] - p["original_ms"] for p in pairs if p["replay_ms"] is not None and p["original_ms"] is not None
+    ]
+    found = BlobReader(data).get_many([d for p in pairs for d in (p["r_req"], p["o_req"]) if d])
+    identical = Rate(0, 0)
+    for p in pairs:
+        original = _tool_results(found.get(p["o_req"]) if isinstance(found.get(p["o_req"]), bytes) else None)
+        if original:
+            sent = found.get(p["r_req"])
+            identical.n += 1
+            identical.hits += isinstance(sent, bytes) and _tool_results(sent) == original
+    return latency, identical
 
 
 def _fmt_delta(value: tuple[float, float, float], unit: str) -> str:
@@ -200,7 +277,7 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
         ("tool-call agreement (per turn)", report.tool_agreement.text()),
         ("structured output valid", report.schema_valid.text()),
         ("traces that diverged", report.diverged.text()),
-        ("tool results sent byte-identical to the record", report.tool_results_identical.text()),
+        ("tool results the candidate was sent, equal to the record", report.tool_results_identical.text()),
         ("failed turns", str(report.failed_turns)),
         ("Δ input tokens (mean, 95% CI)", _fmt_delta(report.deltas["input_tokens"], "")),
         ("Δ output tokens (mean, 95% CI)", _fmt_delta(report.deltas["output_tokens"], "")),

@@ -30,8 +30,9 @@ from airlock.config.schema import Config
 from airlock.errors import AirlockError
 from airlock.gateway.app import build_app, build_state
 from airlock.ledger import call_cost, find_model, price_in_effect
+from airlock.record.headers import REPLAY_TENANT
 from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
-from airlock.replay.fidelity import check_span
+from airlock.replay.fidelity import check_span, replayed_span
 from airlock.replay.messages import Answer, parse_answer, same_tool_calls
 from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader, SQLiteState
 from airlock.store.embedded.blobs import read_blob
@@ -120,6 +121,15 @@ class ReplayRunner:
                 state.conn.execute("COMMIT")
             elif row[0] != self.target:
                 raise ReplayError(f"replay {self.name!r} exists with target {row[0]!r}; use another --name")
+            else:
+                stored = orjson.loads(
+                    state.conn.execute("SELECT options FROM replay_runs WHERE name = ?", (self.name,)).fetchone()[0]
+                )
+                if stored.get("on_divergence") != self.on_divergence:
+                    raise ReplayError(
+                        f"replay {self.name!r} was started with --on-divergence "
+                        f"{stored.get('on_divergence')}; resume it the same way or use another --name"
+                    )
             pending = [
                 r[0]
                 for r in state.conn.execute(
@@ -157,7 +167,7 @@ class ReplayRunner:
 
     async def run(self, traces: list[str], on_progress: Callable[[Progress], None] | None = None) -> Progress:
         state = build_state(self.config)
-        state.auth.add_key(self.key, "airlock-replay")
+        state.auth.add_key(self.key, REPLAY_TENANT)
         runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -174,7 +184,8 @@ class ReplayRunner:
                 async def one(trace_id: str) -> None:
                     async with limit:
                         status, result = await self.replay_trace(session, trace_id)
-                        saves.conn.execute(
+                        await asyncio.to_thread(
+                            saves.conn.execute,
                             "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
                             " WHERE run = ? AND trace_id = ?",
                             (status, orjson.dumps(result).decode(), self.name, trace_id),
@@ -225,9 +236,27 @@ class ReplayRunner:
         return found
 
     async def replay_trace(self, session: aiohttp.ClientSession, trace_id: str) -> tuple[str, dict[str, Any]]:
-        spans = self._spans.get(trace_id, [])
+        try:
+            status, result = await self._replay_trace(session, trace_id)
+        except Exception as e:  # one malformed trace fails alone, recorded as failed; the run goes on
+            return "failed", {"trace_id": trace_id, "error": f"{type(e).__name__}: {e}"[:500]}
+        if status == "done" and any(not t.get("ok") for t in result["turns"]):
+            status = "failed"  # the candidate did not answer every turn: resume retries the trace
+        return status, result
+
+    async def _replay_trace(self, session: aiohttp.ClientSession, trace_id: str) -> tuple[str, dict[str, Any]]:
+        all_spans = self._spans.get(trace_id, [])
+        spans = [s for s in all_spans if replayed_span(s)]
+        not_replayed = [
+            f"{s['span_id']}: {s['status']} ({s.get('error_type') or 'no answer'})"
+            for s in all_spans
+            if not replayed_span(s)
+        ]
         if not spans:
-            return "skipped", {"reason": "no model call with recorded request bytes"}
+            return "skipped", {
+                "reason": "no successful model call with recorded request bytes",
+                "not_replayed": not_replayed,
+            }
         wanted = [
             d for s in spans for d in (s["airlock.payload.upstream_request"], s.get("airlock.payload.response")) if d
         ]
@@ -259,8 +288,8 @@ class ReplayRunner:
                         span.get("gen_ai.usage.cache_read.input_tokens"),
                         span.get("airlock.usage.reasoning_tokens"),
                     ),
-                    "cost_usd": call_cost(
-                        price_in_effect(self._target_spec, date.today()),
+                    "cost_usd": call_cost(  # the candidate's price on the day the original was served
+                        price_in_effect(self._target_spec, _day(span.get("start_ns"))),
                         candidate.input_tokens,
                         candidate.output_tokens,
                     ),
@@ -291,7 +320,13 @@ class ReplayRunner:
                 diverged_at = k
                 if self.on_divergence == "stop":
                     break
-        return "done", {"trace_id": trace_id, "replay_trace_id": new_trace, "turns": turns, "diverged_at": diverged_at}
+        return "done", {
+            "trace_id": trace_id,
+            "replay_trace_id": new_trace,
+            "turns": turns,
+            "diverged_at": diverged_at,
+            "not_replayed": not_replayed,
+        }
 
     async def _judge(
         self,
@@ -380,7 +415,6 @@ class ReplayRunner:
         dropped = [p for p in (self._target_spec.unsupported_params if self._target_spec else []) if p in body]
         for p in dropped:
             del body[p]
-        tool_results = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"]
         headers = {
             "Authorization": f"Bearer {self.key}",
             "Content-Type": "application/json",
@@ -390,11 +424,7 @@ class ReplayRunner:
             "x-airlock-task": span.get("airlock.task") or "",
         }
         start = time.perf_counter()
-        turn: dict[str, Any] = {
-            "span_id": span["span_id"],
-            "dropped_params": dropped,
-            "tool_results_sent": len(tool_results),
-        }
+        turn: dict[str, Any] = {"span_id": span["span_id"], "dropped_params": dropped}
         try:
             async with session.post(
                 self._url + "/chat/completions",
@@ -413,10 +443,6 @@ class ReplayRunner:
         answer = parse_answer(raw) if turn["ok"] else Answer()
         if not turn["ok"]:
             turn["error"] = raw[:300].decode("utf-8", "replace")
-        # The tool results went out as recorded: the candidate saw what the original model saw.
-        turn["tool_results_identical"] = tool_results == [
-            m for m in recorded_req.get("messages") or [] if isinstance(m, dict) and m.get("role") == "tool"
-        ]
         turn.update(
             finish=answer.finish_reason,
             tool_calls=[c["name"] for c in answer.tool_calls],
