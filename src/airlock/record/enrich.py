@@ -4,7 +4,7 @@ tool calls, from either a JSON body or the raw SSE bytes of a stream."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -85,11 +85,8 @@ def sse_events(raw: bytes) -> list[bytes]:
     return events
 
 
-def from_sse_response(raw: bytes) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    reasons: dict[int, str] = {}
-    tool_calls: set[tuple[int, int]] = set()
-    texts: list[str] = []
+def sse_chunks(raw: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an SSE stream's data events, skipping [DONE] and anything unparsable."""
     for data in sse_events(raw):
         if data == b"[DONE]":
             continue
@@ -97,8 +94,16 @@ def from_sse_response(raw: bytes) -> dict[str, Any]:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
-        if not isinstance(chunk, dict):
-            continue
+        if isinstance(chunk, dict):
+            yield chunk
+
+
+def from_sse_response(raw: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    reasons: dict[int, str] = {}
+    tool_calls: set[tuple[int, int]] = set()
+    texts: list[str] = []
+    for chunk in sse_chunks(raw):
         out.setdefault("gen_ai.response.id", chunk.get("id"))
         if chunk.get("model"):
             out.setdefault("gen_ai.response.model", chunk.get("model"))

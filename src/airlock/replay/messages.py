@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from airlock.record.enrich import sse_events
+from airlock.record.enrich import sse_chunks
 
 
 @dataclass
@@ -52,15 +52,7 @@ def parse_answer(raw: bytes) -> Answer:
         return answer
     parts: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
-    for data in sse_events(raw):
-        if data == b"[DONE]":
-            continue
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(chunk, dict):
-            continue
+    for chunk in sse_chunks(raw):
         _usage(chunk, answer)
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:

@@ -378,26 +378,12 @@ class ReplayRunner:
                 },
             },
         }
-        headers = {
-            "Authorization": f"Bearer {self.key}",
-            "Content-Type": "application/json",
-            "traceparent": format_traceparent(trace, new_span_id()),
-            "x-airlock-replay-run": self.name,
-            "x-airlock-replay-of": span["span_id"],
-            "x-airlock-attr-replay_role": "judge",
-        }
         try:
-            async with session.post(
-                self._url + "/chat/completions",
-                data=orjson.dumps(body),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=300),
-            ) as resp:
-                raw = await resp.read()
-                if resp.status != 200:
-                    return {"preference": "error", "rationale": raw[:200].decode("utf-8", "replace")}
+            status, raw, _ = await self._post(session, body, trace, span, {"x-airlock-attr-replay_role": "judge"})
         except (aiohttp.ClientError, TimeoutError) as e:
             return {"preference": "error", "rationale": f"{type(e).__name__}: {e}"}
+        if status != 200:
+            return {"preference": "error", "rationale": raw[:200].decode("utf-8", "replace")}
         verdict = parse_answer(raw).content or ""
         try:
             doc = orjson.loads(verdict)
@@ -407,6 +393,31 @@ class ReplayRunner:
         mapping = {"A": "candidate" if swap else "recorded", "B": "recorded" if swap else "candidate", "tie": "tie"}
         return {"preference": mapping.get(pick, "unparseable"), "rationale": rationale[:500]}
 
+    async def _post(
+        self,
+        session: aiohttp.ClientSession,
+        body: dict[str, Any],
+        trace: str,
+        span: dict[str, Any],
+        extra: dict[str, str],
+    ) -> tuple[int, bytes, str | None]:
+        """One call through the in-process gateway, tagged as part of this replay and linked to its original."""
+        headers = {
+            "Authorization": f"Bearer {self.key}",
+            "Content-Type": "application/json",
+            "traceparent": format_traceparent(trace, new_span_id()),
+            "x-airlock-replay-run": self.name,
+            "x-airlock-replay-of": span["span_id"],
+            **extra,
+        }
+        async with session.post(
+            self._url + "/chat/completions",
+            data=orjson.dumps(body),
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=300),
+        ) as resp:
+            return resp.status, await resp.read(), resp.headers.get("x-request-id")
+
     async def _send(
         self, session: aiohttp.ClientSession, trace: str, span: dict[str, Any], recorded_req: dict[str, Any]
     ) -> dict[str, Any]:
@@ -415,27 +426,13 @@ class ReplayRunner:
         dropped = [p for p in (self._target_spec.unsupported_params if self._target_spec else []) if p in body]
         for p in dropped:
             del body[p]
-        headers = {
-            "Authorization": f"Bearer {self.key}",
-            "Content-Type": "application/json",
-            "traceparent": format_traceparent(trace, new_span_id()),
-            "x-airlock-replay-of": span["span_id"],
-            "x-airlock-replay-run": self.name,
-            "x-airlock-task": span.get("airlock.task") or "",
-        }
         start = time.perf_counter()
         turn: dict[str, Any] = {"span_id": span["span_id"], "dropped_params": dropped}
         try:
-            async with session.post(
-                self._url + "/chat/completions",
-                data=orjson.dumps(body),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=300),
-            ) as resp:
-                raw = await resp.read()
-                turn["latency_ms"] = (time.perf_counter() - start) * 1000
-                turn["status"] = resp.status
-                turn["replay_request_id"] = resp.headers.get("x-request-id")
+            turn["status"], raw, turn["replay_request_id"] = await self._post(
+                session, body, trace, span, {"x-airlock-task": span.get("airlock.task") or ""}
+            )
+            turn["latency_ms"] = (time.perf_counter() - start) * 1000
         except (aiohttp.ClientError, TimeoutError) as e:
             turn.update(ok=False, error=f"{type(e).__name__}: {e}", _answer=Answer())
             return turn
