@@ -77,6 +77,7 @@ class ModelCall:
         self.ttft_ms: float | None = None
         self.http_status = 500
         self._committed = False
+        self._streaming = False  # a streamed response has been started
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -189,6 +190,13 @@ class ModelCall:
         except Exception as e:
             if not isinstance(e, AirlockError):
                 log.exception("request %s failed", self.ctx.request_id)
+                if self._streaming:  # the status line is out: no problem document can follow; cut the stream
+                    self.record.update(status="error", error_type="internal", error_message=f"{type(e).__name__}")
+                    if not self._committed:
+                        self._committed = True
+                        self.state.recorder.submit(self.build_record())
+                    self._abort()
+                    raise
                 e = InternalError(f"{type(e).__name__} in the gateway; see its log for request {self.ctx.request_id}")
             if isinstance(e, ContextWindowExceeded):
                 self.record["airlock.decisions"] = [{"kind": "preflight", "verdict": "rejected", **e.extra}]
@@ -249,6 +257,7 @@ class ModelCall:
         writing = True
         try:
             await out.prepare(self.request)
+            self._streaming = True
             writing = False
             async for chunk in upstream.content.iter_any():
                 chunks.append(chunk)
