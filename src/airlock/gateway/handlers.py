@@ -25,7 +25,7 @@ from airlock.errors import (
     UpstreamsExhausted,
     problem_body,
 )
-from airlock.gateway.context import RequestContext, context_from
+from airlock.gateway.context import context_from
 from airlock.gateway.forward import Answer, _CancelledWithHops
 from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
@@ -51,15 +51,6 @@ class Endpoint:
 CHAT = Endpoint("chat", "/chat/completions", "model.chat", "chat", True)
 COMPLETIONS = Endpoint("completions", "/completions", "model.completion", "text_completion", True)
 EMBEDDINGS = Endpoint("embeddings", "/embeddings", "model.embedding", "embeddings", False)
-
-
-def problem(err: AirlockError, ctx: RequestContext) -> web.Response:
-    return web.Response(
-        status=err.status,
-        body=problem_body(err, instance=f"/requests/{ctx.request_id}"),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers={"x-request-id": ctx.request_id, "traceparent": format_traceparent(ctx.trace_id, ctx.span_id)},
-    )
 
 
 class ModelCall:
@@ -208,7 +199,12 @@ class ModelCall:
                 if self.record.get("gen_ai.request.model") is None or e.status in (400, 401, 413):
                     self.record["kind"] = "gateway.reject"
                 await self.commit()
-            return problem(e, self.ctx)
+            return web.Response(
+                status=e.status,
+                body=problem_body(e, instance=f"/requests/{self.ctx.request_id}"),
+                content_type=PROBLEM_CONTENT_TYPE,
+                headers=self._headers(),
+            )
         finally:
             st.metrics.in_flight -= 1
             st.metrics.request_done(self.ep.name, self.http_status, self.ctx.elapsed_ms())

@@ -12,20 +12,9 @@ import pyarrow as pa
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
-# Kinds of span the record holds (the gateway writes model.*; the others arrive from other capabilities).
-SPAN_KINDS = (
-    "model.chat",
-    "model.completion",
-    "model.embedding",
-    "model.list",
-    "tool",
-    "email",
-    "retrieval",
-    "human_review",
-    "agent",
-    "otlp",
-    "gateway.reject",
-)
+# Kinds of span (the `kind` column): model.chat, model.completion, model.embedding and gateway.reject are
+# written by the gateway; tool, email, retrieval, human_review, agent and otlp are for what other
+# capabilities record.
 
 # (number, description, columns added)
 SPAN_MIGRATIONS: list[tuple[int, str, list[tuple[str, pa.DataType]]]] = [

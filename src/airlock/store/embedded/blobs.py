@@ -70,8 +70,6 @@ class PackWriter:
         self._pack_size = 0
         self._pack_seq = 0
         self._lock = threading.Lock()
-        self.bytes_in = 0
-        self.bytes_stored = 0
         self.deduplicated = 0
 
     def remember(self, digests: Iterable[str]) -> None:
@@ -95,7 +93,6 @@ class PackWriter:
         with self._lock:
             fresh: dict[str, bytes] = {}
             for digest, data in zip(digests, items, strict=True):
-                self.bytes_in += len(data)
                 if digest in self._known or digest in fresh:
                     self.deduplicated += 1
                     continue
@@ -140,7 +137,6 @@ class PackWriter:
         self._pack_size += len(out)
         if sync:
             os.fsync(self._pack_fd)
-        self.bytes_stored += len(out)
         self._pending.extend(rows)
         self._unlogged.extend(rows)
         for digest in fresh:

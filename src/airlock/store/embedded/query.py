@@ -172,9 +172,6 @@ class BlobReader:
             raise found
         return found
 
-    def has(self, digest: str) -> bool:
-        return bool(self.locate([digest]))
-
     def resolve(self, prefix: str) -> str:
         """The full digest for a unique prefix of at least 8 hex characters."""
         prefix = valid_prefix(prefix)
