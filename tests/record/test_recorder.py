@@ -116,7 +116,8 @@ def test_segments_of_stopped_writers_are_compacted(tmp_path: Path) -> None:
     writer.start()
     try:
         deadline = time.monotonic() + 5
-        while len(live_segments(data.spans)) > 1 and time.monotonic() < deadline:
+        # the merged segment is renamed into place before the compaction is counted: wait for both
+        while (len(live_segments(data.spans)) > 1 or rec.compactions < 1) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert [(s.writer, s.first, s.last) for s in live_segments(data.spans)] == [("w-old", 0, 5)]
         assert count(data) == 6 and rec.compactions == 1
@@ -137,15 +138,21 @@ def test_malformed_exchanges_do_not_stop_the_recorder(tmp_path: Path) -> None:
     )
     wrong_type = record(3)
     wrong_type["http_status"] = "two hundred"  # a value Arrow cannot take
+    huge_seed = record(5)  # JSON parses 1e22 as a float: a seed no int64 column (or frame) can hold
+    huge_seed["_payloads"]["airlock.payload.request"] = b'{"model": "m", "messages": [], "seed": 1e22}'
+    unframeable = record(6)  # an integer over 64 bits fits neither a JSON nor a msgpack frame
+    unframeable["airlock.attempts"] = 2**70
     writer.start()
     try:
-        for r in (odd_usage, odd_message, wrong_type, record(4)):
+        for r in (odd_usage, odd_message, wrong_type, record(4), huge_seed, unframeable):
             rec.submit(r)
-        assert count(data, want=4) == 4
+        assert count(data, want=6) == 6
         rows = {r["span_id"]: r for r in DuckDBSpanReader(data).sql("SELECT * FROM spans")}
         assert rows[f"{1:016x}"]["gen_ai.usage.input_tokens"] == 12
         assert rows[f"{1:016x}"]["gen_ai.usage.output_tokens"] is None
         assert "partial" in (rows[f"{3:016x}"]["airlock.decisions"] or "")
+        assert rows[f"{5:016x}"]["gen_ai.request.seed"] is None
+        assert "partial" in (rows[f"{6:016x}"]["airlock.decisions"] or "")
         assert rec.error is None
     finally:
         writer.stop()

@@ -51,7 +51,7 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def from_json_response(body: bytes) -> dict[str, Any]:
+def from_json_response(body: bytes, want_text: bool = True) -> dict[str, Any]:
     doc = _json_object(body)
     if doc is None:
         return {}
@@ -64,6 +64,8 @@ def from_json_response(body: bytes) -> dict[str, Any]:
     out["airlock.response.tool_call_count"] = calls
     if isinstance(doc.get("usage"), dict):
         out.update(_usage_columns(doc["usage"]))
+    if not want_text:
+        return out
     texts = []
     for c in choices:
         if isinstance(c, dict):
@@ -138,15 +140,18 @@ _REQUEST_PARAMS = (
 )
 
 
-def from_request(body: bytes) -> dict[str, Any]:
-    """Sampling parameters and tool count from the request the client sent."""
-    doc = _json_object(body)
+def from_request(body: bytes, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sampling parameters and tool count from the request the client sent (`doc`: already parsed)."""
+    if not isinstance(doc, dict):
+        doc = _json_object(body)
     if doc is None:
         return {}
     out: dict[str, Any] = {}
     for column, key, typ in _REQUEST_PARAMS:
         value = doc.get(key)
         if column not in out and isinstance(value, int | float) and not isinstance(value, bool):
+            if (typ is int and not (isinstance(value, int) or value.is_integer())) or abs(value) >= 2**63:
+                continue  # not a count a column can hold (e.g. a seed of 1e22)
             out[column] = typ(value)
     tools = doc.get("tools")
     out["airlock.request.tool_count"] = len(tools) if isinstance(tools, list) else 0
@@ -189,21 +194,23 @@ def enrich(
     payloads: dict[str, bytes],
     tokenizer: str | None = None,
     resolve: Callable[[str], Any] | None = None,
+    request_doc: dict[str, Any] | None = None,
 ) -> None:
     """Fill what the request and response say, never overwriting what the gateway already set; with a
-    tokenizer, also the local counts and the script mix."""
+    tokenizer, also the local counts and the script mix. `request_doc` is the request as the gateway
+    parsed it, when it did."""
     facts: dict[str, Any] = {}
     request = payloads.get("airlock.payload.request")
     if request and record.get("kind") != "gateway.reject":
-        facts.update(from_request(request))
+        facts.update(from_request(request, request_doc))
     sent = payloads.get("airlock.payload.upstream_request")
-    if sent and sent != request and DOC in facts:
+    if sent and sent is not request and sent != request and DOC in facts:
         # What the provider bills is what was sent (e.g. after a pre-flight truncation): count that.
         facts[DOC] = from_request(sent).get(DOC, facts[DOC])
     response = payloads.get("airlock.payload.response")
     fmt = record.get("_response_format")
     if response and fmt == "json":
-        facts.update(from_json_response(response))
+        facts.update(from_json_response(response, want_text=bool(tokenizer)))
     elif response and fmt == "sse":
         facts.update(from_sse_response(response))
     request_doc, response_text = facts.pop(DOC, None), facts.pop(TEXT, None)

@@ -1,5 +1,9 @@
-"""Append-only files of framed records: [u32 length][u32 crc32][msgpack]. A torn tail (a crash in
-the middle of a write) is detected by length or checksum, and reading stops there."""
+"""Append-only files of framed records: [u32 length][u32 crc32][body]. A torn tail (a crash in
+the middle of a write) is detected by length or checksum, and reading stops there.
+
+A body is a msgpack map (spill files: records still holding their payload bytes) or a JSON object
+(write-ahead rows, which hold no bytes: orjson encodes a row in about a third of msgpack's time). The
+first byte tells them apart: a msgpack map never starts with `{`."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgpack
+import orjson
 
 _HEADER = struct.Struct("<II")
 
@@ -18,6 +23,19 @@ _HEADER = struct.Struct("<II")
 def encode(record: dict[str, Any]) -> bytes:
     body = msgpack.packb(record, use_bin_type=True)
     return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def encode_row(row: dict[str, Any]) -> bytes:
+    """A finished row as JSON; msgpack for a row JSON cannot hold (bytes, an integer over 64 bits)."""
+    try:
+        body = orjson.dumps(row)
+    except TypeError:
+        return encode(row)
+    return _HEADER.pack(len(body), zlib.crc32(body)) + body
+
+
+def _decode(body: bytes) -> Any:
+    return orjson.loads(body) if body[:1] == b"{" else msgpack.unpackb(body, raw=False)
 
 
 def read_frames(path: str) -> tuple[list[dict[str, Any]], int]:
@@ -42,7 +60,7 @@ def _iter(data: bytes) -> Iterator[tuple[dict[str, Any], int]]:
         body = data[start:end]
         if zlib.crc32(body) != crc:
             return
-        yield msgpack.unpackb(body, raw=False), end
+        yield _decode(body), end
         pos = end
 
 

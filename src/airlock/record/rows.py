@@ -49,15 +49,24 @@ _CORE_COLUMNS = (
 def store_payloads(records: list[dict[str, Any]], blobs: PayloadSink, sync: bool = False) -> None:
     """Put every payload of a batch in the blob store at once; set each record's digest columns."""
     places, items = [], []
+    same: list[tuple[dict[str, Any], str, str]] = []  # a payload that is the very object of another column
     for record in records:
         payloads: dict[str, bytes] = record.get("_payloads") or {}
+        seen: dict[int, str] = {}
         for column in PAYLOAD_COLUMNS:
             data = payloads.get(column)
-            if data is not None:
-                places.append((record, column))
-                items.append(data)
+            if data is None:
+                continue
+            if id(data) in seen:  # the request sent upstream unchanged: hash and store it once
+                same.append((record, column, seen[id(data)]))
+                continue
+            seen[id(data)] = column
+            places.append((record, column))
+            items.append(data)
     for (record, column), digest in zip(places, blobs.put_many(items, sync=sync), strict=True):
         record[column] = digest
+    for record, column, twin in same:
+        record[column] = record[twin]
 
 
 def finish_row(
@@ -76,8 +85,9 @@ def finish_row(
         operation = record.get("gen_ai.operation.name") or record.get("kind")
         record["name"] = f"{operation} {record.get('gen_ai.request.model') or ''}".strip()
     payloads: dict[str, bytes] | None = record.pop("_payloads", None)
+    request_doc = record.pop("_request_doc", None)
     if payloads:
-        enrich(record, payloads, record.pop("_tokenizer", None), resolve_tokenizer)
+        enrich(record, payloads, record.pop("_tokenizer", None), resolve_tokenizer, request_doc)
         for column, size_column in (
             ("airlock.payload.request", "airlock.payload.request_bytes"),
             ("airlock.payload.response", "airlock.payload.response_bytes"),

@@ -259,9 +259,16 @@ class BatchWriter:
         rows = [self._finish(r) for r in records]
         wal = self._open_wal()
         index = self.blobs.take_unlogged()
-        head = frames.encode({"_blob_index": index}) if index else b""
+        head = frames.encode_row({"_blob_index": index}) if index else b""
+        framed = []
+        for i, row in enumerate(rows):
+            try:
+                framed.append(frames.encode_row(row))
+            except (TypeError, ValueError, OverflowError) as e:  # a value no frame can hold: keep the core
+                rows[i] = partial_row(row, e)
+                framed.append(frames.encode_row(rows[i]))
         try:
-            wal.append(head + b"".join(frames.encode(r) for r in rows))
+            wal.append(head + b"".join(framed))
         except OSError:
             self.blobs.unlog(index)  # the index rows must reach a later write-ahead append
             raise
