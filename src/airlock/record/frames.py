@@ -26,7 +26,8 @@ def encode(record: dict[str, Any]) -> bytes:
 
 
 def encode_row(row: dict[str, Any]) -> bytes:
-    """A finished row as JSON; msgpack for a row JSON cannot hold (bytes, an integer over 64 bits)."""
+    """A finished row as JSON, or msgpack for a row holding bytes. Raises for a value neither can hold
+    (an integer over 64 bits): the writer keeps such a row as a partial row."""
     try:
         body = orjson.dumps(row)
     except TypeError:
