@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from airlock.cli.cost import cost
+from airlock.cli.energy import energy
 from airlock.cli.records import blob, status, traces
 from airlock.cli.replay import replay
 from airlock.cli.tokens import tokens
@@ -132,6 +133,7 @@ cli.add_command(blob)
 cli.add_command(tokens)
 cli.add_command(replay)
 cli.add_command(cost)
+cli.add_command(energy)
 
 
 def main() -> None:

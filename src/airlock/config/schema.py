@@ -203,7 +203,10 @@ class GpuBinding(Strict):
 
 
 class EnergySettings(Strict):
-    grid_gco2e_per_kwh: float = Field(400.0, ge=0)  # grid carbon intensity; set your region's
+    # Grid carbon intensity; set your region's. Default: the world average in 2023 (Ember, Global
+    # Electricity Review 2024: about 480 gCO2e/kWh).
+    grid_gco2e_per_kwh: float = Field(480.0, ge=0)
+    pue: float = Field(1.2, ge=1, le=3)  # applied to measured GPU energy (profiles carry their own)
     profiles: list[EnergyProfile] = Field(default_factory=list)
     gpus: list[GpuBinding] = Field(default_factory=list)  # measured mode: readings from these GPUs
     sample_interval_ms: float = Field(200.0, gt=0)

@@ -1,7 +1,7 @@
 """Bundled energy profiles, and where each number comes from.
 
 Measured (public):
-- Llama 3.1 8B on one H100 (vLLM 0.11, BF16), decode at batch size 64: 0.12 J per output token
+- Llama 3.1 8B on one H100 (vLLM 0.11.1), decode at batch size 64: 0.12 J per output token
   (ML.ENERGY Leaderboard v3.0, Dec 2025; "LLM Inference Energy: A Longitudinal Analysis", ml.energy blog,
   which also gives 0.20 J for the same setting under v2.0 / vLLM 0.5.4).
 - ML.ENERGY v3.0 ("Diagnosing Inference Energy Consumption", 2025/2026): GPU utilisation alone moves
@@ -9,8 +9,7 @@ Measured (public):
 
 Derived (our assumptions; replace them with your own measurements, or use measured mode):
 - Batch curve: energy per decoded token scales as batch^-0.5 from batch 1 up to the measured point at
-  64, and falls another 15% by 256 (so batch 1 costs 8x batch 64, inside the 3-5x utilisation spread
-  times the per-step overheads ML.ENERGY describes at small batches).
+  64, and falls another 15% by 256 (batch 1 then costs 8x batch 64).
 - Prefill: one eighth of a decoded token's energy at the same batch (prefill runs a prompt's tokens in
   one compute-bound pass; decode pays a full weight read per step).
 - 70B: the 8B figures times 70/8 (energy per token roughly follows parameters read per token at equal

@@ -31,7 +31,7 @@ class Profile:
                 return p0 + w * (p1 - p0), d0 + w * (d1 - d0)
         return pts[-1][1], pts[-1][2]
 
-    def joules(self, input_tokens: int, cached_tokens: int, output_tokens: int, batch: float) -> float:
+    def joules(self, input_tokens: float, cached_tokens: float, output_tokens: float, batch: float) -> float:
         """Facility joules for one call: GPU joules for its work, plus its share of idle, times PUE."""
         prefill, decode = self.per_token(batch)
         cached = min(cached_tokens, input_tokens)

@@ -41,7 +41,7 @@ def data_dir_bytes(root: Path) -> int:
     return total
 
 
-def _tables(config: Config) -> dict[str, pa.Table]:
+def config_tables(config: Config) -> dict[str, pa.Table]:
     prices = price_rows(config)
     price_table = pa.table(
         {
@@ -225,7 +225,7 @@ def build_bill(config: Config, since_ns: int | None = None, until_ns: int | None
     items = pa.Table.from_pylist([{k: r.get(k) for k in _ITEM_SCHEMA.names} for r in items_rows], schema=_ITEM_SCHEMA)
     con = reader.connect()
     try:
-        for name, table in {**_tables(config), "items": items}.items():
+        for name, table in {**config_tables(config), "items": items}.items():
             con.register(name, table)
         params = {
             "since": since_ns or 0,
