@@ -27,7 +27,9 @@ def fmt_usd(v: float | None) -> str:
 
 
 def fmt_pct(v: float | None) -> str:
-    return "-" if v is None else f"{v:.0%}"
+    if v is None:
+        return "-"
+    return f"{v:.1%}" if abs(v) < 0.1 else f"{v:.0%}"
 
 
 @click.group()
@@ -125,29 +127,41 @@ def _csv(report: Any) -> None:
 
 def _table(report: Any, limit: int) -> None:
     console = make_console()
-    cats = report.categories
-    t = Table(title=f"The bill, by {', '.join(report.by) or 'total'}")
+    total = report.total
+    items = Table(title="Line items by category")
+    for col in ("category", "usd", "share", "of which estimated"):
+        items.add_column(col, justify="left" if col == "category" else "right")
+    for c in report.categories:
+        usd = total.by_category[c]
+        items.add_row(c, fmt_usd(usd), fmt_pct(usd / total.total_usd if total.total_usd else None), "")
+    items.add_row("(total)", fmt_usd(total.total_usd), "100%", fmt_usd(total.estimated_usd), style="bold")
+    console.print(items)
+    t = Table(title=f"The bill by {', '.join(report.by) or 'total'}")
     for d in report.by:
         t.add_column(d)
-    for col in [
+    for col in (
         "total",
-        *[CATEGORY_LABELS.get(c, c) for c in cats],
+        "inference",
         "infer. share",
+        "largest other",
         "tasks",
         "ok",
         "$/task",
         "$/ok task",
         "wasted",
         "margin",
-    ]:
-        t.add_column(col, justify="right")
+    ):
+        t.add_column(col, justify="left" if col == "largest other" else "right")
 
     def add(row: Any, label: list[str], style: str | None = None) -> None:
+        others = {c: v for c, v in row.by_category.items() if c != "inference" and v > 0}
+        largest = max(others, key=lambda c: others[c]) if others else None
         t.add_row(
             *label,
             fmt_usd(row.total_usd),
-            *[fmt_usd(row.by_category.get(c)) for c in cats],
+            fmt_usd(row.inference_usd),
             fmt_pct(row.inference_share),
+            f"{CATEGORY_LABELS.get(largest, largest)} {fmt_usd(others[largest])}" if largest else "-",
             str(row.tasks),
             str(row.successful_tasks),
             fmt_usd(row.cost_per_task),
@@ -161,14 +175,12 @@ def _table(report: Any, limit: int) -> None:
         add(row, [row.key[d] for d in report.by])
     if len(report.rows) > limit:
         t.add_row(f"... {len(report.rows) - limit} more rows (--limit, or --format csv)")
-    add(report.total, ["(total)"] + [""] * (len(report.by) - 1) if report.by else [], style="bold")
+    add(total, ["(total)"] + [""] * (len(report.by) - 1) if report.by else [], style="bold")
     console.print(t)
-    total = report.total
     waste = ", ".join(f"{k.replace('_', ' ')} {fmt_usd(v)}" for k, v in sorted(total.wasted_usd.items())) or "none"
     console.print(
         f"inference is {fmt_pct(total.inference_share)} of {fmt_usd(total.total_usd)}; wasted: {waste}; "
-        f"estimated from local counts: {fmt_usd(total.estimated_usd)}; telemetry store holds "
-        f"{fmt_bytes(report.held_bytes)}"
+        f"telemetry store holds {fmt_bytes(report.held_bytes)}"
     )
     for u in report.unpriced:
         console.print(
@@ -177,11 +189,10 @@ def _table(report: Any, limit: int) -> None:
         )
     if report.forecast:
         f = report.forecast
-        parts = ", ".join(
-            f"{CATEGORY_LABELS.get(c, c)} {fmt_usd(v)}" for c, v in sorted(f.by_category.items(), key=lambda kv: -kv[1])
-        )
+        top = sorted(f.by_category.items(), key=lambda kv: -kv[1])[:4]
+        parts = ", ".join(f"{CATEGORY_LABELS.get(c, c)} {fmt_usd(v)}" for c, v in top)
         margin = f"; revenue {fmt_usd(f.revenue_usd)}, margin {fmt_pct(f.gross_margin)}" if f.revenue_usd else ""
-        console.print(f"forecast at {f.tasks:,} tasks: {fmt_usd(f.total_usd)} ({parts}){margin}")
+        console.print(f"forecast at {f.tasks:,} tasks: {fmt_usd(f.total_usd)} ({parts}, ...){margin}")
 
 
 @cost.command("task")
