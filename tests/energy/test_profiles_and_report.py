@@ -57,6 +57,16 @@ def test_profile_interpolates_on_log_batch_and_discounts_cache_hits() -> None:
     assert preset.tier == "8b" and preset.pue == 1.0 and preset.per_token(64)[1] == pytest.approx(0.12)
 
 
+def test_the_vectorised_profile_agrees_with_the_scalar_one() -> None:
+    p = build_profile(EnergyProfile(model="m", preset="llama-3.1-70b-h100"))
+    rng = np.random.default_rng(3)
+    inp, out = rng.integers(0, 9000, 500).astype(float), rng.integers(0, 900, 500).astype(float)
+    cached, batch = rng.integers(0, 9500, 500).astype(float), rng.uniform(0.5, 400, 500)
+    many = p.joules_many(inp, cached, out, batch)
+    one = [p.joules(inp[i], cached[i], out[i], batch[i]) for i in range(500)]
+    assert many.tolist() == pytest.approx(one, rel=1e-12)
+
+
 def test_energy_config_errors_name_the_key() -> None:
     base = (Path(__file__).parents[1] / "config" / "test_load.py").read_text().split('GOOD = """\\\n')[1]
     good = base.split('"""')[0]

@@ -44,3 +44,10 @@ def batch_bucket(batch: float) -> str:
         if rounded <= top:
             return label
     return "257+"
+
+
+def batch_buckets(batch: np.ndarray) -> np.ndarray:
+    """batch_bucket() over an array."""
+    labels = np.array([label for _, label in BUCKETS] + ["257+"], dtype=object)
+    tops = np.array([top for top, _ in BUCKETS])
+    return labels[np.searchsorted(tops, np.round(batch), side="left")]

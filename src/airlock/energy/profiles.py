@@ -7,6 +7,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from airlock.config.schema import Config, EnergyProfile
 from airlock.energy.presets import PRESETS
 
@@ -30,6 +32,18 @@ class Profile:
                 w = (math.log(b) - math.log(b0)) / (math.log(b1) - math.log(b0))
                 return p0 + w * (p1 - p0), d0 + w * (d1 - d0)
         return pts[-1][1], pts[-1][2]
+
+    def joules_many(
+        self, input_tokens: np.ndarray, cached: np.ndarray, output: np.ndarray, batch: np.ndarray
+    ) -> np.ndarray:
+        """joules() over arrays (the same interpolation: np.interp clamps at the ends as per_token does)."""
+        log_b = np.log(np.maximum(batch, 1.0))
+        xs = np.log([p[0] for p in self.points])
+        prefill = np.interp(log_b, xs, [p[1] for p in self.points])
+        decode = np.interp(log_b, xs, [p[2] for p in self.points])
+        cached = np.minimum(cached, input_tokens)
+        gpu = prefill * (input_tokens - cached * self.cache_hit_discount) + decode * output
+        return gpu / (1 - self.idle_share) * self.pue
 
     def joules(self, input_tokens: float, cached_tokens: float, output_tokens: float, batch: float) -> float:
         """Facility joules for one call: GPU joules for its work, plus its share of idle, times PUE."""

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from airlock.config.schema import Config
 from airlock.energy.attribution import Attribution, Work, attribute
-from airlock.energy.batch import batch_bucket, mean_concurrency
+from airlock.energy.batch import batch_buckets, mean_concurrency
 from airlock.energy.profiles import Profiles
 from airlock.energy.readings import EnergyReadings
 from airlock.ledger.lines import config_tables
@@ -175,31 +175,41 @@ def energy_report(
     out_tok = facts.column("out_tok").to_numpy(zero_copy_only=False).astype(np.float64)
     span_ids = facts.column("span_id").to_pylist()
     measured, approximate, devices = _measure(config, facts)
-    profiles = Profiles(config)
-    joules = np.full(n, np.nan)
-    tiers: list[str | None] = [None] * n
-    source: list[str | None] = [None] * n
     cached = np.minimum(cached, in_tok)
-    for i in range(n):
-        profile = profiles.get(upstream[i], models[i])
-        if profile is not None:
-            tiers[i] = profile.tier
-        if span_ids[i] in measured:
-            joules[i] = measured[span_ids[i]]
-            source[i] = "measured"
-        elif profile is not None:
-            joules[i] = profile.joules(in_tok[i], cached[i], out_tok[i], float(batch[i]))
-            source[i] = "profile"
-        if tiers[i] is None:
-            tiers[i] = models[i] or "(unknown)"
+    joules = np.full(n, np.nan)
+    tiers = np.array(models, dtype=object)
+    source = np.full(n, None, dtype=object)
+    profiles = Profiles(config)
+    groups: dict[tuple[str, str | None], list[int]] = {}
+    for i, key in enumerate(zip(upstream.tolist(), models, strict=True)):
+        groups.setdefault(key, []).append(i)
+    for (up, model), members in groups.items():
+        profile = profiles.get(up, model)
+        if profile is None:
+            continue
+        idx = np.array(members)
+        tiers[idx] = profile.tier
+        joules[idx] = profile.joules_many(in_tok[idx], cached[idx], out_tok[idx], batch[idx])
+        source[idx] = "profile"
+    if measured:
+        where = {s: i for i, s in enumerate(span_ids)}
+        for span_id, j in measured.items():
+            joules[where[span_id]] = j
+            source[where[span_id]] = "measured"
+    tiers = np.where(is_none(tiers), "(unknown)", tiers)
     table = facts.append_column("joules", pa.array(joules, pa.float64(), from_pandas=True))
     table = table.append_column("batch", pa.array(batch, pa.float64()))
-    table = table.append_column("batch_bucket", pa.array([batch_bucket(b) for b in batch], pa.string()))
-    table = table.append_column("cache", pa.array(["hit" if c > 0 else "miss" for c in cached], pa.string()))
-    table = table.append_column("tier", pa.array(tiers, pa.string()))
-    table = table.append_column("source", pa.array(source, pa.string()))
-    table = table.append_column("approximate", pa.array([s in approximate for s in span_ids], pa.bool_()))
+    table = table.append_column("batch_bucket", pa.array(batch_buckets(batch).tolist(), pa.string()))
+    table = table.append_column("cache", pa.array(np.where(cached > 0, "hit", "miss").tolist(), pa.string()))
+    table = table.append_column("tier", pa.array(tiers.tolist(), pa.string()))
+    table = table.append_column("source", pa.array(source.tolist(), pa.string()))
+    approx = [s in approximate for s in span_ids] if approximate else [False] * n
+    table = table.append_column("approximate", pa.array(approx, pa.bool_()))
     return _aggregate(config, table, by, devices)
+
+
+def is_none(values: np.ndarray) -> np.ndarray:
+    return np.array([v is None for v in values], dtype=bool)
 
 
 def _aggregate(config: Config, table: pa.Table, by: list[str], devices: list[DeviceSummary]) -> EnergyReport:
