@@ -114,7 +114,11 @@ def test_energy_readings_are_stored_for_declared_devices(gw: Gateway) -> None:
 def test_a_streamed_task_is_billed_with_its_posted_items(gw: Gateway) -> None:
     """A stream is priced from the usage the recorder read out of it (never at zero), cached tokens at
     their own price, and the task's posted items sit beside it in the same bill."""
-    headers = {"x-airlock-task": "t-stream", "x-airlock-attr-feature": "search"}
+    headers = {
+        "x-airlock-task": "t-stream",
+        "x-airlock-attr-feature": "search",
+        "x-airlock-attr-airlock.cost.tool": "0.003",  # a cost the app knows, carried on the span
+    }
     system = {"role": "system", "content": "You are a careful assistant. " * 60}
     with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=API_KEY, max_retries=0) as client:
         for question in ("first question", "second question"):  # the second hits the simulated prefix cache
@@ -140,4 +144,5 @@ def test_a_streamed_task_is_billed_with_its_posted_items(gw: Gateway) -> None:
     assert any(s["gen_ai.usage.cache_read.input_tokens"] for s in spans)
     assert row.by_category["inference"] == pytest.approx(expected) and expected > 0
     assert row.by_category["human_review"] == pytest.approx(0.40)
+    assert row.by_category["tool"] == pytest.approx(2 * 0.003)
     assert row.estimated_usd == pytest.approx(row.by_category.get("telemetry_storage", 0.0))
