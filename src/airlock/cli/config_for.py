@@ -10,7 +10,7 @@ import click
 from airlock.config.schema import Config
 
 
-def config_for(data_dir: str | None, config_path: str | None) -> Config:
+def config_for(data_dir: str | None, config_path: str | None, must_exist: bool = True) -> Config:
     from airlock.config import load_config
     from airlock.errors import ConfigError
 
@@ -28,6 +28,6 @@ def config_for(data_dir: str | None, config_path: str | None) -> Config:
         raise click.UsageError(f"config refused: {e.detail}") from None
     if data_dir:
         config = config.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
-    if not Path(config.data_dir).exists():
+    if must_exist and not Path(config.data_dir).exists():
         raise click.UsageError(f"no data directory at {config.data_dir}")
     return config

@@ -122,7 +122,8 @@ def sample_cmd(config_path: str, duration: float | None, recording: str | None) 
     from airlock.energy.sampler import Sampler
     from airlock.energy.sources import EnergyUnavailable, NvmlSource, RecordedSource, load_recording
 
-    config = config_for(None, config_path)
+    config = config_for(None, config_path, must_exist=False)
+    Path(config.data_dir).mkdir(parents=True, exist_ok=True)
     devices = [g.device for g in config.energy.gpus]
     if not devices:
         raise click.UsageError("no GPUs to sample: bind them under energy.gpus [{device, upstream}]")

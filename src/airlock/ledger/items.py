@@ -9,7 +9,7 @@ import math
 import sqlite3
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +93,13 @@ _COLUMNS = (
 )  # fmt: skip
 
 
+def _ns(when: datetime) -> int:
+    """Nanoseconds since the epoch; a time without a zone is read as UTC."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
 class LedgerItems:
     """The line item table in the data directory's SQLite state."""
 
@@ -109,7 +116,7 @@ class LedgerItems:
         try:
             for item in items:
                 sha = item.digest()
-                occurred = int(item.occurred_at.timestamp() * 1e9) if item.occurred_at else now_ns
+                occurred = _ns(item.occurred_at) if item.occurred_at else now_ns
                 row = (
                     tenant, item.id, item.category, item.usd, item.quantity, item.unit, occurred, item.trace_id,
                     item.task, item.feature, item.user, item.vendor, item.description,
