@@ -193,3 +193,19 @@ def test_a_task_bill_joins_posted_items_span_attributes_and_storage(tmp_path: Pa
     assert per_span == pytest.approx({k: storage * w / sum(weights.values()) for k, w in weights.items()})
     assert report.forecast is not None
     assert report.forecast.total_usd == pytest.approx(report.total.total_usd / 2 * 1000)
+
+
+def test_an_embedding_is_priced_on_its_input_and_groups_by_day(tmp_path: Path) -> None:
+    emb = span(
+        1,
+        kind="model.embedding",
+        **{"gen_ai.usage.output_tokens": None, "airlock.local.output_tokens": None, "airlock.usage.reported": True},
+    )
+    later = span(2, start_ns=T0 + DAY)
+    write_record(tmp_path / "data", [emb, later])
+    report = cost_report(config(tmp_path), ["day", "category"])
+    got = {(r.key["day"], r.key["category"]): r.total_usd for r in report.rows}
+    day0 = "2026-05-28"  # T0 is 2026-05-28 20:26 UTC
+    assert got[(day0, "embeddings")] == pytest.approx(1000 / 1e6)
+    assert got[("2026-05-29", "inference")] == pytest.approx(1200 / 1e6)
+    assert report.total.estimated_usd == pytest.approx(report.total.by_category["telemetry_storage"])

@@ -98,7 +98,7 @@ SELECT s.span_id, s.trace_id, s.start_ns, s.status, s.kind,
        s."airlock.tenant" AS tenant, s.attributes['feature'] AS feature, s."airlock.user" AS "user",
        s."airlock.upstream" AS upstream, s."airlock.route" AS route,
        coalesce(mk.model, rt.model) AS model,
-       s."gen_ai.usage.input_tokens" AS usage_in, s."gen_ai.usage.output_tokens" AS usage_out,
+       s."gen_ai.usage.input_tokens" IS NOT NULL AND s."airlock.usage.reported" IS TRUE AS reported,
        coalesce(s."gen_ai.usage.input_tokens", s."airlock.local.input_tokens") AS in_tok,
        coalesce(s."gen_ai.usage.output_tokens", s."airlock.local.output_tokens") AS out_tok,
        coalesce(s."airlock.local.input_tokens", s."gen_ai.usage.input_tokens") AS local_in,
@@ -115,13 +115,15 @@ LEFT JOIN route_targets rt ON rt.route = s."airlock.route" AND rt.upstream = s."
 WHERE s.start_ns >= $since AND s.start_ns < $until AND s."airlock.replay.run" IS NULL;
 
 CREATE TEMP TABLE lines AS
-WITH priced AS (
+WITH counted AS (  -- an embedding has no output, nor has a call cut before its first token
+    SELECT * REPLACE (coalesce(in_tok, 0) AS in_tok, coalesce(out_tok, 0) AS out_tok) FROM span_facts
+    WHERE upstream IS NOT NULL AND (in_tok IS NOT NULL OR out_tok IS NOT NULL)
+), priced AS (
     SELECT f.*, p.p_in, p.p_out, p.p_cached, p.p_cwrite, p.p_reason, p.p_fee,
            CASE WHEN p.p_cached IS NULL THEN 0 ELSE least(coalesce(f.cache_read, 0), f.in_tok) END AS c_read
-    FROM span_facts f
+    FROM counted f
     LEFT JOIN prices p ON p.upstream = f.upstream AND p.model = f.model
          AND f.start_ns >= p.from_ns AND f.start_ns < p.to_ns
-    WHERE f.upstream IS NOT NULL AND (f.in_tok IS NOT NULL OR f.out_tok IS NOT NULL)
 ), parts AS (
     SELECT *,
            CASE WHEN p_cwrite IS NULL THEN 0 ELSE least(coalesce(cache_write, 0), in_tok - c_read) END AS c_write,
@@ -130,11 +132,11 @@ WITH priced AS (
 )
 SELECT 'span' AS source,
        CASE WHEN kind = 'model.embedding' THEN 'embeddings' ELSE 'inference' END AS category,
-       CASE WHEN p_in IS NULL OR in_tok IS NULL OR out_tok IS NULL THEN NULL
+       CASE WHEN p_in IS NULL THEN NULL
             ELSE ((in_tok - c_read - c_write) * p_in + c_read * coalesce(p_cached, 0)
                   + c_write * coalesce(p_cwrite, 0) + (out_tok - r_tok) * p_out + r_tok * coalesce(p_reason, 0))
                  / 1e6 + p_fee END AS usd,
-       (usage_in IS NULL OR usage_out IS NULL) AS estimated,
+       NOT reported AS estimated,
        CASE status WHEN 'error' THEN 'failed_request' WHEN 'cancelled' THEN 'abandoned_stream' END AS wasted,
        trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id,
        in_tok, out_tok
@@ -234,7 +236,7 @@ def build_bill(config: Config, since_ns: int | None = None, until_ns: int | None
             "row_bytes": ROW_BYTES,
             "usd_per_weight": per_weight,
         }
-        for statement in _SPAN_LINES.split(";"):
+        for statement in _SPAN_LINES.split(";"):  # (no semicolon inside a statement, comments included)
             if statement.strip():
                 used = {k: v for k, v in params.items() if f"${k}" in statement}
                 con.execute(statement, used) if used else con.execute(statement)
