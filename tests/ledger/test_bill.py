@@ -158,7 +158,14 @@ def test_a_task_bill_joins_posted_items_span_attributes_and_storage(tmp_path: Pa
             trace_id=trace,
             **{"airlock.task": "t-1", "attributes": {"feature": "search", "airlock.cost.tool": "0.02"}},
         ),
-        span(3, **{"airlock.task": "t-2", "airlock.tenant": "globex", "attributes": {"feature": "chat"}}),
+        span(
+            3,
+            **{
+                "airlock.task": "t-2",
+                "airlock.tenant": "globex",
+                "attributes": {"feature": "chat", "airlock.cost.lunch": "1.5", "airlock.cost.tool": "-1"},
+            },
+        ),
     ]
     write_record(tmp_path / "data", calls)
     cfg = config(tmp_path, ledger={"revenue_per_task": 0.10, "revenue_per_task_by_feature": {"chat": 0.01}})
@@ -183,6 +190,9 @@ def test_a_task_bill_joins_posted_items_span_attributes_and_storage(tmp_path: Pa
     assert search.tasks == 1 and search.cost_per_successful_task == pytest.approx(search.total_usd)
     assert search.revenue_usd == pytest.approx(0.10)
     assert rows[("globex", "chat")].revenue_usd == pytest.approx(0.01)
+    # An unknown category in an attribute is "other"; a negative amount is no line at all.
+    assert rows[("globex", "chat")].by_category.keys() == {"inference", "other", "telemetry_storage"}
+    assert rows[("globex", "chat")].by_category["other"] == pytest.approx(1.5)
     # Storage: everything the data directory holds, spread over its spans, priced for 30 days.
     held = report.held_bytes
     assert held == data_dir_bytes(Path(cfg.data_dir)) > 0

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import duckdb
 import pyarrow as pa
 
 from airlock.config.schema import Config
-from airlock.ledger.items import LedgerItems
+from airlock.ledger.items import LedgerItems, PostedCategory
 from airlock.ledger.prices import price_rows
 from airlock.store.embedded import DataDir, DuckDBSpanReader
 
@@ -153,7 +153,9 @@ JOIN prices p ON p.upstream = h.upstream AND p.model = rt.model AND h.start_ns >
 WHERE h.outcome IN (SELECT unnest($billed::VARCHAR[])) AND local_in IS NOT NULL;
 
 INSERT INTO lines
-SELECT 'attribute', substr(e.key, 14), TRY_CAST(e.value AS DOUBLE), FALSE, NULL,
+SELECT 'attribute', CASE WHEN substr(e.key, 14) IN (SELECT unnest($categories::VARCHAR[])) THEN substr(e.key, 14)
+                        ELSE 'other' END,
+       TRY_CAST(e.value AS DOUBLE), FALSE, NULL,
        trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id, NULL, NULL
 FROM (SELECT *, unnest(map_entries(attributes)) AS e FROM span_facts WHERE cardinality(attributes) > 0)
 WHERE starts_with(e.key, 'airlock.cost.') AND length(e.key) > 13 AND TRY_CAST(e.value AS DOUBLE) >= 0;
@@ -235,6 +237,7 @@ def build_bill(config: Config, since_ns: int | None = None, until_ns: int | None
             "billed": list(config.ledger.failed_attempts_billed),
             "row_bytes": ROW_BYTES,
             "usd_per_weight": per_weight,
+            "categories": list(get_args(PostedCategory)),
         }
         for statement in _SPAN_LINES.split(";"):  # (no semicolon inside a statement, comments included)
             if statement.strip():

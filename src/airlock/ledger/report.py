@@ -118,59 +118,51 @@ def _revenue_table(config: Config) -> pa.Table:
 
 
 def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
+    """One row per group: money pivoted by category and by waste, tasks, successful tasks, revenue."""
+    categories = [r["category"] for r in bill.sql("SELECT DISTINCT category FROM lines ORDER BY 1")]
     keys = [f"{DIMENSIONS[d]} AS k_{d}" for d in by]
     group = [f"k_{d}" for d in by]
-    key_select = ", ".join(keys) + ", " if keys else ""
-    group_by = ", ".join(group) + ", " if group else ""
-    money = bill.sql(f"""
-        SELECT {key_select} l.category, l.wasted, sum(l.usd) AS usd,
-               sum(CASE WHEN l.estimated THEN l.usd ELSE 0 END) AS est
-        FROM lines l WHERE l.usd IS NOT NULL
-        GROUP BY {group_by} l.category, l.wasted""")
+    select_keys = "".join(k + ", " for k in keys)
+    per_category = "".join(f"sum(l.usd) FILTER (WHERE l.category = ?) AS c{i}, " for i in range(len(categories)))
+    per_waste = "".join(f"sum(l.usd) FILTER (WHERE l.wasted = '{w}') AS w_{w}, " for w in WASTE)
     bill.con.register("revenue_by_feature", _revenue_table(config))
     default_revenue = config.ledger.revenue_per_task
-    revenue_expr = (
-        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) END)"
-        if default_revenue is not None or config.ledger.revenue_per_task_by_feature
-        else "NULL"
-    )
-    params = [default_revenue] if revenue_expr != "NULL" else []
-    task_keys = [f"{DIMENSIONS[d]} AS k_{d}" for d in by]
-    tasks = bill.sql(
+    priced = default_revenue is not None or bool(config.ledger.revenue_per_task_by_feature)
+    revenue = "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) END)" if priced else "NULL::DOUBLE"
+    group_by = f"GROUP BY {', '.join(group)}" if group else ""
+    join = f"FULL JOIN t USING ({', '.join(group)})" if group else "CROSS JOIN t"
+    rows = bill.sql(
         f"""
-        WITH lt AS (
-            SELECT DISTINCT {", ".join(task_keys) + "," if task_keys else ""} l.tenant, l.task
+        WITH m AS (
+            SELECT {select_keys} {per_category} {per_waste}
+                   sum(l.usd) AS total, sum(CASE WHEN l.estimated THEN l.usd ELSE 0 END) AS est
+            FROM lines l WHERE l.usd IS NOT NULL {group_by}
+        ), lt AS (
+            SELECT DISTINCT {select_keys} l.tenant, l.task
             FROM lines l WHERE l.usd IS NOT NULL AND l.task IS NOT NULL
+        ), t AS (
+            SELECT {"".join(g + ", " for g in group)} count(*) AS tasks,
+                   count(*) FILTER (WHERE t.last_status = 'ok') AS ok, {revenue} AS revenue
+            FROM lt LEFT JOIN tasks t ON t.tenant IS NOT DISTINCT FROM lt.tenant AND t.task = lt.task
+            LEFT JOIN revenue_by_feature r ON r.feature = t.feature
+            {group_by}
         )
-        SELECT {", ".join(group) + "," if group else ""} count(*) AS tasks,
-               count(*) FILTER (WHERE t.last_status = 'ok') AS ok,
-               {revenue_expr} AS revenue
-        FROM lt LEFT JOIN tasks t ON t.tenant IS NOT DISTINCT FROM lt.tenant AND t.task = lt.task
-        LEFT JOIN revenue_by_feature r ON r.feature = t.feature
-        {"GROUP BY " + ", ".join(group) if group else ""}""",
-        params,
+        SELECT * FROM m {join} ORDER BY total DESC NULLS LAST""",
+        [*categories, *([default_revenue] if priced else [])],
     )
-    out: dict[tuple[str, ...], CostRow] = {}
-
-    def row_for(r: dict[str, Any]) -> CostRow:
-        k = tuple(str(r[g]) for g in group)
-        if k not in out:
-            out[k] = CostRow(dict(zip(by, k, strict=True)))
-        return out[k]
-
-    for r in money:
-        row = row_for(r)
-        usd = float(r["usd"] or 0.0)
-        row.total_usd += usd
-        row.by_category[r["category"]] = row.by_category.get(r["category"], 0.0) + usd
-        row.estimated_usd += float(r["est"] or 0.0)
-        if r["wasted"]:
-            row.wasted_usd[r["wasted"]] = row.wasted_usd.get(r["wasted"], 0.0) + usd
-    for r in tasks:
-        row = row_for(r)
-        row.tasks, row.successful_tasks = int(r["tasks"]), int(r["ok"])
+    out = []
+    for r in rows:
+        if r["total"] is None and not r["tasks"]:
+            continue
+        row = CostRow({d: str(r[f"k_{d}"]) for d in by})
+        row.total_usd = float(r["total"] or 0.0)
+        row.by_category = {c: float(r[f"c{i}"]) for i, c in enumerate(categories) if r[f"c{i}"] is not None}
+        row.wasted_usd = {w: float(r[f"w_{w}"]) for w in WASTE if r[f"w_{w}"] is not None}
+        row.estimated_usd = float(r["est"] or 0.0)
+        row.tasks, row.successful_tasks = int(r["tasks"] or 0), int(r["ok"] or 0)
         row.revenue_usd = float(r["revenue"]) if r["revenue"] is not None else None
-    return sorted(out.values(), key=lambda c: -c.total_usd)
+        out.append(row)
+    return out
 
 
 def cost_report(
