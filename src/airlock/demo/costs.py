@@ -4,10 +4,12 @@ embeddings, human review), sent to POST /v1/ledger/items like any service would.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.table import Table
 
 from airlock.demo.workload import TaskResult
 
@@ -82,3 +84,40 @@ def post_demo_costs(base_url: str, keys: dict[str, str], results: list[TaskResul
         f"ledger: {created} line items posted by the agents' other services (vector DB, tools, embeddings, "
         f"human review); posted again as a retry: {duplicates} recognised, none stored twice"
     )
+
+
+def print_bill_summary(console: Console, config_path: Path) -> None:
+    """What a task cost, by feature, and its energy: the ledger and energy reports in brief."""
+    from airlock.cli.cost import fmt_usd
+    from airlock.config import load_config
+    from airlock.energy.report import energy_report
+    from airlock.ledger import cost_report
+
+    config = load_config(config_path)
+    bill = cost_report(config, ["feature"])
+    t = Table(title="The full bill per task, by feature (inference is only part of it)")
+    for col in ("feature", "tasks", "cost per task", "inference share", "largest other line item per task", "margin"):
+        t.add_column(col, justify="left" if col in ("feature", "largest other line item per task") else "right")
+    for row in bill.rows:
+        others = {c: v for c, v in row.by_category.items() if c != "inference"}
+        largest = max(others, key=lambda c: others[c]) if others else None
+        t.add_row(
+            row.key["feature"],
+            str(row.tasks),
+            fmt_usd(row.cost_per_task),
+            f"{row.inference_share:.1%}" if row.inference_share is not None else "-",
+            f"{largest} {fmt_usd(others[largest] / row.tasks)}" if largest and row.tasks else "-",
+            f"{row.gross_margin:.0%}" if row.gross_margin is not None else "-",
+        )
+    console.print(t)
+    energy = energy_report(config, ["model_tier", "cache"])
+    cells = ", ".join(
+        f"{r['model_tier']} cache {r['cache']}: {r['tokens_per_j']:.2f}" for r in energy.rows if r["tokens_per_j"]
+    )
+    total = energy.total
+    if total["calls"]:
+        console.print(
+            f"energy (profiles, batch from overlapping calls): {total['tokens_per_j']:.2f} tokens/J overall "
+            f"({cells}); {total['wh_per_task']:.4f} Wh and {total['gco2e'] / max(total['tasks'], 1):.3f} gCO2e "
+            "per task"
+        )

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from airlock.cli.render import console as make_console
-from airlock.demo.costs import demo_cost_config, post_demo_costs
+from airlock.demo.costs import demo_cost_config, post_demo_costs, print_bill_summary
 from airlock.demo.texts import MIX, QUESTIONS
 from airlock.demo.workload import TaskResult, ask_support, run_task
 from airlock.store.embedded import DataDir, DuckDBSpanReader
@@ -293,6 +293,7 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
         )
     console.print(dt)
     sample = next((r for r in results if r.outcome == "ok" and r.tool_calls), results[0])
+    print_bill_summary(console, data.parent / "airlock.yaml")
     d = f"-d {data}"
     console.print("\n[bold]Explore the record[/bold]")
     console.print(f"  {cli} traces list {d}")
