@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import random
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 from ledger_record import DAY, T0, config, hop, span, write_record
 
 from airlock.config.schema import Price
-from airlock.ledger import LedgerItems, LineItemIn, build_bill, call_cost, cost_report
+from airlock.ledger import LedgerItems, LineItemIn, build_bill, call_cost, cost_report, price_in_effect
 from airlock.ledger.lines import ROW_BYTES, data_dir_bytes
+
+
+def utc_day(ns: int) -> date:
+    return datetime.fromtimestamp(ns // 10**9, tz=UTC).date()
 
 
 def bill_storage(cfg: object) -> dict[str, float]:
@@ -82,7 +86,7 @@ def test_every_part_of_usage_is_priced_as_the_reference_does(tmp_path: Path) -> 
 def test_old_spans_keep_the_price_they_were_served_at(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     upstreams = [u.model_dump() for u in cfg.upstreams]
-    day1 = date.fromtimestamp(T0 // 10**9 + 86_400)
+    day1 = utc_day(T0 + DAY)
     upstreams[0]["models"][0]["prices"] = [
         {"input_per_mtok": 1.0, "output_per_mtok": 0.0},
         {"input_per_mtok": 5.0, "output_per_mtok": 0.0, "effective_from": day1.isoformat()},
@@ -219,3 +223,21 @@ def test_an_embedding_is_priced_on_its_input_and_groups_by_day(tmp_path: Path) -
     assert got[(day0, "embeddings")] == pytest.approx(1000 / 1e6)
     assert got[("2026-05-29", "inference")] == pytest.approx(1200 / 1e6)
     assert report.total.estimated_usd == pytest.approx(report.total.by_category["telemetry_storage"])
+
+
+def test_a_price_change_applies_from_midnight_utc_of_its_day(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    upstreams = [u.model_dump() for u in cfg.upstreams]
+    midnight = (T0 // DAY + 1) * DAY  # the UTC midnight after T0
+    day = utc_day(midnight)
+    upstreams[0]["models"][0]["prices"] = [
+        {"input_per_mtok": 1.0, "output_per_mtok": 0.0, "effective_from": day.isoformat()},
+        {"input_per_mtok": 7.0, "output_per_mtok": 0.0},  # no date: in effect since always
+    ]
+    before, at = span(1, start_ns=midnight - 1), span(2, start_ns=midnight)
+    write_record(tmp_path / "data", [before, at])
+    got = _usd(tmp_path, upstreams=upstreams)
+    assert got[f"span:{before['span_id']}"] == pytest.approx(7000 / 1e6)
+    assert got[f"span:{at['span_id']}"] == pytest.approx(1000 / 1e6)
+    spec = config(tmp_path, upstreams=upstreams).upstreams[0].models[0]
+    assert price_in_effect(spec, utc_day(midnight - 1)).input_per_mtok == 7.0  # the reference

@@ -4,6 +4,7 @@ NVML exporter on the GPU host), for devices named under energy.gpus. Same bearer
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -11,10 +12,11 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from airlock.energy.readings import EnergyReadings, Reading, ReadingConflict, ReadingsIn
-from airlock.errors import AirlockError, Conflict, MethodNotAllowed, Unprocessable
+from airlock.errors import AirlockError, Conflict, InternalError, MethodNotAllowed, Unprocessable
 from airlock.gateway.state import GatewayState
 from airlock.ledger.http import problem, read_json_object, validation_problem
 
+log = logging.getLogger("airlock.energy")
 READINGS_PATH = "/v1/energy/readings"
 
 
@@ -51,6 +53,9 @@ class ReadingsEndpoint:
                 raise Conflict(f"a different reading for {e} was stored before; nothing was stored") from None
         except AirlockError as e:
             return problem(e)
+        except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
+            log.exception("POST %s failed", request.path)
+            return problem(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
         body = {"accepted": len(readings), "new": new}
         return web.Response(body=orjson.dumps(body), status=201 if new else 200, content_type="application/json")
 

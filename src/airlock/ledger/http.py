@@ -6,6 +6,7 @@ accepted before with another body; 400/401/413/422 as problem+json."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,6 +19,7 @@ from airlock.errors import (
     AirlockError,
     BadRequest,
     Conflict,
+    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     Unprocessable,
@@ -27,6 +29,7 @@ from airlock.gateway.state import GatewayState
 from airlock.ledger.items import ItemConflict, ItemsIn, LedgerItems, LineItemIn
 from airlock.record.ids import new_span_id
 
+log = logging.getLogger("airlock.ledger")
 ITEMS_PATH = "/v1/ledger/items"
 
 
@@ -101,6 +104,9 @@ class LedgerEndpoint:
                 ) from None
         except AirlockError as e:
             return problem(e)
+        except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
+            log.exception("POST %s failed", request.path)
+            return problem(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
         body = {
             "tenant": tenant,
             "accepted": len(accepted),
