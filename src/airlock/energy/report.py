@@ -87,6 +87,15 @@ class EnergyReport:
 
 
 def _facts(config: Config, since_ns: int, until_ns: int) -> pa.Table:
+    import duckdb
+
+    try:
+        return _read_facts(config, since_ns, until_ns)
+    except duckdb.IOException:  # a segment compacted away under us: once more on a fresh listing
+        return _read_facts(config, since_ns, until_ns)
+
+
+def _read_facts(config: Config, since_ns: int, until_ns: int) -> pa.Table:
     reader = DuckDBSpanReader(DataDir.at(config.data_dir))
     con = reader.connect()
     try:

@@ -215,6 +215,15 @@ class Bill:
 
 
 def build_bill(config: Config, since_ns: int | None = None, until_ns: int | None = None) -> Bill:
+    """The bill of a period. A build that races a compaction (a segment vanishes under it) is retried once
+    on a fresh listing of the segments, as every reader of the record does."""
+    try:
+        return _build_bill(config, since_ns, until_ns)
+    except duckdb.IOException:
+        return _build_bill(config, since_ns, until_ns)
+
+
+def _build_bill(config: Config, since_ns: int | None, until_ns: int | None) -> Bill:
     data = DataDir.at(config.data_dir)
     reader = DuckDBSpanReader(data)
     held = data_dir_bytes(data.root) if data.root.exists() else 0
