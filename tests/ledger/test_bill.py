@@ -241,3 +241,29 @@ def test_a_price_change_applies_from_midnight_utc_of_its_day(tmp_path: Path) -> 
     assert got[f"span:{at['span_id']}"] == pytest.approx(1000 / 1e6)
     spec = config(tmp_path, upstreams=upstreams).upstreams[0].models[0]
     assert price_in_effect(spec, utc_day(midnight - 1)).input_per_mtok == 7.0  # the reference
+
+
+def test_electricity_is_a_line_item_for_upstreams_you_run(tmp_path: Path) -> None:
+    """up-a is self-hosted: its calls' energy (from the profile, PUE included) is billed at the configured
+    price per kWh; up-b is a public cloud API whose price already includes it."""
+    cfg = config(tmp_path)
+    upstreams = [u.model_dump() for u in cfg.upstreams]
+    upstreams[0]["deployment"] = "self_hosted"
+    upstreams[1]["deployment"] = "public_cloud"
+    points = [{"batch": 1, "prefill_j_per_token": 0.5, "decode_j_per_token": 2.0}]
+    own = span(1, start_ns=T0, end_ns=T0 + 10**9)
+    hosted = span(2, start_ns=T0 + 100 * 10**9, **{"airlock.upstream": "up-b", "airlock.upstream.model": "m-large-v2"})
+    write_record(tmp_path / "data", [own, hosted])
+    cfg = config(
+        tmp_path,
+        upstreams=upstreams,
+        ledger={"electricity": {"usd_per_kwh": 0.20}},
+        energy={"profiles": [{"model": "m-large", "points": points, "idle_share": 0.2, "pue": 1.25}]},
+    )
+    bill = build_bill(cfg)
+    try:
+        lines = bill.sql("SELECT span_id, usd, estimated FROM lines WHERE category = 'electricity'")
+    finally:
+        bill.close()
+    joules = (0.5 * 1000 + 2.0 * 100) / 0.8 * 1.25
+    assert lines == [{"span_id": own["span_id"], "usd": pytest.approx(joules / 3.6e6 * 0.20), "estimated": True}]

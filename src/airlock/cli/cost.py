@@ -232,6 +232,7 @@ def task_cmd(data_dir: str | None, config_path: str | None, task: str, as_json: 
             "item": f"posted item ({line['upstream'] or 'no vendor'})",
             "attribute": "span attribute",
             "storage": f"payloads of span {(line['span_id'] or '')[:8]}",
+            "energy": f"electricity of {line['model'] or '?'} on {line['upstream']}",
         }[line["source"]]
         tokens = f"{line['in_tok']}/{line['out_tok']}" if line["in_tok"] is not None else ""
         note = "; ".join(

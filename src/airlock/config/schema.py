@@ -149,6 +149,14 @@ class TelemetryStorage(Strict):
     retention_days: float = Field(30.0, gt=0)  # how long a span's bytes are kept (and so paid for)
 
 
+class Electricity(Strict):
+    """Energy as a line item: for upstreams you run yourself, the electricity a call used (from the energy
+    report: measured or from profiles, PUE included) at this price."""
+
+    usd_per_kwh: float = Field(ge=0)
+    deployments: list[DeploymentType] = Field(default_factory=lambda: ["self_hosted", "on_prem"])
+
+
 class LedgerSettings(Strict):
     """The cost-of-goods ledger: what is priced beyond the model price tables, and revenue for margins."""
 
@@ -159,6 +167,7 @@ class LedgerSettings(Strict):
         default_factory=lambda: ["timeout"]
     )
     revenue_per_task: float | None = Field(None, ge=0)  # USD earned per task, for gross margin
+    electricity: Electricity | None = None
     revenue_per_task_by_feature: dict[str, float] = Field(default_factory=dict)
 
 

@@ -23,7 +23,12 @@ REVIEW_PER_MINUTE = 0.60  # a human approving an ops action
 def demo_cost_config() -> dict[str, Any]:
     """The ledger and energy sections of the demo's airlock.yaml."""
     return {
-        "ledger": {"revenue_per_task": 1.50, "revenue_per_task_by_feature": {"support-chat": 0.01}},
+        "ledger": {
+            "revenue_per_task": 1.50,
+            "revenue_per_task_by_feature": {"support-chat": 0.01},
+            # The simulated upstreams stand in for GPUs we run: their calls' energy is billed as electricity.
+            "electricity": {"usd_per_kwh": 0.15, "deployments": ["simulator"]},
+        },
         "energy": {
             "profiles": [
                 {"model": "sim-large", "preset": "llama-3.1-70b-h100"},

@@ -172,6 +172,15 @@ def energy_report(
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {', '.join(DIMENSIONS)}")
+    table, devices = span_energy(config, since_ns, until_ns)
+    return _aggregate(config, table, by, devices)
+
+
+def span_energy(
+    config: Config, since_ns: int | None = None, until_ns: int | None = None
+) -> tuple[pa.Table, list[DeviceSummary]]:
+    """One row per model call of the period: its facts, its facility joules (NULL without a profile or
+    readings), where they came from, the batch it ran in, its cache hit, tier, and whether approximate."""
     facts = _facts(config, since_ns or 0, until_ns or 2**62)
     n = facts.num_rows
     upstream = np.array(facts.column("upstream").to_pylist(), dtype=object)
@@ -214,7 +223,7 @@ def energy_report(
     table = table.append_column("source", pa.array(source.tolist(), pa.string()))
     approx = [s in approximate for s in span_ids] if approximate else [False] * n
     table = table.append_column("approximate", pa.array(approx, pa.bool_()))
-    return _aggregate(config, table, by, devices)
+    return table, devices
 
 
 def is_none(values: np.ndarray) -> np.ndarray:

@@ -73,7 +73,15 @@ def config_tables(config: Config) -> dict[str, pa.Table]:
     route_targets = pa.table(
         {"route": [k[0] for k in targets], "upstream": [k[1] for k in targets], "model": list(targets.values())}
     )
-    return {"prices": price_table, "model_keys": model_keys, "route_targets": route_targets}
+    deployments = pa.table(
+        {"upstream": [u.name for u in config.upstreams], "deployment": [u.deployment for u in config.upstreams]}
+    )
+    return {
+        "prices": price_table,
+        "model_keys": model_keys,
+        "route_targets": route_targets,
+        "upstream_deployments": deployments,
+    }
 
 
 _ITEM_SCHEMA = pa.schema(
@@ -252,7 +260,33 @@ def _build_bill(config: Config, since_ns: int | None, until_ns: int | None) -> B
             if statement.strip():
                 used = {k: v for k, v in params.items() if f"${k}" in statement}
                 con.execute(statement, used) if used else con.execute(statement)
+        if config.ledger.electricity is not None:
+            _add_electricity(con, config, since_ns, until_ns)
     except BaseException:
         con.close()
         raise
     return Bill(con, held)
+
+
+def _add_electricity(
+    con: duckdb.DuckDBPyConnection, config: Config, since_ns: int | None, until_ns: int | None
+) -> None:
+    """Electricity lines for calls served by upstreams of the configured deployments."""
+    from airlock.energy.report import span_energy  # the energy capability builds on the ledger's tables
+
+    electricity = config.ledger.electricity
+    assert electricity is not None
+    table, _ = span_energy(config, since_ns, until_ns)
+    con.register("span_energy", table.select(["span_id", "joules", "source"]))
+    con.execute(
+        """
+        INSERT INTO lines
+        SELECT 'energy', 'electricity', e.joules / 3.6e6 * $usd_per_kwh, e.source <> 'measured',
+               CASE f.status WHEN 'error' THEN 'failed_request' WHEN 'cancelled' THEN 'abandoned_stream' END,
+               f.trace_id, f.task, f.tenant, f.feature, f."user", f.model, f.upstream, f.start_ns, f.span_id,
+               NULL, NULL
+        FROM span_energy e JOIN span_facts f USING (span_id)
+        JOIN upstream_deployments d ON d.upstream = f.upstream
+        WHERE e.joules IS NOT NULL AND d.deployment IN (SELECT unnest($deployments::VARCHAR[]))""",
+        {"usd_per_kwh": electricity.usd_per_kwh, "deployments": list(electricity.deployments)},
+    )
