@@ -67,10 +67,17 @@ def test_the_sampler_stores_a_recorded_trace_as_read(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(orjson.dumps(_as_dict(r)) for r in readings))
     store = EnergyReadings(tmp_path / "state.sqlite3")
     try:
-        sampler = Sampler(RecordedSource(load_recording(path)), ["gpu-0", "gpu-1"], store, 0.0, flush_every=7)
+        source = RecordedSource(load_recording(path))
+        sampler = Sampler(source, ["gpu-0", "gpu-1"], store, 0.0, flush_every=7, stop_when_dry=True)
         assert sampler.run() == len(readings)
         assert store.of("gpu-0") == [r for r in readings if r.device == "gpu-0"]
         assert store.devices() == ["gpu-0", "gpu-1"]
+        # A live source whose read fails is retried (here: rounds run out), not abandoned.
+        one = [Reading("gpu-2", T0, 1)]
+        live = Sampler(RecordedSource(one), ["gpu-2"], store, 0.0)
+        assert live.run(max_rounds=3) == 1 and live.failed_reads == 2
+        recording = Sampler(RecordedSource(one), ["gpu-2"], store, 0.0, stop_when_dry=True)
+        assert recording.run(max_rounds=3) == 0 and recording.failed_reads == 1  # already stored: not new
         with pytest.raises(ValueError, match="gpu-9"):
             Sampler(RecordedSource(readings), ["gpu-9"], store, 0.0)
     finally:

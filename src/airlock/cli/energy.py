@@ -134,7 +134,7 @@ def sample_cmd(config_path: str, duration: float | None, recording: str | None) 
     interval = config.energy.sample_interval_ms / 1000
     store = EnergyReadings(Path(config.data_dir) / "state.sqlite3")
     try:
-        sampler = Sampler(source, devices, store, 0.0 if recording else interval)
+        sampler = Sampler(source, devices, store, 0.0 if recording else interval, stop_when_dry=bool(recording))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     signal.signal(signal.SIGTERM, lambda *_: sampler.stop())

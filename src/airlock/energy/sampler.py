@@ -19,6 +19,7 @@ class Sampler:
         interval_s: float,
         flush_every: int = 50,
         sleep: Callable[[float], bool] | None = None,
+        stop_when_dry: bool = False,
     ) -> None:
         missing = [d for d in devices if d not in source.devices()]
         if missing:
@@ -30,11 +31,12 @@ class Sampler:
         self.flush_every = flush_every
         self.stop_event = threading.Event()
         self._sleep = sleep or self.stop_event.wait  # returns True when asked to stop
+        self.stop_when_dry = stop_when_dry  # a recording ends; a live counter that fails a read is retried
         self.stored = 0
         self.failed_reads = 0
 
     def run(self, max_rounds: int | None = None) -> int:
-        """Sample until stopped, a source runs dry, or max_rounds; returns readings stored."""
+        """Sample until stopped, max_rounds, or (stop_when_dry) a round with no reading; returns readings stored."""
         pending: list[Reading] = []
         rounds = 0
         try:
@@ -48,7 +50,7 @@ class Sampler:
                         dry += 1
                         continue
                     pending.append(reading)
-                if dry == len(self.devices):
+                if dry == len(self.devices) and self.stop_when_dry:
                     break
                 if len(pending) >= self.flush_every:
                     self.stored += self.store.add(pending, "nvml")
