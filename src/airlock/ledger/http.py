@@ -67,7 +67,7 @@ def validation_problem(e: ValidationError) -> Unprocessable:
     ]
     return Unprocessable(
         f"{len(errors)} field(s) did not validate: " + "; ".join(f"{x['field']}: {x['message']}" for x in errors[:5]),
-        errors=errors,
+        errors=errors[:50],
     )
 
 
