@@ -5,7 +5,9 @@
     ├── BadRequest          400       malformed JSON, missing fields
     ├── Unauthorized        401       missing or unknown API key
     ├── ModelNotFound       404       no route serves the model asked for
+    ├── Conflict            409       an idempotent write repeated with a different body
     ├── PayloadTooLarge     413       body over server.max_body_bytes
+    ├── Unprocessable       422       well-formed JSON that fails validation (lists each error)
     ├── RecorderUnavailable 503       recorder cannot persist and policy says refuse
     ├── InternalError       500       a defect; logged with its traceback, recorded, answered as problem+json
     ├── EgressRefused                 a destination outside the configured allow-list
@@ -67,6 +69,18 @@ class MethodNotAllowed(AirlockError):
     status = 405
     slug = "method-not-allowed"
     title = "Method not allowed"
+
+
+class Conflict(AirlockError):
+    status = 409
+    slug = "conflict"
+    title = "Conflicts with what was already accepted"
+
+
+class Unprocessable(AirlockError):
+    status = 422
+    slug = "validation"
+    title = "The request did not validate"
 
 
 class PayloadTooLarge(AirlockError):

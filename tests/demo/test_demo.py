@@ -31,3 +31,14 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
         ' AND "airlock.replay.run" IS NULL'
     )
     assert tasks[0]["n"] == 8
+    # The bill: posted line items beside inference, and energy for every call that reached a model.
+    from airlock.config import load_config
+    from airlock.energy.report import energy_report
+    from airlock.ledger import cost_report
+
+    config = load_config(root / "airlock.yaml")
+    bill = cost_report(config, ["feature"])
+    assert {"inference", "human_review", "vector_db", "telemetry_storage"} <= set(bill.categories)
+    assert 0 < bill.total.inference_share < 0.5
+    energy = energy_report(config, ["model_tier"])
+    assert energy.total["calls"] > 8 and energy.total["tokens_per_j"] > 0 and not energy.no_energy

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from airlock.cli.cost import cost
+from airlock.cli.energy import energy
 from airlock.cli.records import blob, status, traces
 from airlock.cli.replay import replay
 from airlock.cli.tokens import tokens
@@ -130,6 +132,8 @@ cli.add_command(traces)
 cli.add_command(blob)
 cli.add_command(tokens)
 cli.add_command(replay)
+cli.add_command(cost)
+cli.add_command(energy)
 
 
 def main() -> None:

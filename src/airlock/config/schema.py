@@ -142,6 +142,86 @@ class ReplaySettings(Strict):
     judge: str | None = None  # a route or model that compares answers; it must be served locally
 
 
+class TelemetryStorage(Strict):
+    """Airlock's own record as a line item: the bytes its data directory holds, times this price."""
+
+    usd_per_gib_month: float = Field(0.10, ge=0)  # block storage with snapshots; set your own
+    retention_days: float = Field(30.0, gt=0)  # how long a span's bytes are kept (and so paid for)
+
+
+class Electricity(Strict):
+    """Energy as a line item: for upstreams you run yourself, the electricity a call used (from the energy
+    report: measured or from profiles, PUE included) at this price."""
+
+    usd_per_kwh: float = Field(ge=0)
+    deployments: list[DeploymentType] = Field(default_factory=lambda: ["self_hosted", "on_prem"])
+
+
+class LedgerSettings(Strict):
+    """The cost-of-goods ledger: what is priced beyond the model price tables, and revenue for margins."""
+
+    telemetry_storage: TelemetryStorage = TelemetryStorage()
+    # Failed upstream attempts the provider is assumed to bill (their input tokens): a timed-out call was
+    # usually processed; a 5xx or a refused connection usually is not.
+    failed_attempts_billed: list[Literal["timeout", "http_5xx", "connect_error", "cancelled"]] = Field(
+        default_factory=lambda: ["timeout"]
+    )
+    revenue_per_task: float | None = Field(None, ge=0)  # USD earned per task, for gross margin
+    electricity: Electricity | None = None
+    revenue_per_task_by_feature: dict[str, float] = Field(default_factory=dict)
+
+
+class BatchPoint(Strict):
+    """Joules per token at one batch size (requests decoding together on the GPU)."""
+
+    batch: int = Field(ge=1)
+    prefill_j_per_token: float = Field(ge=0)
+    decode_j_per_token: float = Field(ge=0)
+
+
+class EnergyProfile(Strict):
+    """Energy per token for one model on one upstream (or on every upstream, when upstream is omitted).
+    Either a bundled preset (see airlock.energy.presets) or explicit points; explicit keys override it."""
+
+    model: str = Field(min_length=1)  # the model name in upstreams[].models[].name
+    upstream: str | None = None
+    preset: str | None = None
+    tier: str | None = None  # a label to group by (e.g. 8b, 70b); defaults to the preset's
+    points: list[BatchPoint] = Field(default_factory=list)  # interpolated on log(batch)
+    cache_hit_discount: float | None = Field(None, ge=0, le=1)  # share of prefill energy a cached token saves
+    idle_share: float | None = Field(None, ge=0, lt=1)  # share of GPU energy spent idle, spread over requests
+    pue: float | None = Field(None, ge=1, le=3)  # data-centre power usage effectiveness
+
+    @model_validator(mode="after")
+    def _source(self) -> EnergyProfile:
+        if not self.preset and not self.points:
+            raise ValueError("give a preset or points [{batch, prefill_j_per_token, decode_j_per_token}]")
+        if self.preset:
+            from airlock.energy.presets import PRESETS
+
+            if self.preset not in PRESETS:
+                raise ValueError(f"unknown energy preset {self.preset!r}; bundled: {', '.join(sorted(PRESETS))}")
+        return self
+
+
+class GpuBinding(Strict):
+    """A GPU whose energy counter is read (or pushed), and the upstream whose requests it serves."""
+
+    device: str = Field(min_length=1)  # NVML index or UUID, or any name an external agent pushes under
+    upstream: str
+
+
+class EnergySettings(Strict):
+    # Grid carbon intensity; set your region's. Default: the world average in 2023 (Ember, Global
+    # Electricity Review 2024: about 480 gCO2e/kWh).
+    grid_gco2e_per_kwh: float = Field(480.0, ge=0)
+    pue: float = Field(1.2, ge=1, le=3)  # applied to measured GPU energy (profiles carry their own)
+    profiles: list[EnergyProfile] = Field(default_factory=list)
+    gpus: list[GpuBinding] = Field(default_factory=list)  # measured mode: readings from these GPUs
+    sample_interval_ms: float = Field(200.0, gt=0)
+    counter_update_ms: float = Field(100.0, gt=0)  # how often the GPU refreshes its energy counter
+
+
 class Config(Strict):
     data_dir: str = "./data"
     node: Node = Node()
@@ -152,6 +232,8 @@ class Config(Strict):
     api_keys: list[ApiKey] = Field(min_length=1)
     tokens: Tokens = Tokens()
     replay: ReplaySettings = ReplaySettings()
+    ledger: LedgerSettings = LedgerSettings()
+    energy: EnergySettings = EnergySettings()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -187,6 +269,9 @@ class Config(Strict):
                 raise ValueError(
                     f"replay.judge must be served locally, never by a hosted API; {hosted} are public_cloud"
                 )
+        for item in (*self.energy.profiles, *self.energy.gpus):
+            if item.upstream is not None and item.upstream not in served:
+                raise ValueError(f"energy: unknown upstream {item.upstream!r}")
         aliases = [r.alias for r in self.routes]
         if len(set(aliases)) != len(aliases):
             raise ValueError("route aliases must be unique")

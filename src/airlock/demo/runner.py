@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from airlock.cli.render import console as make_console
+from airlock.demo.costs import demo_cost_config, post_demo_costs, print_bill_summary
 from airlock.demo.texts import MIX, QUESTIONS
 from airlock.demo.workload import TaskResult, ask_support, run_task
 from airlock.store.embedded import DataDir, DuckDBSpanReader
@@ -77,7 +78,7 @@ def write_config(root: Path, eu_port: int, us_port: int, gw_port: int, candidate
                     "name": "sim-large",
                     "tokenizer": tokenizer,
                     "context_window": 8192,
-                    "prices": [{"input_per_mtok": 0.50, "output_per_mtok": 1.50}],
+                    "prices": [{"input_per_mtok": 0.50, "output_per_mtok": 1.50, "cached_read_per_mtok": 0.25}],
                 },
                 {"name": "sim-small", "tokenizer": "cl100k_base"},
             ],
@@ -127,6 +128,7 @@ def write_config(root: Path, eu_port: int, us_port: int, gw_port: int, candidate
             }
         ],
         "api_keys": [{"tenant": t, "key_sha256": hashlib.sha256(k.encode()).hexdigest()} for t, k in KEYS.items()],
+        **demo_cost_config(),  # prices beyond tokens, revenue per task, energy profiles
     }
     path = root / "airlock.yaml"
     path.write_text("# Written by `airlock demo`.\n" + yaml.safe_dump(cfg, sort_keys=False))
@@ -291,6 +293,7 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
         )
     console.print(dt)
     sample = next((r for r in results if r.outcome == "ok" and r.tool_calls), results[0])
+    print_bill_summary(console, data.parent / "airlock.yaml")
     d = f"-d {data}"
     console.print("\n[bold]Explore the record[/bold]")
     console.print(f"  {cli} traces list {d}")
@@ -305,6 +308,9 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
     if digest:
         console.print(f"  {cli} blob {d} {digest[0]['h'][:16]}         # the exact bytes sent upstream")
     console.print(f"  {cli} tokens drift {d} --by model,script,upstream")
+    console.print(f"  {cli} cost report {d} --by tenant,feature --forecast-tasks 100000   # the full bill per task")
+    console.print(f"  {cli} cost task {d} {sample.task_id}      # one task's line items: inference is only part")
+    console.print(f"  {cli} energy report {d} --by model_tier,batch_bucket,cache,tenant,task_type")
     console.print(f"  {cli} status {d} --all")
 
 
@@ -380,6 +386,7 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         _wait(f"http://127.0.0.1:{gw_port}/healthz", gateway, gw_log)
         console.print(f"gateway on http://127.0.0.1:{gw_port}/v1, config {config}")
         results = run_workload(f"http://127.0.0.1:{gw_port}/v1", tasks, f"http://127.0.0.1:{eu_port}", console)
+        post_demo_costs(f"http://127.0.0.1:{gw_port}/v1", KEYS, results, console)
         expected = sum(max(r.steps, 1) for r in results) + sum(MIX.values())
         reader = DuckDBSpanReader(DataDir.at(root / "data"))
         _wait_recorded(reader, expected)

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from airlock.config.schema import Config
+from airlock.energy.http import add_energy_routes
 from airlock.errors import PROBLEM_CONTENT_TYPE, AirlockError, MethodNotAllowed, NotFound, problem_body
 from airlock.gateway.auth import Authenticator
 from airlock.gateway.egress import EgressClient
@@ -21,6 +22,7 @@ from airlock.gateway.handlers import CHAT, COMPLETIONS, EMBEDDINGS, model_handle
 from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
 from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
+from airlock.ledger.http import add_ledger_routes
 from airlock.record.ids import new_span_id
 from airlock.record.recorder import Recorder
 from airlock.record.writer import BatchWriter
@@ -126,6 +128,8 @@ def build_app(state: GatewayState) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    add_ledger_routes(app, state)
+    add_energy_routes(app, state)
     app.router.add_route("*", "/{tail:.*}", fallback)
 
     async def calibrate() -> None:

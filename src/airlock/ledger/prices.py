@@ -1,9 +1,14 @@
 """Inference prices from the config. A model's price list has effective dates: the price for a call is the
-newest one in effect on the day it was served, so a price change never rewrites older calls."""
+newest one in effect on the (UTC) day it was served, so a price change never rewrites older calls.
+
+Token counts follow the OpenAI convention: input tokens include the cached-read and cache-write ones,
+output tokens include the reasoning ones; each part is priced apart when its price is set, and at the
+plain input or output price when not."""
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 from airlock.config.schema import Config, ModelSpec, Price
 
@@ -33,13 +38,49 @@ def call_cost(
     output_tokens: int | None,
     cached_tokens: int | None = None,
     reasoning_tokens: int | None = None,
+    cache_write_tokens: int | None = None,
 ) -> float | None:
-    """USD for one call: uncached and cached input, output (reasoning priced apart when the price says
-    so), and the per-request fee. None without a price or without usage."""
+    """USD for one call: uncached, cached-read and cache-write input, output (reasoning priced apart when
+    the price says so), and the per-request fee. None without a price or without usage."""
     if price is None or input_tokens is None or output_tokens is None:
         return None
     cached = min(cached_tokens or 0, input_tokens) if price.cached_read_per_mtok is not None else 0
+    written = min(cache_write_tokens or 0, input_tokens - cached) if price.cache_write_per_mtok is not None else 0
     reasoning = min(reasoning_tokens or 0, output_tokens) if price.reasoning_per_mtok is not None else 0
-    usd = (input_tokens - cached) * price.input_per_mtok + (output_tokens - reasoning) * price.output_per_mtok
-    usd += cached * (price.cached_read_per_mtok or 0.0) + reasoning * (price.reasoning_per_mtok or 0.0)
+    usd = (input_tokens - cached - written) * price.input_per_mtok
+    usd += (output_tokens - reasoning) * price.output_per_mtok
+    usd += cached * (price.cached_read_per_mtok or 0.0) + written * (price.cache_write_per_mtok or 0.0)
+    usd += reasoning * (price.reasoning_per_mtok or 0.0)
     return usd / 1e6 + price.per_request
+
+
+@dataclass(frozen=True)
+class PriceRow:
+    """One price of one model on one upstream, with the span of time it is in effect: [from_ns, to_ns)."""
+
+    upstream: str
+    model: str
+    from_ns: int
+    to_ns: int
+    price: Price
+
+
+_NEVER = 2**62
+
+
+def _midnight_ns(day: date | None) -> int:
+    if day is None:
+        return 0
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1_000_000_000
+
+
+def price_rows(config: Config) -> list[PriceRow]:
+    """Every configured price as a row with its effective window, for joining against spans by start time."""
+    rows = []
+    for up in config.upstreams:
+        for m in up.models:
+            dated = sorted(m.prices, key=lambda p: p.effective_from or date.min)
+            for i, p in enumerate(dated):
+                to_ns = _midnight_ns(dated[i + 1].effective_from) if i + 1 < len(dated) else _NEVER
+                rows.append(PriceRow(up.name, m.name, _midnight_ns(p.effective_from), to_ns, p))
+    return rows

@@ -54,6 +54,10 @@ class DuckDBSpanReader:
                 con.execute(f"CREATE VIEW {view} AS SELECT * FROM {view}_empty")
         return con
 
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A connection with the views spans, hops and blob_index over the live segments (caller closes)."""
+        return self._connect()
+
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         for attempt in range(2):
             con = self._connect()

@@ -1,0 +1,8 @@
+"""Energy per request: from per-model profiles (J per prefill and decode token vs batch size), or measured
+from GPU energy counters and attributed to the requests in flight in proportion to their tokens."""
+
+from airlock.energy.presets import PRESETS
+from airlock.energy.profiles import Profile, Profiles, build_profile
+from airlock.energy.readings import EnergyReadings, Reading
+
+__all__ = ["PRESETS", "EnergyReadings", "Profile", "Profiles", "Reading", "build_profile"]
