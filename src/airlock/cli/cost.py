@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from typing import Any
 
@@ -23,7 +24,12 @@ def fmt_usd(v: float | None) -> str:
         return "-"
     if v == 0:
         return "$0"
-    return f"${v:,.2f}" if abs(v) >= 100 else f"${v:.4f}" if abs(v) >= 0.0001 else f"${v:.2e}"
+    if abs(v) >= 100:
+        return f"${v:,.2f}"
+    if abs(v) >= 0.0001:
+        return f"${v:.4f}"
+    # sub-cent amounts per call: three significant digits in plain decimals, never scientific notation
+    return f"${v:.{max(2, 2 - math.floor(math.log10(abs(v))))}f}"
 
 
 def fmt_pct(v: float | None) -> str:
