@@ -44,6 +44,7 @@ class TraceState:
     eval_failed: bool = False
     root_ended: bool = False
     key_from_root: bool = False
+    origin: str = ""  # the span segment its first span came from (writer:seq): compaction waits for it
 
     def add(self, span: SpanFacts, now_ns: int) -> None:
         self.spans += 1

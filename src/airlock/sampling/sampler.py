@@ -84,7 +84,7 @@ class Sampler:
 
     # -- input -----------------------------------------------------------------------------------
 
-    def add(self, span: SpanFacts, now_ns: int) -> None:
+    def add(self, span: SpanFacts, now_ns: int, origin: str = "") -> None:
         self.seen_spans += 1
         tid = span.trace_id
         state = self.pending.get(tid)
@@ -94,6 +94,7 @@ class Sampler:
                 self._add_late(span, known)
                 return
             state = self.pending[tid] = TraceState.first(span, now_ns)
+            state.origin = origin
             if len(self.pending) > self.cfg.max_pending_traces:
                 self._evict_oldest()
         else:
@@ -258,6 +259,15 @@ class Sampler:
         self._decided[trace_id] = what
         if len(self._decided) > _DECIDED_MEMORY:
             self._decided.popitem(last=False)
+
+    def oldest_waiting(self) -> dict[str, int]:
+        """Per writer, the first segment a waiting trace began in: compaction must not merge it yet."""
+        out: dict[str, int] = {}
+        for t in self.pending.values():
+            writer, _, seq = t.origin.rpartition(":")
+            if writer:
+                out[writer] = min(out.get(writer, int(seq)), int(seq))
+        return out
 
     # -- persistence (the pass keeps waiting traces and the model in SQLite) ----------------------
 

@@ -1,0 +1,87 @@
+"""Sampling in a running gateway: the background pass decides traces as they complete, compaction
+drops the spans of dropped traces, and `airlock sample status` says what was kept and why."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from airlock.sampling.store import SampledReader
+from airlock.store.embedded import DataDir
+from helpers import API_KEY, Gateway, Sim, write_config
+
+
+def test_gateway_samples_traces_and_compaction_prunes_the_dropped(tmp_path: Path, sims: dict[str, Sim]) -> None:
+    config = write_config(
+        tmp_path,
+        {"sim-eu": sims["sim-eu"]},
+        recorder={"segment_max_age_s": 0.1, "compact_min_segments": 2, "compact_interval_s": 0.2},
+        sampling={
+            "enabled": True,
+            "interval_s": 0.2,
+            "decision_wait_s": 0.3,
+            "span_budget_per_hour": 2000,  # far below this traffic's rate: most ok traces are dropped
+            "rare": {"enabled": False},
+            "slow": {"quantile": None},
+            "costly": {"quantile": None},
+        },
+    )
+    gw = Gateway(config)
+    traces: dict[str, str] = {}
+    try:
+        with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+            for i in range(60):
+                tid = os.urandom(16).hex()
+                model = "no-such-model" if i % 10 == 0 else "chat"  # a 404: an error trace
+                for _ in range(2):  # two calls per trace, under the client's own span
+                    client.post(
+                        "/v1/chat/completions",
+                        json={"model": model, "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 4},
+                        headers={"traceparent": f"00-{tid}-{os.urandom(8).hex()}-01"},
+                    )
+                traces[tid] = "error" if model == "no-such-model" else "ok"
+        reader = SampledReader(DataDir.at(gw.data_dir))
+        deadline = time.monotonic() + 20
+        decided: dict[str, dict] = {}
+        while time.monotonic() < deadline and len(decided) < len(traces):
+            time.sleep(0.2)
+            rows = reader.sql(
+                "SELECT trace_id, keep, reason, adjusted_count, spans FROM sample_decisions WHERE traces = 1"
+            )
+            decided = {r["trace_id"]: r for r in rows}
+        assert set(decided) == set(traces)
+        for tid, status in traces.items():
+            if status == "error":
+                assert decided[tid]["keep"] and decided[tid]["reason"] == "error"
+        kept = {t for t, d in decided.items() if d["keep"]}
+        assert len(kept) < len(traces)  # some were dropped
+        # Compaction (in the gateway's writer) drops the spans of dropped traces.
+        deadline = time.monotonic() + 20
+        present: set[str] = set()
+        while time.monotonic() < deadline:
+            present = {r["trace_id"] for r in reader.sql("SELECT DISTINCT trace_id FROM spans")}
+            if present <= kept:
+                break
+            time.sleep(0.2)
+        assert present <= kept, f"{len(present - kept)} dropped traces still have spans"
+    finally:
+        gw.stop()
+    status = subprocess.run(
+        [sys.executable, "-m", "airlock", "sample", "status", "-c", str(config), "--json"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    doc = orjson.loads(status.stdout)
+    assert doc["totals"]["traces"][0] == len(traces)  # exact, dropped ones included
+    assert {(r["outcome"], r["reason"]) for r in doc["by_reason"]} >= {("kept", "error"), ("dropped", "rate")}
+    text = subprocess.run(
+        [sys.executable, "-m", "airlock", "sample", "status", "-c", str(config)], capture_output=True, text=True
+    )
+    assert "What was kept and why" in text.stdout and "estimated" not in text.stderr
