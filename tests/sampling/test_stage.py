@@ -3,6 +3,9 @@ a cursor in SQLite; compaction then drops what was not kept and stamps what was.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -162,3 +165,56 @@ def test_a_crashed_pass_is_replayed_whole(tmp_path: Path) -> None:
     result = stage.run(T0 + 10**12)  # the same object, reloaded from the committed state
     assert result.spans_read == 4 * 300 and result.decided == 400
     assert sampling_status(data).totals["traces"][0] == 400
+
+
+def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_payloads(tmp_path: Path) -> None:
+    from airlock.sampling.collect import GatewayRunning, collect
+    from airlock.store.embedded import BlobReader, PackWriter
+
+    data = DataDir.at(tmp_path)
+    data.create()
+    blobs = PackWriter(data.blobs, "w1")
+    rng = random.Random(4)
+    shared = b'{"system": "the same prompt in every trace"}' * 20
+    unique: dict[str, str] = {}
+    for seq in range(4):
+        rows = []
+        for j in range(50):
+            rows += trace_rows(rng, T0 + (seq * 50 + j) * 10**7, "busy", error=False)
+        payloads = [rng.randbytes(2000).hex().encode() for _ in range(50)]
+        digests = blobs.put_many([shared, *payloads])
+        for n, row in enumerate(rows):
+            row["airlock.payload.request"] = digests[0]
+            row["airlock.payload.response"] = digests[1 + n // 3]
+            unique[row["trace_id"]] = digests[1 + n // 3]
+        index = blobs.index_table()
+        blobs.index_written(index.num_rows)
+        ParquetSegments(data).write(
+            "w1", seq, pa.Table.from_pylist(rows, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table(), index
+        )
+    blobs.close()
+    SamplingPass(config(tmp_path, span_budget_per_hour=4000), data).run(T0 + 10**12)  # p ~ 1/10
+    decisions = SampledReader(data).sql("SELECT trace_id, keep, reason, probability FROM sample_decisions")
+    kept = {d["trace_id"] for d in decisions if d["keep"]}
+    assert 0 < len(kept) < 100
+
+    lock = os.open(data.run / "w1.lock", os.O_RDWR | os.O_CREAT)  # a live writer holds its lock
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    with pytest.raises(GatewayRunning):
+        collect(data)
+    os.close(lock)
+
+    result = collect(data)
+    assert result.spans_removed == 3 * (200 - len(kept)) and result.blobs_released == 200 - len(kept)
+    assert result.pack_bytes_after < result.pack_bytes_before
+    reader = DuckDBSpanReader(data)
+    assert {r["trace_id"] for r in reader.sql("SELECT DISTINCT trace_id FROM spans")} == kept
+    found = BlobReader(data).get_many([*unique.values(), hashlib.sha256(shared).hexdigest()])
+    assert isinstance(found[hashlib.sha256(shared).hexdigest()], bytes)  # shared with kept traces: stays
+    for tid, digest in unique.items():
+        if tid in kept:
+            assert isinstance(found[digest], bytes)  # read back and verified against its hash
+        else:
+            assert digest not in found
+    again = collect(data)
+    assert (again.spans_removed, again.blobs_released) == (0, 0)

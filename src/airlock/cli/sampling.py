@@ -67,6 +67,27 @@ def run_cmd(config_path: str | None, flush: bool) -> None:
         click.echo("note: sampling.enabled is false, so compaction keeps every span; this is a sampled view only")
 
 
+@sample.command("gc")
+@data_options
+def gc_cmd(data_dir: str | None, config_path: str | None) -> None:
+    """With the gateway stopped: drop dropped traces' spans from every segment and release their payloads."""
+    from airlock.sampling.collect import GatewayRunning, collect
+
+    data = _data_dir(data_dir, config_path)
+    if not data.spans.exists():
+        raise click.UsageError(f"no record at {data.root}")
+    try:
+        r = collect(data)
+    except GatewayRunning as e:
+        click.echo(f"airlock: {e}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"removed {r.spans_removed} spans of dropped traces from {r.segments_rewritten} segments; released "
+        f"{r.blobs_released} payloads no remaining span names, rewriting {r.packs_rewritten} packs: "
+        f"{r.pack_bytes_before / 1024:,.0f} KiB -> {r.pack_bytes_after / 1024:,.0f} KiB on disk"
+    )
+
+
 def _n(v: Any) -> str:
     if v is None:
         return "-"

@@ -21,6 +21,7 @@ class SpanFacts:
     cost_usd: float = 0.0
     denied: bool = False  # a policy decision with verdict deny
     eval_failed: bool = False
+    pinned: str = ""  # a reason this span's trace is always kept (e.g. "replay": a replay run's own spans)
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class TraceState:
     eval_failed: bool = False
     root_ended: bool = False
     key_from_root: bool = False
+    pinned: str = ""
     origin: str = ""  # the span segment its first span came from (writer:seq): compaction waits for it
 
     def add(self, span: SpanFacts, now_ns: int) -> None:
@@ -59,6 +61,7 @@ class TraceState:
         self.cost_usd += span.cost_usd
         self.denied = self.denied or span.denied
         self.eval_failed = self.eval_failed or span.eval_failed
+        self.pinned = self.pinned or span.pinned
         if span.is_root:
             self.root_ended = True
             if not self.key_from_root:  # the root says best what the trace was

@@ -48,22 +48,28 @@ class KeyRates:
     # -- traffic ---------------------------------------------------------------------------------
 
     def observe(self, key: str, spans: int, kept_by_policy: bool, start_ns: int, end_ns: int) -> None:
+        """Count one decided trace at its end time: a newer one moves the clock on (decaying the rest),
+        an older one counts with the weight it would have by now."""
+        if self.now_ns is None or end_ns > self.now_ns:
+            self.advance(end_ns)
+        now = self.now_ns if self.now_ns is not None else end_ns
+        weight = math.exp(-(now - end_ns) / self.window_ns) if now > end_ns else 1.0
         stat = self.keys.get(key)
         if stat is None:
             stat = self.keys[key] = KeyTraffic(accumulator=start_offset(self.seed, key))
-        stat.traces += 1
-        stat.spans += spans
+        stat.traces += weight
+        stat.spans += spans * weight
         if kept_by_policy:
-            self.policy_spans += spans
+            self.policy_spans += spans * weight
         if self.first_ns is None or start_ns < self.first_ns:
             self.first_ns = start_ns
-        if self.now_ns is None:
-            self.now_ns = end_ns
 
     def advance(self, now_ns: int) -> None:
         """Decay every count to `now_ns` (trace time: the newest span end seen)."""
-        if self.now_ns is None or now_ns <= self.now_ns:
-            self.now_ns = now_ns if self.now_ns is None else self.now_ns
+        if self.now_ns is None:
+            self.now_ns = now_ns
+            return
+        if now_ns <= self.now_ns:
             return
         factor = math.exp(-(now_ns - self.now_ns) / self.window_ns)
         for stat in self.keys.values():

@@ -30,6 +30,7 @@ _BASE_COLUMNS = (
     "airlock.usage.reasoning_tokens",
     "airlock.upstream",
     "airlock.upstream.model",
+    "airlock.replay.run",
 )
 _SIGNATURE_MAX = 512
 
@@ -79,6 +80,7 @@ class FactReader:
             cost_usd=self._cost(row, start) or 0.0,
             denied=denied,
             eval_failed=eval_failed,
+            pinned="replay" if row.get("airlock.replay.run") else "",
         )
 
     def _decisions(self, raw: str | None) -> tuple[bool, bool]:

@@ -32,14 +32,29 @@ class SampledRetention:
         return int(row[0]) if row else -1
 
     def retain(self, spans: pa.Table, hops: pa.Table) -> tuple[pa.Table, pa.Table]:
-        listing = file_listing(decisions_dir(self.data))
-        if listing is None or spans.num_rows == 0:
+        if spans.num_rows == 0:
             return spans, hops
         ids = pa.table({"trace_id": pc.unique(spans.column("trace_id"))})
+        try:
+            verdicts = self._verdicts(ids)
+        except duckdb.IOException:  # the sampler merged its files under us: list them again
+            verdicts = self._verdicts(ids)
+        if verdicts is None or verdicts.num_rows == 0:
+            return spans, hops
+        gone = verdicts.filter(pc.and_(pc.invert(verdicts["keep"]), pc.invert(verdicts["reserve"])))["trace_id"]
+        spans = spans.filter(pc.invert(pc.is_in(spans["trace_id"], gone)))
+        hops = hops.filter(pc.invert(pc.is_in(hops["trace_id"], gone)))
+        return _stamp(spans, verdicts.filter(verdicts["keep"])), hops
+
+    def _verdicts(self, ids: pa.Table) -> pa.Table | None:
+        """Per trace among `ids` that the sampler decided: kept?, in the reserve?, rate and reason."""
+        listing = file_listing(decisions_dir(self.data))
+        if listing is None:
+            return None
         con = duckdb.connect(":memory:")
         try:
             con.register("ids", ids)
-            verdicts = con.sql(
+            return con.sql(
                 f"""SELECT d.trace_id, bool_or(d.keep) AS keep, bool_or(d.reserve) AS reserve,
                            max(d.adjusted_count) FILTER (WHERE d.keep) AS rate,
                            arg_max(d.reason, d.traces) FILTER (WHERE d.keep) AS reason
@@ -48,12 +63,6 @@ class SampledRetention:
             ).to_arrow_table()
         finally:
             con.close()
-        if verdicts.num_rows == 0:
-            return spans, hops
-        gone = verdicts.filter(pc.and_(pc.invert(verdicts["keep"]), pc.invert(verdicts["reserve"])))["trace_id"]
-        spans = spans.filter(pc.invert(pc.is_in(spans["trace_id"], gone)))
-        hops = hops.filter(pc.invert(pc.is_in(hops["trace_id"], gone)))
-        return _stamp(spans, verdicts.filter(verdicts["keep"])), hops
 
 
 def _stamp(spans: pa.Table, kept: pa.Table) -> pa.Table:

@@ -5,11 +5,12 @@ span ended, or early: when it reaches `max_spans_per_trace` spans or the number 
 exceeds `max_pending_traces`. What a waiting trace costs is a constant-size aggregate (TraceState), and
 every structure here has a fixed bound, so memory stays bounded whatever arrives.
 
-Policies keep (with adjusted count 1): errors, policy denials, failed evaluations, slow traces (over a
-fixed bound or the rolling quantile of durations), costly ones (USD or tokens, the same way), and rare
-ones (an attribute signature the frequent-items sketch has seen below a share of traffic). The rest are
-kept at their key's dynamic rate p (adjusted count 1/p; see rates.py). Spans that arrive for a trace
-already decided follow its decision as a late addition. Every decision, kept or dropped, is returned
+Policies keep (with adjusted count 1): a replay run's own traces (its report reads them), errors,
+policy denials, failed evaluations, slow traces (over a fixed bound or the rolling quantile of
+durations), costly ones (USD or tokens, the same way), and rare ones (an attribute signature the
+frequent-items sketch has seen below a share of traffic). The rest are kept at their key's dynamic
+rate p (adjusted count 1/p; see rates.py). Spans that arrive for a trace already decided follow its
+decision as a late addition. Every decision, kept or dropped, is returned
 with the trace's totals, so a dropped trace still counts in exact totals."""
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _DECIDED_PERSISTED = 5_000
 class Decision:
     trace_id: str
     keep: bool
-    reason: str  # error | denied | failed_eval | slow | costly | rare | rate (kept or dropped by the key's rate)
+    reason: str  # replay | error | denied | failed_eval | slow | costly | rare | rate (kept or dropped by rate)
     probability: float  # the chance it had of being kept
     key: str
     status: str
@@ -220,6 +221,8 @@ class Sampler:
     def _policy(self, t: TraceState, slow_ms: float | None, usd: float | None, tokens: float | None) -> str | None:
         """The first policy that keeps this trace, or None."""
         cfg = self.cfg
+        if t.pinned:
+            return t.pinned
         if t.status in cfg.keep_statuses:
             return t.status
         if cfg.keep_denied and t.denied:

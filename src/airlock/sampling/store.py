@@ -11,10 +11,11 @@ temporary name and renamed, and merged when they pile up; readers keep only the 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -151,6 +152,17 @@ def file_listing(folder: Path) -> str | None:
 class SampledReader(DuckDBSpanReader):
     """The record with the sampler's output beside it: views `sample_decisions`, `sample_summaries`
     and `sampled_spans` (the spans of kept traces, each with its trace's adjusted count and reason)."""
+
+    def sql(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        # DuckDBSpanReader retries a query that races a compaction, but not the listing in _connect,
+        # which can race one too (a file listed, then merged away before the view binds it).
+        for attempt in range(3):
+            try:
+                return super().sql(query, params)
+            except duckdb.IOException:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _connect(self) -> Any:
         con = super()._connect()
