@@ -218,3 +218,21 @@ def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_paylo
             assert digest not in found
     again = collect(data)
     assert (again.spans_removed, again.blobs_released) == (0, 0)
+
+
+def test_the_samplers_files_are_merged_as_passes_pile_up(tmp_path: Path) -> None:
+    from airlock.sampling.store import decisions_dir
+
+    data = DataDir.at(tmp_path)
+    data.create()
+    segments = ParquetSegments(data)
+    write_traffic(data, segments, 1, seed=6)
+    stage = SamplingPass(config(tmp_path), data)
+    stage.run(T0 + 10**12)
+    for seq in range(1, 40):  # a pass per new segment
+        rows = trace_rows(random.Random(seq), T0 + seq * 10**9, "busy", error=False)
+        segments.write("w1", seq, pa.Table.from_pylist(rows, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table())
+        stage.run(T0 + 10**12)
+    files = live_segments(decisions_dir(data))
+    assert len(files) < 40 and files[0].first == 1 and files[-1].last == 40
+    assert sampling_status(data).totals["traces"][0] == 100 + 39  # nothing lost or counted twice

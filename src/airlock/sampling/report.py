@@ -70,7 +70,8 @@ def sampling_status(data: DataDir, budget_per_hour: int | None = None, hours: in
                   sum(input_tokens + output_tokens) AS tokens, sum(cost_usd) AS cost, sum(reserved) AS reserved
            FROM sample_summaries GROUP BY 1, 2 ORDER BY traces DESC"""
     )
-    since = (time.time_ns() // 3_600_000_000_000 - hours + 1) * 3_600_000_000_000
+    newest = reader.sql("SELECT max(start_ns) AS t FROM sample_decisions")[0]["t"] or time.time_ns()
+    since = (newest // 3_600_000_000_000 - hours + 1) * 3_600_000_000_000  # the record's last hours
     kept_by_hour = reader.sql(
         """SELECT start_ns - start_ns % 3600000000000 AS hour_ns, sum(spans) AS kept_spans,
                   count(*) FILTER (WHERE traces = 1) AS kept_traces

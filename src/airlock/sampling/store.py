@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from airlock.sampling.facts import TraceState
 from airlock.sampling.sampler import Decision
 from airlock.store.embedded import DataDir, DuckDBSpanReader, SQLiteState
-from airlock.store.embedded.segments import live_segments, segment_name
+from airlock.store.embedded.segments import Segment, live_segments, segment_name
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 DECISION_SCHEMA = pa.schema(
@@ -65,7 +65,7 @@ SUMMARY_SCHEMA = pa.schema(
 )
 _WRITER = "sampler"
 _HOUR_NS = 3600 * 10**9
-_MERGE_AT = 32  # files of one kind before they are merged into one
+_MERGE_AT = 16  # adjacent files of one level before they are merged into one
 
 
 def sampling_dir(data: DataDir) -> Path:
@@ -126,19 +126,25 @@ def write_pass(data: DataDir, pass_no: int, decisions: list[Decision]) -> None:
 
 
 def merge_small_files(data: DataDir) -> int:
-    """Merge the sampler's files once they pile up (one process runs the sampler; readers keep the widest)."""
+    """Merge a run of at least _MERGE_AT adjacent files of one level into one, as span compaction does,
+    so the file count grows with the log of the passes. One process runs the sampler; readers keep
+    only the widest file, so the moment both exist is invisible."""
     merged = 0
     for folder, schema in ((decisions_dir(data), DECISION_SCHEMA), (summaries_dir(data), SUMMARY_SCHEMA)):
-        small = [s for s in live_segments(folder) if s.first == s.last]
-        if len(small) < _MERGE_AT:
+        run: list[Segment] = []
+        for seg in live_segments(folder):
+            if run and (seg.level != run[-1].level or seg.first != run[-1].last + 1):
+                if len(run) >= _MERGE_AT:
+                    break
+                run = []
+            run.append(seg)
+        if len(run) < _MERGE_AT:
             continue
-        live = live_segments(folder)
-        first, last = live[0].first, live[-1].last
-        table = pa.concat_tables([pq.read_table(s.path) for s in live], promote_options="default")
-        _write_atomic(table.cast(schema), folder / segment_name(_WRITER, first, last))
-        for s in live:
+        table = pa.concat_tables([pq.read_table(s.path) for s in run], promote_options="default")
+        _write_atomic(table.cast(schema), folder / segment_name(_WRITER, run[0].first, run[-1].last))
+        for s in run:
             s.path.unlink(missing_ok=True)
-        merged += len(live)
+        merged += len(run)
     return merged
 
 
