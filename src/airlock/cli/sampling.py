@@ -88,6 +88,36 @@ def gc_cmd(data_dir: str | None, config_path: str | None) -> None:
     )
 
 
+@sample.command("show")
+@data_options
+@click.argument("trace")
+def show_cmd(data_dir: str | None, config_path: str | None, trace: str) -> None:
+    """The sampling decision for one trace: kept or dropped, why, its probability and adjusted count.
+    TRACE: a trace id or a unique prefix."""
+    from airlock.sampling.store import SampledReader
+
+    data = _data_dir(data_dir, config_path)
+    rows = SampledReader(data).sql(
+        "SELECT * FROM sample_decisions WHERE starts_with(trace_id, ?) ORDER BY pass, traces DESC", [trace.lower()]
+    )
+    ids = {r["trace_id"] for r in rows}
+    if len(ids) != 1:
+        raise click.UsageError(f"{len(ids)} decided traces match {trace!r}" + ("" if ids else " (not decided yet?)"))
+    first = rows[0]
+    verdict = "kept" if first["keep"] else ("dropped, in the replay reserve" if first["reserve"] else "dropped")
+    click.echo(
+        f"trace {first['trace_id']}: {verdict} ({first['reason']}) in pass {first['pass']}; key {first['key']}; "
+        f"probability {first['probability']:.4g}, adjusted count {first['adjusted_count']:.4g}"
+        + (f"; decided early ({first['early']})" if first["early"] else "")
+    )
+    for r in rows:
+        label = "decided" if r["traces"] else "late spans"
+        click.echo(
+            f"  {label}: {r['spans']} spans, status {r['status']}, {r['errors']} errors, "
+            f"tokens {r['input_tokens']}/{r['output_tokens']}, ${r['cost_usd']:.6f}, {r['duration_ms']:.1f} ms"
+        )
+
+
 def _n(v: Any) -> str:
     if v is None:
         return "-"
