@@ -16,6 +16,7 @@ with the trace's totals, so a dropped trace still counts in exact totals."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +77,7 @@ class Sampler:
         self.pending: dict[str, TraceState] = {}
         self.changed: set[str] = set()  # pending traces touched since take_changes()
         self.removed: set[str] = set()  # pending traces decided since take_changes()
-        self._early: dict[str, str] = {}  # trace id -> why it must be decided now
+        self._backlog: list[Decision] = []  # decided early (between passes), returned by the next decide()
         self._decided: OrderedDict[str, _Remembered] = OrderedDict()
         self._late: dict[str, Decision] = {}  # late spans, one running addition per trace until decide()
         self.rare_hour = -1
@@ -97,19 +98,14 @@ class Sampler:
             state = self.pending[tid] = TraceState.first(span, now_ns)
             state.origin = origin
             if len(self.pending) > self.cfg.max_pending_traces:
-                self._evict_oldest()
+                # Too many waiting: the oldest tenth is decided now, with what is known of them.
+                oldest = list(itertools.islice(self.pending.values(), max(1, self.cfg.max_pending_traces // 10)))
+                self._backlog += self._decide_batch(oldest, "pending")
         else:
             state.add(span, now_ns)
         self.changed.add(tid)
-        if state.spans >= self.cfg.max_spans_per_trace:
-            self._early[tid] = "spans"
-
-    def _evict_oldest(self) -> None:
-        """Too many traces waiting: the one waiting longest is decided now, with what is known."""
-        for tid in self.pending:  # insertion order: the oldest first
-            if tid not in self._early:
-                self._early[tid] = "pending"
-                return
+        if state.spans >= self.cfg.max_spans_per_trace:  # a giant trace: decided now, the rest come late
+            self._backlog += self._decide_batch([state], "spans")
 
     def _add_late(self, span: SpanFacts, known: _Remembered) -> None:
         late = self._late.get(span.trace_id)
@@ -148,19 +144,20 @@ class Sampler:
 
     def ready(self, now_ns: int, flush: bool = False) -> list[TraceState]:
         wait_ns = int(self.cfg.decision_wait_s * 1e9)
-        return [
-            t
-            for t in self.pending.values()
-            if flush or t.root_ended or now_ns - t.end_ns >= wait_ns or t.trace_id in self._early
-        ]
+        return [t for t in self.pending.values() if flush or t.root_ended or now_ns - t.end_ns >= wait_ns]
 
     def decide(self, now_ns: int, flush: bool = False) -> list[Decision]:
-        """Decide every complete trace (every waiting one when `flush`); returns their decisions and
-        the late additions gathered since the last call."""
-        done = sorted(self.ready(now_ns, flush), key=lambda t: t.trace_id)  # ids are random: a fair order
-        out, self._late = list(self._late.values()), {}
+        """Decide every complete trace (every waiting one when `flush`); returns their decisions, those
+        made early since the last call, and the late additions gathered since then."""
+        out = self._backlog + self._decide_batch(self.ready(now_ns, flush), "")
+        out += self._late.values()
+        self._backlog, self._late = [], {}
+        return out
+
+    def _decide_batch(self, traces: list[TraceState], early: str) -> list[Decision]:
+        done = sorted(traces, key=lambda t: t.trace_id)  # ids are random: a fair order
         if not done:
-            return out
+            return []
         thresholds = self._thresholds()
         reasons: list[str | None] = []
         for t in done:
@@ -172,15 +169,14 @@ class Sampler:
                 self.costs.update(t.cost_usd, t.end_ns)
             self.tokens.update(float(t.tokens), t.end_ns)
             self.rare.update(t.signature)
-        self.rates.advance(max(t.end_ns for t in done))
         self.rates.refresh()
+        out = []
         for t, reason in zip(done, reasons, strict=True):
             if reason is not None:
                 keep, p = True, 1.0
             else:
                 keep, p = self.rates.take(t.key)
                 reason = "rate"
-            early = self._early.pop(t.trace_id, "")
             reserve = not keep and self._reserved(t.trace_id)
             out.append(
                 Decision(
@@ -290,7 +286,6 @@ class Sampler:
             "rare": self.rare.dump(),
             "rare_hour": self.rare_hour,
             "rare_spans": self.rare_spans,
-            "early": self._early,
             "decided": [  # the newest few, for spans that arrive late after a restart
                 [k, v.keep, v.reason, v.probability, v.key, v.reserve]
                 for k, v in list(self._decided.items())[-_DECIDED_PERSISTED:]
@@ -305,7 +300,6 @@ class Sampler:
             self.tokens.load(model["tokens"])
             self.rare.load(model["rare"])
             self.rare_hour, self.rare_spans = model["rare_hour"], model["rare_spans"]
-            self._early = dict(model["early"])
             self._decided = OrderedDict((r[0], _Remembered(*r[1:])) for r in model["decided"])
         self.pending = {t.trace_id: t for t in sorted(pending, key=lambda t: t.last_seen_ns)}
 

@@ -39,7 +39,7 @@ class SamplingPass:
     """Owns a Sampler across passes (the gateway keeps one alive; the CLI makes one per run). Only one
     may run against a data directory at a time: the caller holds run/sampler.lock."""
 
-    def __init__(self, config: Config, data: DataDir, max_spans_per_pass: int = 500_000) -> None:
+    def __init__(self, config: Config, data: DataDir, max_spans_per_pass: int = 200_000) -> None:
         self.config = config
         self.data = data
         self.sampler = Sampler(config.sampling)
