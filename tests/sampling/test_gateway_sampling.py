@@ -103,3 +103,39 @@ def test_gateway_samples_traces_and_compaction_prunes_the_dropped(tmp_path: Path
         [sys.executable, "-m", "airlock", "sample", "status", "-c", str(config)], capture_output=True, text=True
     )
     assert "What was kept and why" in text.stdout and "estimated" not in text.stderr
+
+
+def test_two_workers_one_sampler_each_trace_decided_once_with_spans_from_both(
+    tmp_path: Path, sims: dict[str, Sim]
+) -> None:
+    config = write_config(
+        tmp_path,
+        {"sim-eu": sims["sim-eu"]},
+        sampling={"enabled": True, "interval_s": 0.2, "decision_wait_s": 0.5, "span_budget_per_hour": 500},
+    )
+    gw = Gateway(config, "--workers", "2")
+    traces = [os.urandom(16).hex() for _ in range(20)]
+    try:
+        for tid in traces:
+            for _ in range(3):  # a fresh connection each call: the kernel spreads a trace over both workers
+                with httpx.Client() as c:
+                    r = c.post(
+                        f"{gw.url}/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {API_KEY}", "traceparent": f"00-{tid}-{'1' * 16}-01"},
+                        json={"model": "chat", "messages": [{"role": "user", "content": tid}], "max_tokens": 4},
+                    )
+                    assert r.status_code == 200
+        reader = SampledReader(DataDir.at(gw.data_dir))
+        deadline = time.monotonic() + 30
+        rows: list[dict] = []
+        while time.monotonic() < deadline:
+            rows = reader.sql("SELECT trace_id, traces, spans FROM sample_decisions")
+            if sum(r["spans"] for r in rows) >= 60:
+                break
+            time.sleep(0.2)
+    finally:
+        gw.stop()
+    writers = {p.name.split(".")[0] for p in (gw.data_dir / "segments" / "spans").glob("*.parquet")}
+    assert len(writers) == 2
+    assert sorted(r["trace_id"] for r in rows if r["traces"] == 1) == sorted(traces)  # once each
+    assert sum(r["spans"] for r in rows) == 60
