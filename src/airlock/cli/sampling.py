@@ -137,7 +137,15 @@ def print_status(console: Console, status: Any) -> None:
     console.print(
         f"[bold]tail sampling[/bold]: {status.passes} passes (last {last}), {status.pending} traces waiting, "
         f"{status.unread_segments} span segments not read yet"
+        + (
+            f", {status.skipped_segments} merged before sampling was on (not decided)"
+            if status.skipped_segments
+            else ""
+        )
     )
+    if status.early:
+        why = {"spans": "giant traces (max_spans_per_trace)", "pending": "oldest waiting (max_pending_traces)"}
+        console.print("decided early: " + ", ".join(f"{n} {why.get(k, k)}" for k, n in status.early.items()))
     t = Table(title="What was kept and why (one row per outcome and reason)")
     for col in ("outcome", "reason", "traces", "spans", "p (min..max)"):
         t.add_column(col, justify="right" if col in ("traces", "spans") else "left")

@@ -19,6 +19,8 @@ class SamplingStatus:
     last_pass_ns: int | None
     pending: int
     unread_segments: int
+    skipped_segments: int  # merged before the sampler read them (sampling was off): never decided
+    early: dict[str, int]  # traces decided before complete: spans (a giant trace) | pending (too many waiting)
     by_reason: list[dict[str, Any]]
     keys: list[dict[str, Any]]
     drops: list[dict[str, Any]]
@@ -34,7 +36,9 @@ def sampling_status(data: DataDir, budget_per_hour: int | None = None, hours: in
     reader = SampledReader(data)
     state = SamplingState(data)
     try:
-        passes, last = state.conn.execute("SELECT count(*), max(at_ns) FROM sampling_passes").fetchone()
+        passes, last, skipped = state.conn.execute(
+            "SELECT count(*), max(at_ns), coalesce(sum(skipped), 0) FROM sampling_passes"
+        ).fetchone()
         pending = state.conn.execute("SELECT count(*) FROM sampling_pending").fetchone()[0]
         model_row = state.conn.execute("SELECT model FROM sampling_model WHERE id = 1").fetchone()
         cursors = state.cursors()
@@ -78,6 +82,10 @@ def sampling_status(data: DataDir, budget_per_hour: int | None = None, hours: in
            FROM sample_decisions WHERE keep AND start_ns >= ? GROUP BY 1 ORDER BY 1""",
         [since],
     )
+    early = {
+        r["early"]: int(r["n"])
+        for r in reader.sql("SELECT early, count(*) AS n FROM sample_decisions WHERE early != '' GROUP BY 1")
+    }
     totals = {
         name: (sum((k[name] or 0) for k in keys), sum((k[name + "_est"] or 0) for k in keys))
         for name in ("traces", "spans", "errors", "tokens", "cost")
@@ -87,6 +95,8 @@ def sampling_status(data: DataDir, budget_per_hour: int | None = None, hours: in
         last_pass_ns=last,
         pending=int(pending),
         unread_segments=unread,
+        skipped_segments=int(skipped),
+        early=early,
         by_reason=by_reason,
         keys=keys,
         drops=drops,
