@@ -228,10 +228,18 @@ def main() -> None:
         data = DataDir.at(tmp)
         data.create()
         n_segments = write_record(data, traces)
-        cfg = config(tmp)
+        fresh = Path(tempfile.mkdtemp(prefix="airlock-bench-pass-"))
+        pass_runs = []
+        for _ in range(3):  # each on a fresh copy: a pass changes the directory
+            shutil.rmtree(fresh)
+            shutil.copytree(tmp, fresh)
+            t = time.perf_counter()
+            SamplingPass(config(fresh), DataDir.at(fresh)).run_until_caught_up(now_ns=T0 + 7200 * SEC, flush=True)
+            pass_runs.append(time.perf_counter() - t)
+        shutil.rmtree(fresh)
         t = time.perf_counter()
-        results = SamplingPass(cfg, data).run_until_caught_up(now_ns=T0 + 7200 * SEC, flush=True)
-        pass_s = time.perf_counter() - t
+        results = SamplingPass(config(tmp), data).run_until_caught_up(now_ns=T0 + 7200 * SEC, flush=True)
+        pass_s = min([*pass_runs, time.perf_counter() - t])
         spans_read = sum(r.spans_read for r in results)
         decided = sum(r.decided for r in results)
         rows.append(
