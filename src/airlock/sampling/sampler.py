@@ -82,12 +82,10 @@ class Sampler:
         self._late: dict[str, Decision] = {}  # late spans, one running addition per trace until decide()
         self.rare_hour = -1
         self.rare_spans = 0  # spans kept by the rare policy in the current hour
-        self.seen_spans = 0
 
     # -- input -----------------------------------------------------------------------------------
 
     def add(self, span: SpanFacts, now_ns: int, origin: str = "") -> None:
-        self.seen_spans += 1
         tid = span.trace_id
         state = self.pending.get(tid)
         if state is None:
