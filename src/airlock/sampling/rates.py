@@ -9,7 +9,8 @@ Selection within a key is systematic: each trace adds its probability p to the k
 kept when it crosses an integer. With the accumulator's start uniform in [0, 1) (from a hash of the seed
 and the key), each trace is kept with probability exactly p even as p changes, so 1/p is its adjusted
 count and sums over kept traces are unbiased; and the number kept of any n traces is within one of the
-sum of their p, so per-key count estimates are off by at most one adjusted count."""
+sum of their p, so while a key's rate holds steady its count estimate is off by at most one adjusted
+count (independent coin flips would be off by about sqrt(n/p))."""
 
 from __future__ import annotations
 
