@@ -19,6 +19,7 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Explore the record" in run.stdout and "Tasks that did not complete" in run.stdout
+    assert "Tail sampling" in run.stdout and "sample status -c" in run.stdout
     reader = DuckDBSpanReader(DataDir.at(root / "data"))
     by_status = {r["status"]: r["n"] for r in reader.sql("SELECT status, count(*) AS n FROM spans GROUP BY 1")}
     assert by_status["ok"] > 8 and by_status["error"] == 2

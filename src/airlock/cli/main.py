@@ -11,6 +11,7 @@ from airlock.cli.cost import cost
 from airlock.cli.energy import energy
 from airlock.cli.records import blob, status, traces
 from airlock.cli.replay import replay
+from airlock.cli.sampling import sample
 from airlock.cli.tokens import tokens
 from airlock.config import load_config
 from airlock.errors import ConfigError
@@ -134,6 +135,7 @@ cli.add_command(tokens)
 cli.add_command(replay)
 cli.add_command(cost)
 cli.add_command(energy)
+cli.add_command(sample)
 
 
 def main() -> None:

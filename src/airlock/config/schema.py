@@ -220,6 +220,63 @@ class EnergySettings(Strict):
     gpus: list[GpuBinding] = Field(default_factory=list)  # measured mode: readings from these GPUs
     sample_interval_ms: float = Field(200.0, gt=0)
     counter_update_ms: float = Field(100.0, gt=0)  # how often the GPU refreshes its energy counter
+class SlowPolicy(Strict):
+    """Keep traces slower than a fixed bound, or than the rolling quantile of recent traces."""
+
+    over_ms: float | None = Field(None, gt=0)
+    quantile: float | None = Field(0.99, gt=0, lt=1)
+
+
+class CostlyPolicy(Strict):
+    """Keep traces costlier (USD, from the configured prices) or hungrier (tokens) than a fixed bound, or
+    than the rolling quantile of recent traces."""
+
+    over_usd: float | None = Field(None, gt=0)
+    over_tokens: int | None = Field(None, gt=0)
+    quantile: float | None = Field(0.99, gt=0, lt=1)
+
+
+class RarePolicy(Strict):
+    """Keep traces whose attribute signature is rare: estimated (frequent-items sketch) below `below` of
+    recent traces. `attributes` names the free attributes in the signature (all of them when unset);
+    rare keeps may use at most `max_budget_share` of the hour's span budget."""
+
+    enabled: bool = True
+    below: float = Field(0.001, gt=0, lt=1)
+    attributes: list[str] | None = None
+    warmup_traces: int = Field(1000, ge=0)
+    max_budget_share: float = Field(0.2, ge=0, le=1)
+
+
+class FailedEvalPolicy(Strict):
+    """Keep traces with a failed evaluation: a decision of one of these kinds with one of these verdicts,
+    or a free attribute with one of these values."""
+
+    decision_kinds: list[str] = Field(default_factory=lambda: ["eval", "judge", "guardrail"])
+    verdicts: list[str] = Field(default_factory=lambda: ["fail", "failed"])
+    attribute: str | None = "eval.result"
+
+
+class Sampling(Strict):
+    """Tail sampling of whole traces over the written record (off by default: the record stays complete)."""
+
+    enabled: bool = False
+    interval_s: float = Field(5.0, gt=0)  # how often the gateway's sampler pass runs
+    decision_wait_s: float = Field(30.0, ge=0)  # without a finished root, complete this long after its last span
+    key: list[str] = Field(default_factory=lambda: ["airlock.tenant", "gen_ai.request.model"])
+    span_budget_per_hour: int = Field(100_000, gt=0)
+    rate_window_s: float = Field(300.0, gt=0)  # how far back the per-key traffic rates look (decaying)
+    keep_statuses: list[str] = Field(default_factory=lambda: ["error"])
+    keep_denied: bool = True  # a decision with verdict deny in airlock.decisions
+    slow: SlowPolicy = SlowPolicy()
+    costly: CostlyPolicy = CostlyPolicy()
+    rare: RarePolicy = RarePolicy()
+    failed_eval: FailedEvalPolicy = FailedEvalPolicy()
+    replay_reserve: float = Field(0.0, ge=0, le=1)  # share of dropped traces whose spans and payloads stay
+    max_pending_traces: int = Field(100_000, gt=0)
+    max_spans_per_trace: int = Field(10_000, gt=0)
+    max_keys: int = Field(10_000, gt=0)
+    seed: int = 0
 
 
 class Config(Strict):
@@ -234,6 +291,7 @@ class Config(Strict):
     replay: ReplaySettings = ReplaySettings()
     ledger: LedgerSettings = LedgerSettings()
     energy: EnergySettings = EnergySettings()
+    sampling: Sampling = Sampling()
 
     @model_validator(mode="after")
     def _references(self) -> Config:

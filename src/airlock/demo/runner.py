@@ -26,6 +26,7 @@ from airlock.cli.render import console as make_console
 from airlock.demo.costs import demo_cost_config, post_demo_costs, print_bill_summary
 from airlock.demo.texts import MIX, QUESTIONS
 from airlock.demo.workload import TaskResult, ask_support, run_task
+from airlock.sampling.demo import DEMO_SAMPLING, sampling_demo
 from airlock.store.embedded import DataDir, DuckDBSpanReader
 from airlock.tokens.drift import drift_cells
 
@@ -121,6 +122,7 @@ def write_config(root: Path, eu_port: int, us_port: int, gw_port: int, candidate
             },
         ],
         "replay": {"judge": "sim-small"},  # the judge is a local model, never a hosted one
+        "sampling": DEMO_SAMPLING,
         "routes": [
             {
                 "alias": "agent-default",
@@ -394,6 +396,7 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         venv_cli = Path(sys.executable).parent / "airlock"
         cli = os.path.relpath(venv_cli) if venv_cli.exists() else "airlock"
         report(console, reader, results, Path(os.path.relpath(root / "data")), cli)
+        sampling_demo(console, config, cli)
         replay_demo(console, config, Path(os.path.relpath(root / "data")), cli)
         return 0
     finally:

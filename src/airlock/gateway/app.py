@@ -26,11 +26,14 @@ from airlock.ledger.http import add_ledger_routes
 from airlock.record.ids import new_span_id
 from airlock.record.recorder import Recorder
 from airlock.record.writer import BatchWriter
+from airlock.sampling.retention import SampledRetention
+from airlock.sampling.service import run_sampler
 from airlock.store.embedded import DataDir, DuckDBSpanReader, PackWriter, ParquetSegments, SQLiteState
 from airlock.tokens.preflight import Preflight
 
 STATE_KEY = web.AppKey("airlock_state", GatewayState)
 CALIBRATION_KEY = web.AppKey("airlock_calibration", asyncio.Task)
+SAMPLER_KEY = web.AppKey("airlock_sampler", asyncio.Task)
 log = logging.getLogger("airlock.gateway")
 
 
@@ -52,9 +55,8 @@ def build_state(config: Config, environ: dict[str, str] | None = None) -> Gatewa
     recorder = Recorder(config.recorder, data, writer_id, stamp)
     metrics = GatewayMetrics()
     blobs = PackWriter(data.blobs, writer_id)
-    writer = BatchWriter(
-        recorder, blobs, ParquetSegments(data), status_hook=metrics.snapshot, resolve_tokenizer=config.tokenizer
-    )
+    segments = ParquetSegments(data, SampledRetention(data) if config.sampling.enabled else None)
+    writer = BatchWriter(recorder, blobs, segments, status_hook=metrics.snapshot, resolve_tokenizer=config.tokenizer)
     egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
     return GatewayState(
         config=config,
@@ -147,11 +149,17 @@ def build_app(state: GatewayState) -> web.Application:
         state.writer.start()
         if state.config.tokens.preflight.mode != "off":
             app[CALIBRATION_KEY] = asyncio.get_running_loop().create_task(calibrate())
+        if state.config.sampling.enabled:  # tail sampling over the written record, in one worker
+            app[SAMPLER_KEY] = asyncio.get_running_loop().create_task(run_sampler(state.config, state.recorder.data))
 
     async def on_cleanup(app: web.Application) -> None:
         task = app.get(CALIBRATION_KEY)
         if task is not None:
             task.cancel()
+        sampler = app.get(SAMPLER_KEY)
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
         await state.egress.close()
         await asyncio.get_running_loop().run_in_executor(None, state.writer.stop)
 

@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -93,9 +94,17 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     _fsync(path.parent)
 
 
+class SegmentRetention(Protocol):
+    """What compaction may merge and what it keeps (tail sampling plugs in here)."""
+
+    def compactable_through(self, writer_id: str) -> int: ...
+    def retain(self, spans: pa.Table, hops: pa.Table) -> tuple[pa.Table, pa.Table]: ...
+
+
 class ParquetSegments:
-    def __init__(self, data: DataDir) -> None:
+    def __init__(self, data: DataDir, retention: SegmentRetention | None = None) -> None:
         self.data = data
+        self.retention = retention
 
     def write(
         self, writer_id: str, seq: int, spans: pa.Table, hops: pa.Table, blob_index: pa.Table | None = None
@@ -118,6 +127,9 @@ class ParquetSegments:
     def compact(self, writer_id: str, min_segments: int) -> int:
         """Merge one run of at least `min_segments` adjacent same-level segments; returns files merged."""
         segs = [s for s in live_segments(self.data.spans) if s.writer == writer_id]
+        if self.retention is not None:
+            through = self.retention.compactable_through(writer_id)
+            segs = [s for s in segs if s.last <= through]
         run: list[Segment] = []
         for s in segs:
             if run and (s.level != run[-1].level or s.first != run[-1].last + 1):
@@ -130,13 +142,19 @@ class ParquetSegments:
         first, last = run[0].first, run[-1].last
         name = segment_name(writer_id, first, last)
         folders = ((self.data.blob_index, INDEX_SCHEMA), (self.data.hops, HOP_SCHEMA), (self.data.spans, SPAN_SCHEMA))
+        merged: dict[Path, pa.Table] = {}
         for folder, schema in folders:
             inputs = [folder / s.path.name for s in run]
             tables = [pq.read_table(p) for p in inputs if p.exists()]
-            merged = pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
-            if folder == self.data.blob_index and merged.num_rows:
-                merged = merged.sort_by("digest")  # lookups by digest prune row groups
-            _write_atomic(merged, folder / name)
+            merged[folder] = pa.concat_tables(tables, promote_options="default") if tables else schema.empty_table()
+            if folder == self.data.blob_index and merged[folder].num_rows:
+                merged[folder] = merged[folder].sort_by("digest")  # lookups by digest prune row groups
+        if self.retention is not None:
+            merged[self.data.spans], merged[self.data.hops] = self.retention.retain(
+                merged[self.data.spans], merged[self.data.hops]
+            )
+        for folder, _ in folders:
+            _write_atomic(merged[folder], folder / name)
         for folder in (self.data.spans, self.data.hops, self.data.blob_index):
             for s in run:
                 (folder / s.path.name).unlink(missing_ok=True)
