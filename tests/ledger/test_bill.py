@@ -167,7 +167,15 @@ def test_a_task_bill_joins_posted_items_span_attributes_and_storage(tmp_path: Pa
             **{
                 "airlock.task": "t-2",
                 "airlock.tenant": "globex",
-                "attributes": {"feature": "chat", "airlock.cost.lunch": "1.5", "airlock.cost.tool": "-1"},
+                # a client's header is no price: negative, NaN, infinite or absurd amounts are no line at all
+                "attributes": {
+                    "feature": "chat",
+                    "airlock.cost.lunch": "1.5",
+                    "airlock.cost.tool": "-1",
+                    "airlock.cost.api": "nan",
+                    "airlock.cost.vector_db": "inf",
+                    "airlock.cost.embeddings": "1e300",
+                },
             },
         ),
     ]

@@ -236,3 +236,68 @@ def test_the_samplers_files_are_merged_as_passes_pile_up(tmp_path: Path) -> None
     files = live_segments(decisions_dir(data))
     assert len(files) < 40 and files[0].first == 1 and files[-1].last == 40
     assert sampling_status(data).totals["traces"][0] == 100 + 39  # nothing lost or counted twice
+
+
+@pytest.mark.parametrize("reserve", [0.0, 1.0])
+def test_the_bill_stays_unbiased_once_sampling_prunes_the_record(tmp_path: Path, reserve: float) -> None:
+    """Regression: the cost report read the pruned record unweighted (the bill fell from $7.20 to $1.46).
+    A kept trace now counts 1/p times, and a dropped trace kept only as replay reserve counts zero times."""
+    from airlock.ledger.lines import build_bill
+
+    data = DataDir.at(tmp_path)
+    data.create()
+    cfg = config(tmp_path, span_budget_per_hour=100_000, rate_window_s=60, replay_reserve=reserve)
+    segments = ParquetSegments(data, SampledRetention(data))
+    write_traffic(data, segments, 20)
+
+    def inference() -> tuple[float, int]:
+        bill = build_bill(cfg)
+        try:
+            query = "SELECT sum(usd) AS usd, count(DISTINCT trace_id) AS n FROM lines WHERE category = 'inference'"
+            row = bill.sql(query)
+        finally:
+            bill.close()
+        return row[0]["usd"], row[0]["n"]
+
+    exact, traces = inference()
+    SamplingPass(cfg, data).run(now_ns=T0 + 10**12)
+    assert segments.compact("w1", 16) == 20
+    estimated, present = inference()
+    assert present == traces if reserve else present < traces / 2  # pruned, unless all are in the reserve
+    assert estimated == pytest.approx(exact, rel=0.05)
+
+
+def test_a_failing_pass_does_not_end_the_sampler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: a "database is locked" (sqlite3.OperationalError) escaped the gateway's sampler loop, which
+    then stopped for good, and with it every compaction of the data directory."""
+    import asyncio
+    import sqlite3
+
+    from airlock.sampling.service import run_sampler
+
+    data = DataDir.at(tmp_path)
+    data.create()
+    cfg = config(tmp_path, interval_s=0.01)
+    calls = {"n": 0}
+    real_run = SamplingPass.run
+
+    def flaky(self: SamplingPass, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise sqlite3.OperationalError("database is locked") if calls["n"] == 1 else RuntimeError("a defect")
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(SamplingPass, "run", flaky)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(run_sampler(cfg, data))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if calls["n"] >= 4:
+                break
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert calls["n"] >= 4

@@ -10,6 +10,11 @@
 - telemetry storage: the bytes the data directory holds, times its price for the retention period,
   spread over the spans by the payload bytes each brought.
 
+With tail sampling, what a kept trace cost is counted 1/p times (its adjusted count, airlock.sample.rate)
+and a dropped trace kept only as replay reserve (rate 0) not at all, so totals stay unbiased once the
+sampler has pruned the record; storage is what the data directory really holds, and posted items are
+never sampled.
+
 Each line carries the task (airlock.task, else the trace), tenant, feature, user, model and upstream,
 and `wasted` says why it bought nothing: failed_attempt, failed_request or abandoned_stream."""
 
@@ -115,7 +120,10 @@ SELECT s.span_id, s.trace_id, s.start_ns, s.status, s.kind,
        s."airlock.usage.reasoning_tokens" AS reasoning,
        coalesce(s."airlock.payload.request_bytes", 0)
          + coalesce(s."airlock.payload.response_bytes", 0) AS payload_bytes,
-       s.attributes AS attributes
+       s.attributes AS attributes,
+       -- tail sampling: a kept trace stands for 1/p traces (its adjusted count), a dropped trace kept only
+       -- for replay stands for none, and a span the sampler has not pruned yet stands for itself
+       coalesce(s."airlock.sample.rate", 1.0) AS weight
 FROM spans s
 LEFT JOIN model_keys mk ON mk.upstream = s."airlock.upstream"
      AND mk.key = coalesce(s."airlock.upstream.model", s."gen_ai.request.model")
@@ -143,7 +151,7 @@ SELECT 'span' AS source,
        CASE WHEN p_in IS NULL THEN NULL
             ELSE ((in_tok - c_read - c_write) * p_in + c_read * coalesce(p_cached, 0)
                   + c_write * coalesce(p_cwrite, 0) + (out_tok - r_tok) * p_out + r_tok * coalesce(p_reason, 0))
-                 / 1e6 + p_fee END AS usd,
+                 / 1e6 + p_fee END * weight AS usd,
        NOT reported AS estimated,
        CASE status WHEN 'error' THEN 'failed_request' WHEN 'cancelled' THEN 'abandoned_stream' END AS wasted,
        trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id,
@@ -151,7 +159,7 @@ SELECT 'span' AS source,
 FROM parts;
 
 INSERT INTO lines
-SELECT 'hop', 'inference', local_in * p.p_in / 1e6 + p.p_fee, TRUE, 'failed_attempt',
+SELECT 'hop', 'inference', (local_in * p.p_in / 1e6 + p.p_fee) * f.weight, TRUE, 'failed_attempt',
        f.trace_id, f.task, f.tenant, f.feature, f."user", rt.model, h.upstream, h.start_ns, f.span_id,
        local_in, 0
 FROM hops h
@@ -163,10 +171,12 @@ WHERE h.outcome IN (SELECT unnest($billed::VARCHAR[])) AND local_in IS NOT NULL;
 INSERT INTO lines
 SELECT 'attribute', CASE WHEN substr(e.key, 14) IN (SELECT unnest($categories::VARCHAR[])) THEN substr(e.key, 14)
                         ELSE 'other' END,
-       TRY_CAST(e.value AS DOUBLE), FALSE, NULL,
+       TRY_CAST(e.value AS DOUBLE) * weight, FALSE, NULL,
        trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id, NULL, NULL
 FROM (SELECT *, unnest(map_entries(attributes)) AS e FROM span_facts WHERE cardinality(attributes) > 0)
-WHERE starts_with(e.key, 'airlock.cost.') AND length(e.key) > 13 AND TRY_CAST(e.value AS DOUBLE) >= 0;
+WHERE starts_with(e.key, 'airlock.cost.') AND length(e.key) > 13
+  -- a client's header is not trusted to be a price: no NaN, no infinity, nothing over $1M a span
+  AND isfinite(TRY_CAST(e.value AS DOUBLE)) AND TRY_CAST(e.value AS DOUBLE) BETWEEN 0 AND 1e6;
 
 INSERT INTO lines
 SELECT 'storage', 'telemetry_storage', (payload_bytes + $row_bytes) * $usd_per_weight, TRUE, NULL,
@@ -174,7 +184,8 @@ SELECT 'storage', 'telemetry_storage', (payload_bytes + $row_bytes) * $usd_per_w
 FROM span_facts WHERE $usd_per_weight > 0;
 
 CREATE TEMP TABLE tasks AS
-SELECT tenant, task, arg_max(status, coalesce(start_ns, 0)) AS last_status, any_value(feature) AS feature
+SELECT tenant, task, arg_max(status, coalesce(start_ns, 0)) AS last_status, any_value(feature) AS feature,
+       max(weight) AS weight
 FROM span_facts GROUP BY tenant, task;
 
 CREATE TEMP TABLE trace_tasks AS

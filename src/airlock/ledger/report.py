@@ -128,7 +128,11 @@ def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
     bill.con.register("revenue_by_feature", _revenue_table(config))
     default_revenue = config.ledger.revenue_per_task
     priced = default_revenue is not None or bool(config.ledger.revenue_per_task_by_feature)
-    revenue = "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) END)" if priced else "NULL::DOUBLE"
+    revenue = (
+        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) * coalesce(t.weight, 1) END)"
+        if priced
+        else "NULL::DOUBLE"
+    )
     group_by = f"GROUP BY {', '.join(group)}" if group else ""
     join = f"FULL JOIN t USING ({', '.join(group)})" if group else "CROSS JOIN t"
     rows = bill.sql(
@@ -141,8 +145,8 @@ def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
             SELECT DISTINCT {select_keys} l.tenant, l.task
             FROM lines l WHERE l.usd IS NOT NULL AND l.task IS NOT NULL
         ), t AS (
-            SELECT {"".join(g + ", " for g in group)} count(*) AS tasks,
-                   count(*) FILTER (WHERE t.last_status = 'ok') AS ok, {revenue} AS revenue
+            SELECT {"".join(g + ", " for g in group)} sum(coalesce(t.weight, 1)) AS tasks,
+                   sum(coalesce(t.weight, 1)) FILTER (WHERE t.last_status = 'ok') AS ok, {revenue} AS revenue
             FROM lt LEFT JOIN tasks t ON t.tenant IS NOT DISTINCT FROM lt.tenant AND t.task = lt.task
             LEFT JOIN revenue_by_feature r ON r.feature = t.feature
             {group_by}
@@ -159,7 +163,7 @@ def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
         row.by_category = {c: float(r[f"c{i}"]) for i, c in enumerate(categories) if r[f"c{i}"] is not None}
         row.wasted_usd = {w: float(r[f"w_{w}"]) for w in WASTE if r[f"w_{w}"] is not None}
         row.estimated_usd = float(r["est"] or 0.0)
-        row.tasks, row.successful_tasks = int(r["tasks"] or 0), int(r["ok"] or 0)
+        row.tasks, row.successful_tasks = round(r["tasks"] or 0), round(r["ok"] or 0)  # estimates when sampled
         row.revenue_usd = float(r["revenue"]) if r["revenue"] is not None else None
         out.append(row)
     return out

@@ -1,7 +1,9 @@
 """What compaction keeps once the sampler has decided: plugged into ParquetSegments when sampling is
 on. Compaction merges only segments the sampler has read (so its cursor never points inside a merged
 file), drops the spans and hops of traces it dropped (unless in the replay reserve), and writes each
-kept trace's adjusted count and reason into airlock.sample.rate and airlock.sample.reason."""
+kept trace's adjusted count and reason into airlock.sample.rate and airlock.sample.reason. A dropped
+trace kept for the replay reserve gets adjusted count 0 and reason "replay reserve": it stands for no
+trace in an estimate (the ledger weights its lines by the adjusted count)."""
 
 from __future__ import annotations
 
@@ -41,10 +43,18 @@ class SampledRetention:
             verdicts = self._verdicts(ids)
         if verdicts is None or verdicts.num_rows == 0:
             return spans, hops
-        gone = verdicts.filter(pc.and_(pc.invert(verdicts["keep"]), pc.invert(verdicts["reserve"])))["trace_id"]
+        dropped = pc.invert(verdicts["keep"])
+        gone = verdicts.filter(pc.and_(dropped, pc.invert(verdicts["reserve"])))["trace_id"]
         spans = spans.filter(pc.invert(pc.is_in(spans["trace_id"], gone)))
         hops = hops.filter(pc.invert(pc.is_in(hops["trace_id"], gone)))
-        return _stamp(spans, verdicts.filter(verdicts["keep"])), hops
+        # A dropped trace kept only for replay stands for no trace in any estimate: adjusted count 0.
+        reserved = verdicts.filter(pc.and_(dropped, verdicts["reserve"]))
+        n = reserved.num_rows
+        reserved = reserved.set_column(reserved.schema.get_field_index("rate"), "rate", pa.array([0.0] * n))
+        reason = pa.array(["replay reserve"] * n, pa.string())
+        reserved = reserved.set_column(reserved.schema.get_field_index("reason"), "reason", reason)
+        kept = verdicts.filter(verdicts["keep"])
+        return _stamp(spans, pa.concat_tables([kept, reserved.cast(kept.schema)])), hops
 
     def _verdicts(self, ids: pa.Table) -> pa.Table | None:
         """Per trace among `ids` that the sampler decided: kept?, in the reserve?, rate and reason."""

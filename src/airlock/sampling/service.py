@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 
 import duckdb
 
@@ -45,8 +46,12 @@ async def run_sampler(config: Config, data: DataDir) -> None:
                 running = asyncio.ensure_future(asyncio.to_thread(stage.run))
                 try:
                     await asyncio.shield(running)  # a cancel must not orphan the thread's pass
-                except (OSError, duckdb.Error, ValueError) as e:
+                except (OSError, duckdb.Error, sqlite3.Error, ValueError) as e:
                     log.warning("sampler pass failed (will retry): %s", e)
+                    stage = None  # the next pass starts again from what the state database holds
+                except Exception:  # a defect must not end sampling (and, with it, every compaction)
+                    log.exception("sampler pass failed (will retry)")
+                    stage = None
                 running = None
             await asyncio.sleep(config.sampling.interval_s)
     finally:
