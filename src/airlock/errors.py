@@ -6,6 +6,7 @@
     ├── Unauthorized        401       missing or unknown API key
     ├── ModelNotFound       404       no route serves the model asked for
     ├── PayloadTooLarge     413       body over server.max_body_bytes
+    ├── UnsupportedMediaType 415      a body in a content type or encoding the endpoint does not take
     ├── RecorderUnavailable 503       recorder cannot persist and policy says refuse
     ├── InternalError       500       a defect; logged with its traceback, recorded, answered as problem+json
     ├── EgressRefused                 a destination outside the configured allow-list
@@ -73,6 +74,12 @@ class PayloadTooLarge(AirlockError):
     status = 413
     slug = "payload-too-large"
     title = "Request body too large"
+
+
+class UnsupportedMediaType(AirlockError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported content type or encoding"
 
 
 class RecorderUnavailable(AirlockError):

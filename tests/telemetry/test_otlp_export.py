@@ -1,0 +1,135 @@
+"""OTLP out: the exporter tails the record's segments and sends new spans to a collector, here a
+second real gateway's /v1/traces; a cursor in SQLite means a restart resends nothing, also across a
+compaction of the segments being tailed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from airlock.config.schema import OtlpExport
+from airlock.errors import EgressRefused
+from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments, SQLiteState
+from airlock.telemetry.exporter import OtlpExporter, SegmentTail
+from helpers import API_KEY, Gateway, Sim, wait_recorded, write_config
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _segment(first_id: int, n: int, source: str | None = None) -> pa.Table:
+    rows = [
+        {
+            "trace_id": f"{first_id + i:032x}",
+            "span_id": f"{first_id + i:016x}",
+            "kind": "model.chat",
+            "start_ns": 1_000 + first_id + i,
+            "end_ns": 2_000 + first_id + i,
+            "status": "ok",
+            "airlock.source": source,
+            "attributes": {"feature": "x"},
+        }
+        for i in range(n)
+    ]
+    return pa.Table.from_pylist(rows, schema=SPAN_SCHEMA)
+
+
+def test_tail_sends_each_row_once_across_compaction(tmp_path: Path) -> None:
+    data = DataDir.at(tmp_path)
+    data.create()
+    SQLiteState(data.state_db).close()
+    segments = ParquetSegments(data)
+    for seq in range(3):
+        segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
+    segments.write("w2", 0, _segment(100, 4, source="otlp"), HOP_SCHEMA.empty_table())
+    tail = SegmentTail(data, include_received=False)
+    seen: list[str] = []
+    batch = tail.next_batch(7)  # stops inside w1's second segment
+    seen += [r["span_id"] for r in batch.rows]
+    tail.commit(batch.advance)
+    assert batch.advance == {"w1": 7}
+    segments.compact("w1", 2)  # the three segments become one; the cursor still points at row 7
+    segments.write("w1", 3, _segment(30, 2), HOP_SCHEMA.empty_table())
+    while not (batch := tail.next_batch(7)).empty:
+        seen += [r["span_id"] for r in batch.rows]
+        tail.commit(batch.advance)
+    assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(20, 25), *range(30, 32))]
+    assert tail.cursor() == {"w1": 17, "w2": 4}  # received spans are skipped, and counted as passed
+    tail.close()
+    reopened = SegmentTail(data, include_received=True)
+    assert reopened.next_batch(100).empty  # a restart starts where the last one stopped
+    reopened.close()
+
+
+def test_exporter_egress_admits_only_the_collector(tmp_path: Path) -> None:
+    data = DataDir.at(tmp_path)
+    data.create()
+    exporter = OtlpExporter(OtlpExport(endpoint="http://127.0.0.1:4318/v1/traces"), data, {})
+    exporter.egress.check("http://127.0.0.1:4318/v1/traces")
+    for other in ("http://127.0.0.1:4319/v1/traces", "https://127.0.0.1:4318/v1/traces", "http://10.0.0.1:4318/"):
+        with pytest.raises(EgressRefused):
+            exporter.egress.check(other)
+    exporter.tail.close()
+
+
+def _chat(url: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        r = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "chat", "messages": [{"role": "user", "content": f"hello {i}"}]},
+            headers={**AUTH, "x-airlock-attr-feature": "export-test"},
+        )
+        r.raise_for_status()
+        ids.append(r.headers["traceparent"].split("-")[1])
+    return ids
+
+
+def _received(data_dir: Path) -> list[dict]:
+    return DuckDBSpanReader(DataDir.at(data_dir)).sql(
+        "SELECT * FROM spans WHERE \"airlock.source\" = 'otlp' AND kind <> 'gateway.reject' ORDER BY start_ns"
+    )
+
+
+def test_gateway_exports_to_a_collector_and_a_restart_resends_nothing(
+    sims: dict[str, Sim], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "collector").mkdir()
+    (tmp_path / "source").mkdir()
+    collector = Gateway(write_config(tmp_path / "collector", sims))
+    monkeypatch.setenv("TEST_OTLP_AUTH", f"Bearer {API_KEY}")
+    export = {
+        "otlp_export": {
+            "endpoint": f"{collector.url}/v1/traces",
+            "headers_env": {"Authorization": "TEST_OTLP_AUTH"},
+            "interval_s": 0.2,
+        }
+    }
+    config = write_config(tmp_path / "source", sims, telemetry=export)
+    source = Gateway(config)
+    try:
+        traces = _chat(source.url, 3)
+        rows = wait_recorded(collector.data_dir, 3, where="\"airlock.source\" = 'otlp'")
+        assert sorted(r["trace_id"] for r in rows) == sorted(traces)
+        row = rows[0]
+        assert row["kind"] == "model.chat" and row["gen_ai.request.model"] == "chat"
+        assert dict(row["attributes"])["feature"] == "export-test"
+        assert dict(row["attributes"])["service.name"] == "airlock"
+        assert row["gen_ai.usage.output_tokens"] > 0 and row["airlock.tenant"] == "acme"  # the collector's key
+        source.stop()
+        source = Gateway(config)  # same data directory, same state database
+        time.sleep(1.0)  # several export intervals
+        assert len(_received(collector.data_dir)) == 3
+        traces += _chat(source.url, 1)
+        wait_recorded(collector.data_dir, 4, where="\"airlock.source\" = 'otlp'")
+        time.sleep(0.6)
+        assert sorted(r["trace_id"] for r in _received(collector.data_dir)) == sorted(traces)
+        metrics = httpx.get(f"{source.url}/metrics").text
+        assert "airlock_otlp_exported_spans_total" in metrics
+    finally:
+        source.stop()
+        collector.stop()
