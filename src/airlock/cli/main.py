@@ -9,6 +9,7 @@ import click
 
 from airlock.cli.records import blob, status, traces
 from airlock.cli.replay import replay
+from airlock.cli.telemetry import query, slices
 from airlock.cli.tokens import tokens
 from airlock.config import load_config
 from airlock.errors import ConfigError
@@ -130,6 +131,8 @@ cli.add_command(traces)
 cli.add_command(blob)
 cli.add_command(tokens)
 cli.add_command(replay)
+cli.add_command(query)
+cli.add_command(slices)
 
 
 def main() -> None:
