@@ -132,7 +132,8 @@ def test_copies_follow_compaction(data: DataDir) -> None:
     ParquetSegments(data).compact("w1", 2)
     result = run_query(data, QuerySpec(by=("feature",)))
     assert result.spans_total == 200 and result.copies_built == 1
-    assert len(list(copies_dir(data).glob("*.parquet"))) == 1  # the inputs' copies are gone
+    assert [p.name for p in copies_dir(data).glob("*.parquet")] == ["w1.00000000-00000001.parquet"]  # inputs' gone
+    assert {r["feature"]: r["spans"] for r in result.rows} == {"search": 67, "chat": 67, "billing": 66}
 
 
 def test_promote_handles_null_maps_and_sparse_keys() -> None:
@@ -143,6 +144,11 @@ def test_promote_handles_null_maps_and_sparse_keys() -> None:
     assert not leftover
     capped, leftover = promote_attributes(maps, limit=1)
     assert list(capped) == ["a"] and leftover
+    sliced, _ = promote_attributes(maps.slice(2, 2))
+    assert sliced["a"].to_pylist() == ["3", None] and sliced["b"].to_pylist() == ["2", None]
+    same_keys = pa.array([[("x", "1"), ("y", "2")], [("x", "3"), ("y", "4")]], type=maps.type)
+    regular, _ = promote_attributes(same_keys)  # the fast path: every row has the same keys in order
+    assert regular["x"].to_pylist() == ["1", "3"] and regular["y"].to_pylist() == ["2", "4"]
 
 
 def test_cli_table_csv_json(data: DataDir) -> None:

@@ -65,6 +65,20 @@ def test_tail_sends_each_row_once_across_compaction(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_first_start_without_backfill_skips_history(tmp_path: Path) -> None:
+    data = DataDir.at(tmp_path)
+    data.create()
+    SQLiteState(data.state_db).close()
+    segments = ParquetSegments(data)
+    segments.write("w1", 0, _segment(0, 5), HOP_SCHEMA.empty_table())
+    tail = SegmentTail(data, include_received=False)
+    assert tail.start_at_end() == 5
+    segments.write("w1", 1, _segment(10, 2), HOP_SCHEMA.empty_table())
+    assert [r["span_id"] for r in tail.next_batch(10).rows] == [f"{i:016x}" for i in (10, 11)]
+    assert tail.start_at_end() == 0  # only ever on the very first start
+    tail.close()
+
+
 def test_exporter_egress_admits_only_the_collector(tmp_path: Path) -> None:
     data = DataDir.at(tmp_path)
     data.create()

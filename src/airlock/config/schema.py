@@ -159,6 +159,7 @@ class OtlpExport(Strict):
     timeout_s: float = Field(10.0, gt=0)
     gzip: bool = True
     include_received: bool = False  # also send spans that arrived over OTLP (they came from a collector)
+    backfill: bool = False  # on the exporter's very first start, also send the spans already recorded
     service_name: str = "airlock"
 
     @field_validator("endpoint")

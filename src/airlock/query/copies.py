@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from airlock.store.embedded import DataDir
-from airlock.store.embedded.segments import live_segments
+from airlock.store.embedded.segments import Segment, list_segments, live_segments
 
 ATTR_PREFIX = "attributes."
 MAX_PROMOTED = 256
@@ -57,17 +57,21 @@ def promote_attributes(
     n = len(attrs)
     if n == 0:
         return {}, False
-    offsets = attrs.offsets.to_numpy()
-    offsets = offsets - offsets[0]
+    raw = attrs.offsets.to_numpy()  # of the whole child arrays, also when attrs is a slice of them
+    offsets = raw - raw[0]
     lengths = np.diff(offsets)
     if attrs.null_count:  # a null map may still span entries in its child arrays
         lengths = np.where(attrs.is_null().to_numpy(zero_copy_only=False), 0, lengths)
-    keys, items = attrs.keys, attrs.items
+    keys = attrs.keys.slice(int(raw[0]), int(raw[-1] - raw[0]))
+    items = attrs.items.slice(int(raw[0]), int(raw[-1] - raw[0]))
     if len(keys) == 0:
         return {}, False
     if attrs.null_count:
         valid = np.repeat(~attrs.is_null().to_numpy(zero_copy_only=False), np.diff(offsets))
         keys, items = keys.filter(pa.array(valid)), items.filter(pa.array(valid))
+    regular = _regular_layout(keys, items, lengths, limit)
+    if regular is not None:
+        return regular, False
     row_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
     encoded = pc.dictionary_encode(keys)
     key_index = encoded.indices.to_numpy(zero_copy_only=False)
@@ -84,6 +88,22 @@ def promote_attributes(
         values = items.take(pa.array(entries))
         out[names[j]] = values.take(pa.array(position, mask=position < 0))
     return out, len(names) > limit
+
+
+def _regular_layout(keys: pa.Array, items: pa.Array, lengths: np.ndarray, limit: int) -> dict[str, pa.Array] | None:
+    """The common case, done without sorting: every row has the same keys in the same order (one app
+    setting the same attributes), so key j of every row sits at j, j+L, j+2L, ... of the flat arrays."""
+    width = int(lengths[0])
+    if width == 0 or width > limit or not np.all(lengths == width):
+        return None
+    first = keys.slice(0, width)
+    if len(set(first.to_pylist())) != width:
+        return None
+    n = len(lengths)
+    tiled = first.take(pa.array(np.tile(np.arange(width, dtype=np.int32), n)))
+    if not pc.all(pc.equal(keys, tiled)).as_py():
+        return None
+    return {name: items.take(pa.array(np.arange(j, n * width, width))) for j, name in enumerate(first.to_pylist())}
 
 
 def build_copy(segment: Path, target: Path) -> None:
@@ -117,20 +137,56 @@ class CopySet:
         return names
 
 
-def ensure_copies(data: DataDir) -> CopySet:
-    """A query copy for every live span segment: existing ones reused, missing ones built, stale ones removed."""
+def _tiling(segment: Segment, copies: list[Segment]) -> list[Segment] | None:
+    """Existing copies of the same writer that cover the segment's range exactly, in order: the copies of
+    the segments a compaction merged. Their concatenation is the merged segment's copy."""
+    parts = sorted(
+        c for c in copies if c.writer == segment.writer and segment.first <= c.first and c.last <= segment.last
+    )
+    expected = segment.first
+    chosen: list[Segment] = []
+    for c in parts:
+        if c.first == expected:
+            chosen.append(c)
+            expected = c.last + 1
+    return chosen if chosen and expected == segment.last + 1 and len(chosen) > 1 else None
+
+
+def _concat_copies(parts: list[Segment], target: Path) -> None:
+    tables = [pq.read_table(p.path) for p in parts]
+    merged = pa.concat_tables(tables, promote_options="permissive")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    pq.write_table(merged, tmp, compression="zstd", row_group_size=122_880)
+    os.replace(tmp, target)
+
+
+def ensure_copies(data: DataDir, attempts: int = 3) -> CopySet:
+    """A query copy for every live span segment: existing ones reused, a compacted segment's made by
+    joining its inputs' copies, the others built; copies of segments no longer live are removed. A
+    segment compacted away while we worked means the listing is stale: it is taken again."""
+    for _ in range(attempts - 1):
+        try:
+            return _ensure_copies(data)
+        except FileNotFoundError:
+            continue
+    return _ensure_copies(data)
+
+
+def _ensure_copies(data: DataDir) -> CopySet:
     folder = copies_dir(data)
     folder.mkdir(parents=True, exist_ok=True)
     live = live_segments(data.spans)
     wanted = {seg.path.name: seg.path for seg in live}
+    existing = list_segments(folder)
     paths, built = [], 0
-    for name, segment in wanted.items():
-        target = folder / name
+    for seg in live:
+        target = folder / seg.path.name
         if not target.exists():
-            try:
-                build_copy(segment, target)
-            except FileNotFoundError:  # compacted away while we looked; its merged segment is listed next time
-                continue
+            parts = _tiling(seg, existing)
+            if parts is not None:
+                _concat_copies(parts, target)
+            else:
+                build_copy(seg.path, target)
             built += 1
         paths.append(target)
     removed = 0

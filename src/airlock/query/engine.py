@@ -100,6 +100,15 @@ def _where(spec: QuerySpec, fields: Fields) -> tuple[str, list[Any]]:
 
 
 def run_query(data: DataDir, spec: QuerySpec, config: Config | None = None) -> QueryResult:
+    """Run the query; once more on a fresh listing if a copy vanished under it (another query removed
+    the copy of a segment that a compaction had just merged)."""
+    try:
+        return _run_query(data, spec, config)
+    except duckdb.IOException:
+        return _run_query(data, spec, config)
+
+
+def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryResult:
     if spec.sort not in SORTS:
         raise QueryError(f"sort by one of {', '.join(SORTS)}")
     if spec.limit <= 0:
@@ -130,10 +139,15 @@ def run_query(data: DataDir, spec: QuerySpec, config: Config | None = None) -> Q
             f" start_ns // {NS_PER_DAY} AS day"
             f" FROM read_parquet([{listing}], union_by_name=true) WHERE {where}"
         )
-        price_keys = con.execute(
-            f"SELECT DISTINCT up, upm, day FROM ({base}) WHERE up IS NOT NULL AND tin IS NOT NULL", params
-        ).fetchall()
-        priced = register_prices(con, config, [(str(a), str(b), int(c)) for a, b, c in price_keys])
+        has_prices = config is not None and any(m.prices for u in config.upstreams for m in u.models)
+        price_keys = (
+            con.execute(
+                f"SELECT DISTINCT up, upm, day FROM ({base}) WHERE up IS NOT NULL AND tin IS NOT NULL", params
+            ).fetchall()
+            if has_prices
+            else []
+        )
+        priced = register_prices(con, config, [(str(a), str(b), int(c)) for a, b, c in price_keys]) and bool(price_keys)
         cost = (
             "sum(CASE WHEN b.tin IS NOT NULL AND b.tout IS NOT NULL AND p.day IS NOT NULL THEN"
             " (b.tin - least(coalesce(b.tcached, 0), b.tin)) * p.input"
@@ -188,7 +202,7 @@ def run_query(data: DataDir, spec: QuerySpec, config: Config | None = None) -> Q
         rows.append(row)
     groups_total = int(raw[0]["groups_total"]) if raw else 0
     spans_total = int(raw[0]["spans_total"]) if raw else 0
-    notes = [] if config is not None else ["cost needs prices: give --config"]
+    notes = [] if config is not None else ["cost needs the prices in the config: give --config"]
     return QueryResult(out_columns, rows, groups_total, spans_total, copies.built, notes)
 
 

@@ -62,6 +62,17 @@ class SegmentTail:
             list(advance.items()),
         )
 
+    def start_at_end(self) -> int:
+        """On a first start (no cursor at all), mark everything already recorded as sent; returns rows skipped."""
+        if self.cursor():
+            return 0
+        ends: dict[str, int] = {}
+        for seg in live_segments(self.data.spans):
+            ends[seg.writer] = ends.get(seg.writer, 0) + pq.ParquetFile(seg.path).metadata.num_rows
+        if ends:
+            self.commit(ends)
+        return sum(ends.values())
+
     def next_batch(self, limit: int) -> Batch:
         """Up to `limit` rows not yet sent. A segment that vanishes mid-read (compacted) ends the batch
         early; the next call reads the merged segment from the same cursor."""
@@ -161,9 +172,13 @@ class OtlpExporter:
 
     async def run(self, sleep: Callable[[float], Any] = asyncio.sleep) -> None:
         backoff = 0.0
+        started = False
         while True:
             if self._leader():
                 try:
+                    if not started and not self.cfg.backfill:
+                        await asyncio.to_thread(self.tail.start_at_end)
+                    started = True
                     await self.export_once()
                     backoff, self.last_error = 0.0, None
                 except EgressRefused as e:
