@@ -388,6 +388,28 @@ def section_slices(args: argparse.Namespace) -> str:
                 str(len(report.slices)),  # type: ignore[attr-defined]
             ]
         )
+    planted = DataDir.at(Path(args.workdir) / f"slices-planted-{args.slice_spans}")
+    con = duckdb.connect()
+    segments = ", ".join(f"'{p}'" for p in sorted(planted.spans.glob("*.parquet")))
+    map_s, _ = min(
+        timed(
+            lambda: con.execute(
+                f"SELECT attributes['attr20'] k, count(*) FROM read_parquet([{segments}]) GROUP BY 1 ORDER BY 2 DESC"
+                " LIMIT 20"
+            ).fetchall()
+        )
+        for _ in range(3)
+    )
+    copy_s, _ = min(
+        timed(
+            lambda: con.execute(
+                f"SELECT \"attributes.attr20\" k, count(*) FROM read_parquet('{copies_dir(planted)}/*.parquet')"
+                " GROUP BY 1 ORDER BY 2 DESC LIMIT 20"
+            ).fetchall()
+        )
+        for _ in range(3)
+    )
+    con.close()
     data = DataDir.at(Path(args.workdir) / f"query-{args.spans}")
     if data.spans.exists():
         warm, report = min(timed(lambda: find_slices(data, SliceOptions())) for _ in range(2))
@@ -408,7 +430,8 @@ def section_slices(args: argparse.Namespace) -> str:
         " against 1% everywhere else. *Cold* includes building the query copies (50 columns per span);"
         " *warm* is best of three.\n\n"
         + table(["record", "cold", "warm", "slices counted", "rank 1", "reported"], rows)
-        + "\n"
+        + f"\n\nOn this record (46 keys in every span's map), a group-by on one free attribute (100,000 distinct"
+        f" values) read from the map column takes {map_s:.2f} s; from the query copy's column, {copy_s:.2f} s.\n"
     )
 
 
@@ -437,7 +460,7 @@ def main() -> None:
     args = p.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     parts = [
-        "# Telemetry benchmark\n\n`python bench/telemetry.py` (" + " ".join(sys.argv[1:]) + ")\n\n"
+        "# Telemetry benchmark\n\n`python bench/telemetry.py " + (" ".join(sys.argv[1:]) or "(defaults)") + "`\n\n"
         + table(["", ""], [[k, v] for k, v in machine()])
         + "\n\nA shared 2-core machine: numbers move by 10-30% between runs.\n"
     ]

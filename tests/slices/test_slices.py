@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from airlock.cli.main import cli
+from airlock.query import Filter
 from airlock.query.synthetic import Attribute, Planted, Workload, write_workload
 from airlock.slices import SliceOptions, find_slices
 from airlock.slices.finder import combinations_possible
@@ -75,6 +76,15 @@ def test_time_window(tmp_path: Path) -> None:
     assert report.spans == 10_000
 
 
+def test_where_narrows_the_traffic(tmp_path: Path) -> None:
+    data = _data(tmp_path, [Planted({"region": "r3", "prompt_version": "p2"})])
+    inside = find_slices(data, SliceOptions(where=(Filter.parse("tenant=t3"),)))
+    assert 0 < inside.spans < 10_000  # one tenant of twelve
+    assert dict(inside.slices[0].conditions) == {"airlock.upstream.region": "r3", "airlock.prompt.version": "p2"}
+    elsewhere = find_slices(data, SliceOptions(where=(Filter.parse("prompt_version!=p2"),)))
+    assert elsewhere.slices == []
+
+
 def test_statistics() -> None:
     assert combinations_possible([2, 3], 3) == 2 + 3 + 6
     assert combinations_possible([2, 3, 4], 2) == 9 + (6 + 8 + 12)
@@ -91,3 +101,28 @@ def test_cli(tmp_path: Path) -> None:
     assert "airlock.prompt.version=p2 & airlock.upstream.region=r3" in out.output
     out = CliRunner().invoke(cli, ["slices", "-d", str(data.root), "--format", "json", "--metric", "cost"])
     assert out.exit_code == 0 and out.output.strip().startswith("[")
+
+
+def test_cost_metric_prices_each_upstream(tmp_path: Path) -> None:
+    from airlock.config.schema import Config
+
+    attributes = [
+        *ATTRIBUTES[:6],
+        Attribute("upstream", 2, "airlock.upstream"),
+        Attribute("m", 1, "airlock.upstream.model"),
+    ]
+    data = DataDir.at(tmp_path / "data")
+    write_workload(data, Workload(30_000, attributes, spans_per_segment=10_000))
+    upstream = {"region": "eu", "jurisdiction": "EU", "base_url": "http://127.0.0.1:1/v1"}
+    config = Config.model_validate(
+        {
+            "upstreams": [
+                {"name": "u0", **upstream, "models": [{"name": "m0", "prices": [{"input_per_mtok": 1.0}]}]},
+                {"name": "u1", **upstream, "models": [{"name": "m0", "prices": [{"input_per_mtok": 9.0}]}]},
+            ],
+            "api_keys": [{"tenant": "t", "key_env": "X"}],
+        }
+    )
+    assert find_slices(data, SliceOptions(metric="cost")).slices == []  # tokens alone: nothing stands out
+    report = find_slices(data, SliceOptions(metric="cost"), config)
+    assert report.slices[0].conditions == (("airlock.upstream", "u1"),)

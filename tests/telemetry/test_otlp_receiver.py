@@ -205,3 +205,22 @@ def test_refused_export_is_recorded(gw: Gateway, tmp_path: Path) -> None:
     rid = r.headers["x-request-id"]
     row = wait_recorded(gw.data_dir, 1, where=f"request_id = '{rid}'")[0]
     assert row["kind"] == "gateway.reject" and row["http_status"] == 400 and row["airlock.tenant"] is None
+
+
+def test_query_and_traces_see_received_attributes(gw: Gateway) -> None:
+    """A free attribute from an x-airlock-attr-* header and one from an OTLP resource answer the same query."""
+    from airlock.query import Filter, QuerySpec, run_query
+    from airlock.store.embedded import DataDir
+
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=API_KEY, max_retries=0) as client:
+        client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-airlock-attr-cohort": "beta-7"},
+        )
+    payload = json_payload(span_id="00f067aa0ba902bb")
+    payload["resourceSpans"][0]["resource"]["attributes"].append({"key": "cohort", "value": {"stringValue": "beta-7"}})
+    assert httpx.post(f"{gw.url}/v1/traces", json=payload, headers=AUTH).status_code == 200
+    wait_recorded(gw.data_dir, 2, where="attributes['cohort'] = 'beta-7'")
+    result = run_query(DataDir.at(gw.data_dir), QuerySpec(where=(Filter.parse("cohort=beta-7"),), by=("source",)))
+    assert {r["source"]: r["spans"] for r in result.rows} == {None: 1, "otlp": 1}

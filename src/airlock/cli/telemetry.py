@@ -143,6 +143,7 @@ def query(
 @click.option("--metric", type=click.Choice(["errors", "latency", "cost"]), default="errors", show_default=True)
 @click.option("--since", default=None, help="15m, 6h, 2d, or an ISO time.")
 @click.option("--until", default=None)
+@click.option("--where", "-w", "where", multiple=True, help="Only spans matching KEY=VALUE etc., as in airlock query.")
 @click.option("--max-order", type=click.IntRange(1, 3), default=3, show_default=True, help="Attributes combined.")
 @click.option("--min-support", type=int, default=None, help="Spans a slice needs (default: max(20, 0.05%)).")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Family-wise error rate (Bonferroni).")
@@ -154,6 +155,7 @@ def slices(
     metric: str,
     since: str | None,
     until: str | None,
+    where: tuple[str, ...],
     max_order: int,
     min_support: int | None,
     alpha: float,
@@ -161,12 +163,18 @@ def slices(
     fmt: str,
 ) -> None:
     """Attribute-value combinations whose error, latency or cost rate stands out, by excess failures."""
+    from airlock.query import Filter, QueryError
     from airlock.slices import SliceOptions, find_slices, report_rows
 
     data = _data_dir(data_dir, config_path)
     if not data.spans.exists():
         raise click.UsageError(f"no record at {data.root}")
+    try:
+        filters = tuple(Filter.parse(w) for w in where)
+    except QueryError as e:
+        raise click.UsageError(str(e)) from None
     opts = SliceOptions(
+        where=filters,
         metric=metric,
         since_ns=parse_when(since) if since else None,
         until_ns=parse_when(until) if until else None,
@@ -176,7 +184,10 @@ def slices(
         top=top,
     )
     started = time.monotonic()
-    report = find_slices(data, opts, _config(config_path))
+    try:
+        report = find_slices(data, opts, _config(config_path))
+    except QueryError as e:
+        raise click.UsageError(str(e)) from None
     elapsed = time.monotonic() - started
     rows = report_rows(report)
     if fmt != "table":

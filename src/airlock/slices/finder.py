@@ -16,8 +16,10 @@ healthy traffic, which lowers its excess) and over its children (a child holds f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +27,8 @@ import pyarrow.parquet as pq
 
 from airlock.config.schema import Config
 from airlock.query.copies import ATTR_PREFIX, ensure_copies
+from airlock.query.engine import Filter, QuerySpec, filter_sql
+from airlock.query.fields import Fields
 from airlock.slices.stats import excess, p_values
 from airlock.store.embedded import DataDir
 
@@ -67,6 +71,7 @@ class SliceOptions:
     alpha: float = 0.05
     min_lift: float = 1.25
     top: int = 10
+    where: tuple[Filter, ...] = ()  # only spans that match every filter, as in `airlock query`
 
 
 @dataclass
@@ -131,6 +136,10 @@ def _dictionary_codes(column: pa.ChunkedArray, min_support: int) -> tuple[np.nda
     return remap[indices], [v for v, k in zip(values, keep, strict=True) if k]
 
 
+def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column.cast(pa.string()) if column.type != pa.string() else column
+
+
 def _numbers(table: pa.Table, name: str) -> np.ndarray:
     if name not in table.column_names:
         return np.zeros(table.num_rows)
@@ -162,7 +171,11 @@ def _cost(table: pa.Table, config: Config | None) -> tuple[np.ndarray, bool]:
 
     day = table.column("start_ns").to_numpy() // NS_PER_DAY
     keys = pa.table(
-        {"u": table.column(names[0]).fill_null(""), "m": table.column(names[1]).fill_null(""), "d": pa.array(day)}
+        {
+            "u": _strings(table.column(names[0])).fill_null(""),
+            "m": _strings(table.column(names[1])).fill_null(""),
+            "d": pa.array(day),
+        }
     )
     usd = np.zeros(table.num_rows)
     priced = False
@@ -176,6 +189,20 @@ def _cost(table: pa.Table, config: Config | None) -> tuple[np.ndarray, bool]:
         ) & (day == row["d"])
         usd[mask] = tokens_in[mask] * rates[0] + tokens_out[mask] * rates[1] + rates[4]
     return (usd if priced else tokens_in + tokens_out), priced
+
+
+def _selected(paths: list[Path], columns: set[str], opts: SliceOptions) -> pa.Array:
+    """Which rows of the copies (in order) the window and the filters select: the same SQL as `airlock query`."""
+    spec = QuerySpec(since_ns=opts.since_ns, until_ns=opts.until_ns, where=opts.where)
+    where, params = filter_sql(spec, Fields(columns, "attributes" in columns))
+    listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET preserve_insertion_order = true")
+        sql = f"SELECT coalesce({where}, false) AS keep FROM read_parquet([{listing}], union_by_name=true)"
+        return pa.array(np.asarray(con.execute(sql, params).fetchnumpy()["keep"], dtype=bool))
+    finally:
+        con.close()
 
 
 def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.ndarray, list[_Dimension], str]:
@@ -201,16 +228,10 @@ def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.
     for path in copies.paths:
         names = set(pq.read_schema(path).names)
         wanted = list(dict.fromkeys(c for c in (*measures, *dims) if c in names))
-        part = pq.read_table(path, columns=wanted, read_dictionary=dims)
-        if opts.since_ns is not None or opts.until_ns is not None:
-            start = part.column("start_ns")
-            keep = pc.greater_equal(start, opts.since_ns) if opts.since_ns is not None else None
-            if opts.until_ns is not None:
-                before = pc.less(start, opts.until_ns)
-                keep = before if keep is None else pc.and_(keep, before)
-            part = part.filter(keep)
-        parts.append(part)
+        parts.append(pq.read_table(path, columns=wanted, read_dictionary=dims))
     table = pa.concat_tables(parts, promote_options="permissive")
+    if opts.where or opts.since_ns is not None or opts.until_ns is not None:
+        table = table.filter(_selected(copies.paths, columns, opts))
     if table.num_rows == 0:
         return np.zeros(0, dtype=bool), [], ""
     failed, what = _outcome(table, opts.metric, config)
