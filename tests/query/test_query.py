@@ -118,6 +118,20 @@ def test_cost_from_config_prices(data: DataDir) -> None:
     assert result.rows[0]["cost_usd"] == pytest.approx(200 * (1000 * 2.0 + 100 * 10.0) / 1e6)
 
 
+def test_time_buckets(data: DataDir) -> None:
+    result = run_query(data, QuerySpec(by=("time:1m",), sort="spans", limit=10))
+    minute = 60 * 10**9
+    expected: dict[int, int] = {}
+    for i in range(200):
+        bucket = (T0 + i * 10**9) // minute * minute
+        expected[bucket] = expected.get(bucket, 0) + 1
+    assert {r["time:1m"]: r["spans"] for r in result.rows} == expected
+    in_order = run_query(data, QuerySpec(by=("time:1m",), sort="time:1m", limit=10))
+    assert [r["time:1m"] for r in in_order.rows] == sorted(expected)
+    with pytest.raises(QueryError):
+        run_query(data, QuerySpec(by=("time:soon",)))
+
+
 def test_bad_filters_are_refused(data: DataDir) -> None:
     with pytest.raises(QueryError):
         Filter.parse("no operator here")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from airlock.cli.records import _data_dir, data_options
 from airlock.cli.render import console as make_console
-from airlock.cli.render import fmt_ms, parse_when
+from airlock.cli.render import fmt_ms, fmt_time, parse_when
 from airlock.config.schema import Config
 
 
@@ -36,6 +36,8 @@ def _config(config_path: str | None) -> Config | None:
 def _cell(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if column.startswith("time:") and isinstance(value, int):
+        return fmt_time(value)[:19]
     if column.endswith("_ms"):
         return fmt_ms(value)
     if column in ("error_rate", "rate", "rest_rate"):
@@ -95,8 +97,19 @@ FORMAT = click.option(
     help="KEY=VALUE, KEY!=VALUE, KEY>N, KEY<N, KEY>=N, KEY<=N, KEY~REGEX (KEY=null: missing). Any column, "
     "alias (tenant, model, region, prompt_version, ...) or attribute. Repeatable; all must hold.",
 )
-@click.option("--by", "by", default="", help="Group by these, comma-separated: columns, aliases or attributes.")
-@click.option("--sort", default="spans", show_default=True, help="spans, errors, error_rate, p50_ms, p95_ms, ...")
+@click.option(
+    "--by",
+    "by",
+    default="",
+    help="Group by these, comma-separated: columns, aliases, attributes, or time:1h (time:<N><s|m|h|d> buckets).",
+)
+@click.option(
+    "--sort",
+    default="spans",
+    show_default=True,
+    help="spans, errors, error_rate, p50_ms, p95_ms, p99_ms, input_tokens, output_tokens, cost_usd (descending),"
+    " or one of the --by keys (ascending, e.g. a time bucket).",
+)
 @click.option("--limit", type=int, default=20, show_default=True, help="Groups shown.")
 @FORMAT
 def query(

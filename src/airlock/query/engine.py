@@ -99,6 +99,23 @@ def filter_sql(spec: QuerySpec, fields: Fields) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), params
 
 
+_BUCKET = re.compile(r"^time:(\d+)([smhd])$")
+_UNIT_NS = {"s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def _key_expr(name: str, fields: Fields) -> str:
+    """A group key: a field, or time:<N><s|m|h|d>, the start of the span's time bucket (UTC, in ns)."""
+    m = _BUCKET.match(name)
+    if m is None:
+        if name.startswith("time:"):
+            raise QueryError(f"{name!r}: a time bucket is time:<N><s|m|h|d>, e.g. time:1h")
+        return fields.expr(name)
+    width = int(m.group(1)) * _UNIT_NS[m.group(2)]
+    if width <= 0:
+        raise QueryError(f"{name!r}: the bucket must be longer than zero")
+    return f"(start_ns // {width}) * {width}"
+
+
 def run_query(data: DataDir, spec: QuerySpec, config: Config | None = None) -> QueryResult:
     """Run the query; once more on a fresh listing if a copy vanished under it (another query removed
     the copy of a segment that a compaction had just merged)."""
@@ -109,8 +126,8 @@ def run_query(data: DataDir, spec: QuerySpec, config: Config | None = None) -> Q
 
 
 def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryResult:
-    if spec.sort not in SORTS:
-        raise QueryError(f"sort by one of {', '.join(SORTS)}")
+    if spec.sort not in SORTS and spec.sort not in spec.by:
+        raise QueryError(f"sort by one of {', '.join(SORTS)}, or by a group key (ascending)")
     if spec.limit <= 0:
         raise QueryError("limit must be positive")
     copies = ensure_copies(data)
@@ -122,7 +139,7 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
     con = duckdb.connect(":memory:")
     try:
         listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in copies.paths)
-        keys = [f"{fields.expr(name)} AS g{i}" for i, name in enumerate(spec.by)]
+        keys = [f"{_key_expr(name, fields)} AS g{i}" for i, name in enumerate(spec.by)]
         gcols = [f"g{i}" for i in range(len(spec.by))]
 
         def col(name: str, typ: str) -> str:
@@ -169,7 +186,11 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
             f" FROM ({base}) b{join} {group}"
         )
         percentiles = "quantile_cont(b.duration_ms, [0.5, 0.95, 0.99])"
-        order = f"{q(spec.sort)} DESC NULLS LAST" + "".join(f", {g} NULLS LAST" for g in gcols)
+        if spec.sort in spec.by:  # by a group key, ascending: time buckets in order
+            first = f"g{spec.by.index(spec.sort)}"
+            order = f"{first} NULLS LAST" + "".join(f", {g} NULLS LAST" for g in gcols if g != first)
+        else:
+            order = f"{q(spec.sort)} DESC NULLS LAST" + "".join(f", {g} NULLS LAST" for g in gcols)
         # the totals come from the same materialised groups (a window over a million groups cost more)
         totals = "tot AS (SELECT count(*) AS groups_total, sum(spans) AS spans_total FROM g)"
         if spec.sort.startswith("p9") or spec.sort == "p50_ms":
