@@ -147,3 +147,51 @@ def test_gateway_exports_to_a_collector_and_a_restart_resends_nothing(
     finally:
         source.stop()
         collector.stop()
+
+
+def test_a_failing_collector_loses_nothing(tmp_path: Path) -> None:
+    """A collector that answers 503 gets the same spans again on the next round; nothing is marked sent
+    before it accepts them."""
+    import asyncio
+
+    from aiohttp import web
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    data = DataDir.at(tmp_path)
+    data.create()
+    SQLiteState(data.state_db).close()
+    ParquetSegments(data).write("w1", 0, _segment(0, 6), HOP_SCHEMA.empty_table())
+    received: list[str] = []
+    answers = [503, 200]
+
+    async def collect(request: web.Request) -> web.Response:
+        assert request.headers["Content-Encoding"] == "gzip"
+        body = await request.read()  # aiohttp's server decompresses it
+        status = answers.pop(0)
+        if status == 200:
+            req = ExportTraceServiceRequest.FromString(body)
+            received.extend(s.span_id.hex() for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
+        return web.Response(status=status)
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/traces", collect)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        counters = {"exported": 0, "export_failures": 0}
+        exporter = OtlpExporter(OtlpExport(endpoint=f"http://127.0.0.1:{port}/v1/traces"), data, counters)
+        try:
+            with pytest.raises(OSError):
+                await exporter.export_once()
+            assert exporter.tail.cursor() == {} and received == []
+            assert await exporter.export_once() == 6
+            assert await exporter.export_once() == 0
+        finally:
+            await exporter.close()
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert received == [f"{i:016x}" for i in range(6)]

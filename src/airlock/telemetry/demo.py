@@ -98,9 +98,12 @@ def send_instrumented_traffic(base_url: str, api_key: str, requests: int = 180, 
 def show_slices(console: Console, data_dir: Path, cli: str) -> None:
     """The slice finder on the demo's record, and the commands to ask more of it."""
     from airlock.slices import SliceOptions, find_slices
-    from airlock.store.embedded import DataDir
+    from airlock.store.embedded import DataDir, DuckDBSpanReader
 
     report = find_slices(DataDir.at(data_dir), SliceOptions(top=3))
+    failing = DuckDBSpanReader(DataDir.at(data_dir)).sql(
+        "SELECT trace_id FROM spans WHERE \"airlock.source\" = 'otlp' AND status = 'error' ORDER BY start_ns LIMIT 1"
+    )
     console.print(
         f"\n[bold]Slice finder[/bold] ({report.spans} spans, {report.failures} failed; Bonferroni over"
         f" {report.hypotheses:,} possible slices):"
@@ -116,3 +119,6 @@ def show_slices(console: Console, data_dir: Path, cli: str) -> None:
     console.print(f"  {cli} slices {d} --since 6h")
     console.print(f"  {cli} query {d} --by client.region,prompt_version --sort error_rate")
     console.print(f"  {cli} query {d} --where service.name=support-bot --by kind,status --format csv")
+    if failing:
+        trace = failing[0]["trace_id"][:12]
+        console.print(f"  {cli} traces show {d} {trace} --no-payloads   # the bot's spans and the gateway's, joined")
