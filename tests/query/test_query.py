@@ -150,6 +150,17 @@ def test_copies_follow_compaction(data: DataDir) -> None:
     assert {r["feature"]: r["spans"] for r in result.rows} == {"search": 67, "chat": 67, "billing": 66}
 
 
+def test_a_compaction_that_dropped_rows_gets_a_copy_of_its_own(data: DataDir) -> None:
+    run_query(data, QuerySpec())
+    kept = [r for r in _rows() if r["attributes"]["feature"] != "chat"]  # a sampler dropped these
+    ParquetSegments(data).write("w1.tmp", 0, pa.Table.from_pylist(kept, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table())
+    (data.spans / "w1.tmp.00000000-00000000.parquet").rename(data.spans / "w1.00000000-00000001.parquet")
+    for seq in range(2):
+        (data.spans / f"w1.{seq:08d}-{seq:08d}.parquet").unlink()
+    result = run_query(data, QuerySpec(by=("feature",)))
+    assert {r["feature"]: r["spans"] for r in result.rows} == {"search": 67, "billing": 66}
+
+
 def test_promote_handles_null_maps_and_sparse_keys() -> None:
     maps = pa.array([[("a", "1")], None, [("b", "2"), ("a", "3")], []], type=pa.map_(pa.string(), pa.string()))
     columns, leftover = promote_attributes(maps)

@@ -15,7 +15,7 @@ from airlock.config.schema import OtlpExport
 from airlock.errors import EgressRefused
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments, SQLiteState
-from airlock.telemetry.exporter import OtlpExporter, SegmentTail
+from airlock.telemetry.exporter import Cursor, OtlpExporter, SegmentTail
 from helpers import API_KEY, Gateway, Sim, wait_recorded, write_config
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -38,7 +38,15 @@ def _segment(first_id: int, n: int, source: str | None = None) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SPAN_SCHEMA)
 
 
-def test_tail_sends_each_row_once_across_compaction(tmp_path: Path) -> None:
+def _tail_all(tail: SegmentTail, limit: int) -> list[str]:
+    seen = []
+    while not (batch := tail.next_batch(limit)).empty:
+        seen += [r["span_id"] for r in batch.rows]
+        tail.commit(batch.advance)
+    return seen
+
+
+def test_tail_sends_each_row_once_and_resumes_inside_a_segment(tmp_path: Path) -> None:
     data = DataDir.at(tmp_path)
     data.create()
     SQLiteState(data.state_db).close()
@@ -47,22 +55,43 @@ def test_tail_sends_each_row_once_across_compaction(tmp_path: Path) -> None:
         segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
     segments.write("w2", 0, _segment(100, 4, source="otlp"), HOP_SCHEMA.empty_table())
     tail = SegmentTail(data, include_received=False)
-    seen: list[str] = []
     batch = tail.next_batch(7)  # stops inside w1's second segment
-    seen += [r["span_id"] for r in batch.rows]
     tail.commit(batch.advance)
-    assert batch.advance == {"w1": 7}
-    segments.compact("w1", 2)  # the three segments become one; the cursor still points at row 7
-    segments.write("w1", 3, _segment(30, 2), HOP_SCHEMA.empty_table())
-    while not (batch := tail.next_batch(7)).empty:
-        seen += [r["span_id"] for r in batch.rows]
-        tail.commit(batch.advance)
-    assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(20, 25), *range(30, 32))]
-    assert tail.cursor() == {"w1": 17, "w2": 4}  # received spans are skipped, and counted as passed
+    assert batch.advance == {"w1": Cursor(0, "w1.00000001-00000001.parquet", 2)}
     tail.close()
-    reopened = SegmentTail(data, include_received=True)
-    assert reopened.next_batch(100).empty  # a restart starts where the last one stopped
-    reopened.close()
+    tail = SegmentTail(data, include_received=False)  # a restart: the cursor is in SQLite
+    seen = [r["span_id"] for r in batch.rows] + _tail_all(tail, 4)
+    assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(20, 25))]
+    assert tail.cursor() == {"w1": Cursor(2), "w2": Cursor(0)}  # received spans are passed over, not sent
+    segments.compact("w1", 3)  # merges the three sent segments: nothing to send again
+    segments.write("w1", 3, _segment(30, 2), HOP_SCHEMA.empty_table())
+    assert _tail_all(tail, 100) == [f"{i:016x}" for i in (30, 31)]
+    tail.close()
+
+
+def test_a_compaction_that_drops_rows_loses_nothing_unsent(tmp_path: Path) -> None:
+    """Tail sampling drops the rows of dropped traces when it compacts: row positions shift, so a merged
+    segment holding sent and unsent rows is sent whole again (duplicates of the sent part), never skipped."""
+    data = DataDir.at(tmp_path)
+    data.create()
+    SQLiteState(data.state_db).close()
+    segments = ParquetSegments(data)
+    for seq in range(3):
+        segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
+    tail = SegmentTail(data, include_received=True)
+    batch = tail.next_batch(5)
+    tail.commit(batch.advance)
+    assert tail.cursor() == {"w1": Cursor(0)}
+    merged = pa.concat_tables([_segment(0, 5), _segment(10, 5), _segment(20, 5)])
+    kept = merged.filter(pa.array([i % 2 == 0 for i in range(15)]))  # what a sampler kept
+    segments.write("w1.tmp", 0, kept, HOP_SCHEMA.empty_table())
+    (data.spans / "w1.tmp.00000000-00000000.parquet").rename(data.spans / "w1.00000000-00000002.parquet")
+    for seq in range(3):
+        (data.spans / f"w1.{seq:08d}-{seq:08d}.parquet").unlink()
+    batch = tail.next_batch(100)
+    assert batch.resent == 8
+    assert {r["span_id"] for r in batch.rows} == {r["span_id"] for r in kept.to_pylist()}
+    tail.close()
 
 
 def test_first_start_without_backfill_skips_history(tmp_path: Path) -> None:
@@ -72,7 +101,7 @@ def test_first_start_without_backfill_skips_history(tmp_path: Path) -> None:
     segments = ParquetSegments(data)
     segments.write("w1", 0, _segment(0, 5), HOP_SCHEMA.empty_table())
     tail = SegmentTail(data, include_received=False)
-    assert tail.start_at_end() == 5
+    assert tail.start_at_end() == 1
     segments.write("w1", 1, _segment(10, 2), HOP_SCHEMA.empty_table())
     assert [r["span_id"] for r in tail.next_batch(10).rows] == [f"{i:016x}" for i in (10, 11)]
     assert tail.start_at_end() == 0  # only ever on the very first start
@@ -186,7 +215,7 @@ def test_a_failing_collector_loses_nothing(tmp_path: Path) -> None:
         try:
             with pytest.raises(OSError):
                 await exporter.export_once()
-            assert exporter.tail.cursor() == {} and received == []
+            assert exporter.tail.cursor() == {} and received == []  # nothing marked sent
             assert await exporter.export_once() == 6
             assert await exporter.export_once() == 0
         finally:

@@ -152,6 +152,10 @@ def _tiling(segment: Segment, copies: list[Segment]) -> list[Segment] | None:
     return chosen if chosen and expected == segment.last + 1 and len(chosen) > 1 else None
 
 
+def _rows(parts: list[Segment]) -> int:
+    return sum(pq.ParquetFile(p.path).metadata.num_rows for p in parts)
+
+
 def _concat_copies(parts: list[Segment], target: Path) -> None:
     tables = [pq.read_table(p.path) for p in parts]
     merged = pa.concat_tables(tables, promote_options="permissive")
@@ -183,9 +187,9 @@ def _ensure_copies(data: DataDir) -> CopySet:
         target = folder / seg.path.name
         if not target.exists():
             parts = _tiling(seg, existing)
-            if parts is not None:
+            if parts is not None and _rows(parts) == pq.ParquetFile(seg.path).metadata.num_rows:
                 _concat_copies(parts, target)
-            else:
+            else:  # a compaction that also dropped rows (tail sampling) needs a copy of its own
                 build_copy(seg.path, target)
             built += 1
         paths.append(target)

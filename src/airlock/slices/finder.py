@@ -8,10 +8,15 @@ what keeps attributes of a million distinct values cheap. The search counts, wit
   level 1: every (attribute, value);
   level 2: every value of every other attribute inside each of the `beam` most harmful level-1 slices;
   level 3: the same inside each of the `beam` most harmful level-2 slices.
-A combination is tested once, wherever it is reached from. Every slice whose counts were computed
-and that met the support counts as tried, for Bonferroni's correction (airlock.slices.stats).
-Excess failures favour the combination that holds the failures over its parents (a parent adds
-healthy traffic, which lowers its excess) and over its children (a child holds fewer of them)."""
+A combination is counted once, wherever it is reached from.
+
+What is reported: slices whose p-value (airlock.slices.stats), times the number of combinations the
+frequent values allow (Bonferroni: the beam looks where the data points, so only counting what it
+looked at would understate the chance of a fluke), is under alpha, and whose rate is at least
+`min_lift` times the rest's; ranked by excess failures. Then three rules keep one line per cause: a slice
+that narrows a reported one without raising its rate is dropped; a slice whose excess a narrower one
+holds (90%) gives way to it (region=X & version=Y rather than region=X); and a slice must still stand out
+on the spans no higher-ranked slice holds (an overlap of the top slice is an echo of it)."""
 
 from __future__ import annotations
 

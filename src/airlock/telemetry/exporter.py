@@ -1,10 +1,9 @@
 """OTLP out: a background task that tails the record's span segments and sends new spans to the
 configured collector as OTLP/HTTP protobuf, off the request path.
 
-Where it got to is kept per writer in the state database as the number of that writer's rows sent,
-counted along its segments in order. Compaction merges a writer's adjacent segments in order, so the
-count stays valid across it, and a restart resends nothing. A batch is marked sent only after the
-collector accepted it (at least once: a crash between the two resends that one batch). Of several
+Where it got to is kept per writer in the state database (see SegmentTail), so a restart resends
+nothing. A batch is marked sent only after the collector accepted it (at least once: a crash between
+the two resends that one batch, and so does a compaction that caught up with the exporter). Of several
 gateway workers, the one holding run/otlp-export.lock exports; the others stand by.
 
 The exporter has its own egress client whose only allowed destination is the collector's address."""
@@ -34,10 +33,21 @@ from airlock.telemetry.otlp_out import export_request
 log = logging.getLogger("airlock.telemetry")
 
 
+@dataclass(frozen=True)
+class Cursor:
+    """Where a writer's export stands: every segment up to seq_done sent, and `partial_rows` rows of the
+    segment file named `partial`."""
+
+    seq_done: int = -1
+    partial: str | None = None
+    partial_rows: int = 0
+
+
 @dataclass
 class Batch:
     rows: list[dict[str, Any]] = field(default_factory=list)
-    advance: dict[str, int] = field(default_factory=dict)  # writer -> rows_sent once this batch is accepted
+    advance: dict[str, Cursor] = field(default_factory=dict)  # writer -> its cursor once this batch is accepted
+    resent: int = 0  # rows sent again because a compaction merged them with unsent ones
 
     @property
     def empty(self) -> bool:
@@ -45,37 +55,47 @@ class Batch:
 
 
 class SegmentTail:
-    """New span rows since the cursor, per writer, in segment order."""
+    """New span rows since the cursor, per writer, in segment order.
+
+    The unit is the segment: a segment file never changes once written, so "rows sent of this file" is
+    exact. Compaction merges a writer's adjacent segments, and with tail sampling it also drops the rows
+    of dropped traces, so row positions do not survive it; a merged segment that holds both sent and unsent
+    segments (the exporter fell behind, the collector was down) is therefore sent whole again: at least
+    once, never a loss. Normally the exporter (every few seconds) is far ahead of compaction (which waits
+    for 16 segments of a second each)."""
 
     def __init__(self, data: DataDir, include_received: bool) -> None:
         self.data = data
         self.include_received = include_received
         self.state = SQLiteState(data.state_db)
 
-    def cursor(self) -> dict[str, int]:
-        return dict(self.state.conn.execute("SELECT writer, rows_sent FROM otlp_export_cursor").fetchall())
+    def cursor(self) -> dict[str, Cursor]:
+        rows = self.state.conn.execute("SELECT writer, seq_done, partial, partial_rows FROM otlp_export_cursor")
+        return {w: Cursor(seq, partial, n) for w, seq, partial, n in rows.fetchall()}
 
-    def commit(self, advance: dict[str, int]) -> None:
+    def commit(self, advance: dict[str, Cursor]) -> None:
         self.state.conn.executemany(
-            "INSERT INTO otlp_export_cursor(writer, rows_sent) VALUES (?, ?) ON CONFLICT(writer) DO UPDATE"
-            " SET rows_sent = excluded.rows_sent, updated_at = CURRENT_TIMESTAMP",
-            list(advance.items()),
+            "INSERT INTO otlp_export_cursor(writer, seq_done, partial, partial_rows) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(writer) DO UPDATE SET seq_done = excluded.seq_done, partial = excluded.partial,"
+            " partial_rows = excluded.partial_rows, updated_at = CURRENT_TIMESTAMP",
+            [(w, c.seq_done, c.partial, c.partial_rows) for w, c in advance.items()],
         )
 
     def start_at_end(self) -> int:
-        """On a first start (no cursor at all), mark everything already recorded as sent; returns rows skipped."""
+        """On a first start (no cursor at all), mark everything already recorded as sent; returns segments skipped."""
         if self.cursor():
             return 0
-        ends: dict[str, int] = {}
-        for seg in live_segments(self.data.spans):
-            ends[seg.writer] = ends.get(seg.writer, 0) + pq.ParquetFile(seg.path).metadata.num_rows
+        ends: dict[str, Cursor] = {}
+        segments = live_segments(self.data.spans)
+        for seg in segments:
+            ends[seg.writer] = Cursor(max(seg.last, ends.get(seg.writer, Cursor()).seq_done))
         if ends:
             self.commit(ends)
-        return sum(ends.values())
+        return len(segments)
 
     def next_batch(self, limit: int) -> Batch:
         """Up to `limit` rows not yet sent. A segment that vanishes mid-read (compacted) ends the batch
-        early; the next call reads the merged segment from the same cursor."""
+        early; the next call reads the merged segment."""
         cursor = self.cursor()
         batch = Batch()
         by_writer: dict[str, list[Any]] = {}
@@ -83,27 +103,27 @@ class SegmentTail:
             by_writer.setdefault(seg.writer, []).append(seg)
         taken = 0
         for writer, segments in sorted(by_writer.items()):
-            sent = cursor.get(writer, 0)
-            position = 0
+            at = cursor.get(writer, Cursor())
             for seg in segments:
+                if seg.last <= at.seq_done:
+                    continue
+                skip = at.partial_rows if at.partial == seg.path.name else 0
                 try:
-                    meta_rows = pq.ParquetFile(seg.path).metadata.num_rows
-                    if position + meta_rows <= sent:
-                        position += meta_rows
-                        continue
-                    skip = sent - position
-                    want = min(meta_rows - skip, limit - taken)
+                    total = pq.ParquetFile(seg.path).metadata.num_rows
+                    want = min(total - skip, limit - taken)
                     table = pq.read_table(seg.path).slice(skip, want)
                 except FileNotFoundError:
                     return batch
+                if seg.first <= at.seq_done:
+                    batch.resent += want  # merged with segments already sent: sent whole again
                 rows = table.to_pylist()
                 if not self.include_received:
                     rows = [r for r in rows if r.get("airlock.source") != "otlp"]
                 batch.rows.extend(rows)
                 taken += want
-                sent = position + skip + want
-                batch.advance[writer] = sent
-                position += meta_rows
+                done = skip + want >= total
+                at = Cursor(seg.last) if done else Cursor(at.seq_done, seg.path.name, skip + want)
+                batch.advance[writer] = at
                 if taken >= limit:
                     return batch
         return batch
@@ -168,6 +188,8 @@ class OtlpExporter:
                 await self.send(body)
             await asyncio.to_thread(self.tail.commit, batch.advance)
             self.counters["exported"] += len(batch.rows)
+            if batch.resent:
+                log.warning("OTLP export: %d spans sent again (compacted together with unsent ones)", batch.resent)
             sent += len(batch.rows)
 
     async def run(self, sleep: Callable[[float], Any] = asyncio.sleep) -> None:

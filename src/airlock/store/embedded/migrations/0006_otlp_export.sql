@@ -1,7 +1,9 @@
--- How far the OTLP exporter has sent each writer's spans on: rows sent, counted along the writer's
--- segments in order (compaction keeps that order), so a restart resends nothing.
+-- How far the OTLP exporter has sent each writer's spans on: every segment of the writer up to seq_done,
+-- and, of the segment being sent (by file name, which never changes once written), partial_rows rows.
 CREATE TABLE otlp_export_cursor (
-    writer     TEXT PRIMARY KEY,
-    rows_sent  INTEGER NOT NULL,
-    updated_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+    writer       TEXT PRIMARY KEY,
+    seq_done     INTEGER NOT NULL,
+    partial      TEXT,
+    partial_rows INTEGER NOT NULL DEFAULT 0,
+    updated_at   TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
