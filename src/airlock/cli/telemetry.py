@@ -143,6 +143,9 @@ def query(
     except QueryError as e:
         raise click.UsageError(str(e)) from None
     elapsed = time.monotonic() - started
+    if result.spans_total == 0 and fmt == "table":
+        make_console().print("no spans match")
+        return
     notes = [
         f"{result.spans_total:,} spans in {result.groups_total:,} groups; top {len(result.rows)} by {spec.sort}"
         f" ({elapsed:.2f} s{f', {result.copies_built} segment copies built' if result.copies_built else ''})",
@@ -206,7 +209,10 @@ def slices(
     if fmt != "table":
         _emit(list(rows[0]) if rows else ["rank", "slice"], rows, fmt, "", [])
         return
-    rate = report.failures / report.spans if report.spans else 0.0
+    if report.spans == 0:
+        make_console().print("no spans in the window")
+        return
+    rate = report.failures / report.spans
     notes = [
         f"{report.spans:,} spans, {report.failures:,} failed ({report.outcome}; {rate:.2%});"
         f" {report.tried:,} slices counted, Bonferroni over {report.hypotheses:,} possible; {elapsed:.2f} s",
