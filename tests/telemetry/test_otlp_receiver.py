@@ -224,3 +224,13 @@ def test_query_and_traces_see_received_attributes(gw: Gateway) -> None:
     wait_recorded(gw.data_dir, 2, where="attributes['cohort'] = 'beta-7'")
     result = run_query(DataDir.at(gw.data_dir), QuerySpec(where=(Filter.parse("cohort=beta-7"),), by=("source",)))
     assert {r["source"]: r["spans"] for r in result.rows} == {None: 1, "otlp": 1}
+
+
+def test_durable_mode_answers_after_the_spans_are_synced(sims: dict[str, Sim], tmp_path: Path) -> None:
+    g = Gateway(write_config(tmp_path, sims, recorder={"durable": True, "segment_max_age_s": 0.2}))
+    try:
+        r = httpx.post(f"{g.url}/v1/traces", json=json_payload(span_id="00f067aa0ba902bc"), headers=AUTH)
+        assert r.status_code == 200 and r.json() == {}
+        assert wait_recorded(g.data_dir, 1, where="span_id = '00f067aa0ba902bc'")[0]["kind"] == "retrieval"
+    finally:
+        g.stop()
