@@ -8,6 +8,7 @@
     ├── Conflict            409       an idempotent write repeated with a different body
     ├── PayloadTooLarge     413       body over server.max_body_bytes
     ├── Unprocessable       422       well-formed JSON that fails validation (lists each error)
+    ├── UnsupportedMediaType 415      a body in a content type or encoding the endpoint does not take
     ├── RecorderUnavailable 503       recorder cannot persist and policy says refuse
     ├── InternalError       500       a defect; logged with its traceback, recorded, answered as problem+json
     ├── EgressRefused                 a destination outside the configured allow-list
@@ -87,6 +88,12 @@ class PayloadTooLarge(AirlockError):
     status = 413
     slug = "payload-too-large"
     title = "Request body too large"
+
+
+class UnsupportedMediaType(AirlockError):
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported content type or encoding"
 
 
 class RecorderUnavailable(AirlockError):

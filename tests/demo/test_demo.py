@@ -21,7 +21,10 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
     assert "Explore the record" in run.stdout and "Tasks that did not complete" in run.stdout
     assert "Tail sampling" in run.stdout and "sample status -c" in run.stdout
     reader = DuckDBSpanReader(DataDir.at(root / "data"))
-    by_status = {r["status"]: r["n"] for r in reader.sql("SELECT status, count(*) AS n FROM spans GROUP BY 1")}
+    by_status = {
+        r["status"]: r["n"]
+        for r in reader.sql('SELECT status, count(*) AS n FROM spans WHERE "airlock.source" IS NULL GROUP BY 1')
+    }
     assert by_status["ok"] > 8 and by_status["error"] == 2
     cancelled = reader.sql("SELECT \"airlock.task\" AS task, error_message FROM spans WHERE status = 'cancelled'")
     assert "task-abandoned" in {c["task"] for c in cancelled}, cancelled
@@ -43,3 +46,11 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
     assert 0 < bill.total.inference_share < 0.5
     energy = energy_report(config, ["model_tier"])
     assert energy.total["calls"] > 8 and energy.total["tokens_per_j"] > 0 and not energy.no_energy
+    # the OpenTelemetry-instrumented bot: its spans joined the gateway's, and its planted slice is named first
+    assert "1. airlock.prompt.version=v8 & client.region=ap-south-1" in run.stdout
+    joined = reader.sql(
+        """SELECT count(DISTINCT o.trace_id) AS n FROM spans o JOIN spans g USING (trace_id)
+           WHERE o."airlock.source" = 'otlp' AND g.kind = 'model.chat' AND g.parent_span_id = o.span_id"""
+    )
+    assert joined[0]["n"] == 180  # every bot trace: the gateway's span under the app's root span
+

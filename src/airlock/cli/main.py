@@ -12,6 +12,7 @@ from airlock.cli.energy import energy
 from airlock.cli.records import blob, status, traces
 from airlock.cli.replay import replay
 from airlock.cli.sampling import sample
+from airlock.cli.telemetry import query, slices
 from airlock.cli.tokens import tokens
 from airlock.config import load_config
 from airlock.errors import ConfigError
@@ -136,6 +137,8 @@ cli.add_command(replay)
 cli.add_command(cost)
 cli.add_command(energy)
 cli.add_command(sample)
+cli.add_command(query)
+cli.add_command(slices)
 
 
 def main() -> None:

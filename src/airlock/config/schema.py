@@ -277,6 +277,46 @@ class Sampling(Strict):
     max_spans_per_trace: int = Field(10_000, gt=0)
     max_keys: int = Field(10_000, gt=0)
     seed: int = 0
+class OtlpReceiver(Strict):
+    """POST /v1/traces on the gateway: OTLP/HTTP spans in, authenticated with the same API keys."""
+
+    enabled: bool = True
+
+
+class OtlpExport(Strict):
+    """Send the record's spans on to a collector (OTLP/HTTP protobuf), from a background task that tails
+    new segments; a cursor in the state database means a restart resends nothing."""
+
+    endpoint: str  # e.g. http://otel-collector:4318/v1/traces; the only address the exporter may reach
+    headers_env: dict[str, str] = Field(default_factory=dict)  # header -> NAME of an environment variable
+    interval_s: float = Field(5.0, gt=0)
+    max_spans_per_request: int = Field(2_000, gt=0, le=100_000)
+    timeout_s: float = Field(10.0, gt=0)
+    gzip: bool = True
+    include_received: bool = False  # also send spans that arrived over OTLP (they came from a collector)
+    backfill: bool = False  # on the exporter's very first start, also send the spans already recorded
+    service_name: str = "airlock"
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, e.g. http://otel-collector:4318/v1/traces")
+        return v
+
+    @field_validator("headers_env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for header, env in v.items():
+            if not env.replace("_", "").isalnum():
+                raise ValueError(f"{header}: must name an environment variable, not hold the secret")
+        return v
+
+
+class Telemetry(Strict):
+    otlp_receiver: OtlpReceiver = OtlpReceiver()
+    otlp_export: OtlpExport | None = None
 
 
 class Config(Strict):
@@ -292,6 +332,7 @@ class Config(Strict):
     ledger: LedgerSettings = LedgerSettings()
     energy: EnergySettings = EnergySettings()
     sampling: Sampling = Sampling()
+    telemetry: Telemetry = Telemetry()
 
     @model_validator(mode="after")
     def _references(self) -> Config:

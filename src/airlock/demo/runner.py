@@ -28,6 +28,7 @@ from airlock.demo.texts import MIX, QUESTIONS
 from airlock.demo.workload import TaskResult, ask_support, run_task
 from airlock.sampling.demo import DEMO_SAMPLING, sampling_demo
 from airlock.store.embedded import DataDir, DuckDBSpanReader
+from airlock.telemetry.demo import send_instrumented_traffic, show_slices
 from airlock.tokens.drift import drift_cells
 
 KEYS = {"acme": "sk-demo-acme", "globex": "sk-demo-globex"}
@@ -236,7 +237,7 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
                sum(coalesce("gen_ai.usage.cache_read.input_tokens", 0)) AS cached,
                quantile_cont(duration_ms, 0.5) AS p50_ms,
                quantile_cont(duration_ms, 0.95) AS p95_ms
-        FROM spans GROUP BY 1 ORDER BY calls DESC""")
+        FROM spans WHERE "airlock.source" IS NULL GROUP BY 1 ORDER BY calls DESC""")
     t = Table(title="The record, by the region that answered")
     for col in (
         "region",
@@ -389,13 +390,16 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         console.print(f"gateway on http://127.0.0.1:{gw_port}/v1, config {config}")
         results = run_workload(f"http://127.0.0.1:{gw_port}/v1", tasks, f"http://127.0.0.1:{eu_port}", console)
         post_demo_costs(f"http://127.0.0.1:{gw_port}/v1", KEYS, results, console)
-        expected = sum(max(r.steps, 1) for r in results) + sum(MIX.values())
+        otel = send_instrumented_traffic(f"http://127.0.0.1:{gw_port}/v1", KEYS["acme"])  # OTLP in, a planted slice
+        console.print(f"support-bot (OpenTelemetry SDK): {otel.traces} traces, {otel.spans} spans sent over OTLP")
+        expected = sum(max(r.steps, 1) for r in results) + sum(MIX.values()) + otel.traces + otel.spans
         reader = DuckDBSpanReader(DataDir.at(root / "data"))
         _wait_recorded(reader, expected)
         _stop(gateway)  # a clean stop flushes the last segment
         venv_cli = Path(sys.executable).parent / "airlock"
         cli = os.path.relpath(venv_cli) if venv_cli.exists() else "airlock"
         report(console, reader, results, Path(os.path.relpath(root / "data")), cli)
+        show_slices(console, root / "data", cli)  # before sampling: the finder reads the whole record
         sampling_demo(console, config, cli)
         replay_demo(console, config, Path(os.path.relpath(root / "data")), cli)
         return 0

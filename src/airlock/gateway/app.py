@@ -29,6 +29,7 @@ from airlock.record.writer import BatchWriter
 from airlock.sampling.retention import SampledRetention
 from airlock.sampling.service import run_sampler
 from airlock.store.embedded import DataDir, DuckDBSpanReader, PackWriter, ParquetSegments, SQLiteState
+from airlock.telemetry import install as install_telemetry
 from airlock.tokens.preflight import Preflight
 
 STATE_KEY = web.AppKey("airlock_state", GatewayState)
@@ -89,6 +90,7 @@ def build_app(state: GatewayState) -> web.Application:
     app = web.Application(client_max_size=state.config.server.max_body_bytes)
     app[STATE_KEY] = state
     known_paths = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/healthz", "/metrics"}
+    known_paths.add("/v1/traces")
 
     async def models(request: web.Request) -> web.Response:
         try:
@@ -132,6 +134,7 @@ def build_app(state: GatewayState) -> web.Application:
     app.router.add_get("/metrics", metrics)
     add_ledger_routes(app, state)
     add_energy_routes(app, state)
+    install_telemetry(app, state)  # POST /v1/traces (OTLP in) and the OTLP exporter
     app.router.add_route("*", "/{tail:.*}", fallback)
 
     async def calibrate() -> None:

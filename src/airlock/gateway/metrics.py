@@ -25,6 +25,10 @@ class GatewayMetrics:
         self.attempts: dict[str, int] = {}  # "upstream|outcome" -> count
         self.latency: dict[str, list[float]] = {}  # endpoint -> bucket counts (+inf last), sum at end
         self.in_flight = 0
+        # OTLP: spans accepted/rejected by /v1/traces, requests refused whole, spans exported on
+        self.otlp: dict[str, int] = dict.fromkeys(
+            ("accepted", "rejected", "requests_rejected", "exported", "export_failures"), 0
+        )
 
     def request_done(self, endpoint: str, status: int, ms: float) -> None:
         key = _REQUEST_KEYS.get((endpoint, status // 100))
@@ -47,6 +51,7 @@ class GatewayMetrics:
             "attempts": dict(self.attempts),
             "latency": {k: list(v) for k, v in self.latency.items()},
             "in_flight": self.in_flight,
+            "otlp": dict(self.otlp),
         }
 
 
@@ -82,6 +87,7 @@ def render(statuses: Iterable[dict[str, Any]]) -> str:
     attempts: dict[str, int] = {}
     latency: dict[str, list[float]] = {}
     totals = {k: 0 for k in ("queue_depth", "accepted", "spilled", "dropped", "written", "in_flight")}
+    otlp: dict[str, int] = {}
     workers = errors = 0
     for st in statuses:
         workers += 1
@@ -92,6 +98,8 @@ def render(statuses: Iterable[dict[str, Any]]) -> str:
             requests[k] = requests.get(k, 0) + v
         for k, v in (st.get("attempts") or {}).items():
             attempts[k] = attempts.get(k, 0) + v
+        for k, v in (st.get("otlp") or {}).items():
+            otlp[k] = otlp.get(k, 0) + int(v)
         for k, hist in (st.get("latency") or {}).items():
             acc = latency.setdefault(k, [0.0] * len(hist))
             for i, x in enumerate(hist):
@@ -139,4 +147,19 @@ def render(statuses: Iterable[dict[str, Any]]) -> str:
     ]
     for name, help_text, value in counters:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+    lines += [
+        "# HELP airlock_otlp_spans_total Spans received on /v1/traces, by outcome (a rejected span is not recorded).",
+        "# TYPE airlock_otlp_spans_total counter",
+        f'airlock_otlp_spans_total{{outcome="accepted"}} {otlp.get("accepted", 0)}',
+        f'airlock_otlp_spans_total{{outcome="rejected"}} {otlp.get("rejected", 0)}',
+        "# HELP airlock_otlp_requests_rejected_total OTLP export requests refused whole (unreadable, unauthorised).",
+        "# TYPE airlock_otlp_requests_rejected_total counter",
+        f"airlock_otlp_requests_rejected_total {otlp.get('requests_rejected', 0)}",
+        "# HELP airlock_otlp_exported_spans_total Spans sent on to the configured OTLP collector.",
+        "# TYPE airlock_otlp_exported_spans_total counter",
+        f"airlock_otlp_exported_spans_total {otlp.get('exported', 0)}",
+        "# HELP airlock_otlp_export_failures_total Export attempts the collector did not accept (retried).",
+        "# TYPE airlock_otlp_export_failures_total counter",
+        f"airlock_otlp_export_failures_total {otlp.get('export_failures', 0)}",
+    ]
     return "\n".join(lines) + "\n"

@@ -14,7 +14,8 @@ _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 
 # Kinds of span (the `kind` column): model.chat, model.completion, model.embedding and gateway.reject are
 # written by the gateway; tool, email, retrieval, human_review, agent and otlp are for what other
-# capabilities record.
+# capabilities record. A span received over OTLP has airlock.source = 'otlp' and the GenAI kind its
+# gen_ai.operation.name names, else kind 'otlp'; the gateway's own spans leave airlock.source empty.
 
 # (number, description, columns added)
 SPAN_MIGRATIONS: list[tuple[int, str, list[tuple[str, pa.DataType]]]] = [
@@ -129,6 +130,14 @@ SPAN_MIGRATIONS.append(
         2,
         "the request's dominant script and the model name sent upstream, for drift per model and script (tokens)",
         [("airlock.script", _S), ("airlock.upstream.model", _S)],
+    ),
+)
+
+SPAN_MIGRATIONS.append(
+    (
+        4,
+        "spans received over OTLP: where a row came from, the OpenTelemetry span kind and instrumentation scope",
+        [("airlock.source", _S), ("otel.span_kind", _S), ("otel.scope.name", _S)],
     ),
 )
 
