@@ -93,3 +93,27 @@ def test_a_bad_recording_names_its_line(tmp_path: Path) -> None:
     path.write_text('{"device": "g", "t_ns": 1, "energy_mj": 2}\n{"device": "g"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:2"):
         load_recording(path)
+
+
+def test_one_long_call_among_many_short_ones_is_attributed_as_by_a_full_scan() -> None:
+    """Regression: the scan of calls in flight started after the first unfinished call, so one long call
+    made every interval rescan every later call (quadratic). The in-flight set must give the same split
+    as checking every call against every interval."""
+    work = [Work("long", T0, T0 + 9 * S, T0 + 50 * MS, 3000, 900)]
+    work += [
+        Work(f"s{i}", T0 + i * 40 * MS, T0 + i * 40 * MS + 120 * MS, T0 + i * 40 * MS + 20 * MS, 50 + i % 7, 10 + i % 5)
+        for i in range(200)
+    ]
+    readings = trace("gpu-0", [(w.start_ns, w.end_ns) for w in work], seconds=10.0)
+    att = attribute(readings, work, counter_update_ns=100 * MS)
+    expected: dict[str, float] = {}
+    for a, b in itertools.pairwise(readings):
+        shares = [(w.span_id, w.tokens_in(a.t_ns, b.t_ns)) for w in work]
+        total = sum(t for _, t in shares if t > 0)
+        for span_id, tokens in shares:
+            if tokens > 0 and b.energy_mj >= a.energy_mj:
+                expected[span_id] = expected.get(span_id, 0.0) + (b.energy_mj - a.energy_mj) / 1000 * tokens / total
+    assert att.joules.keys() == expected.keys()
+    for span_id, joules in expected.items():
+        assert att.joules[span_id] == pytest.approx(joules, rel=1e-9)
+    assert att.attributed_j + att.idle_j == pytest.approx(att.read_j, rel=1e-12)

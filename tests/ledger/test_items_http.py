@@ -74,6 +74,17 @@ def test_a_batch_is_stored_all_or_nothing(gw: Gateway) -> None:
         (b'{"id": "x", "category": "tool", "amount_usd": 1}', 422, "trace_id or task"),
         (b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t", "colour": "red"}', 422, "colour"),
         (b'{"items": []}', 422, "items"),
+        # accepted and then never billed, or a 500 from an overflow, before a time range was enforced
+        (
+            b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t", "occurred_at": "2200-01-01T00:00:00Z"}',
+            422,
+            "occurred_at",
+        ),
+        (
+            b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t", "occurred_at": "9999-12-31T00:00:00"}',
+            422,
+            "occurred_at",
+        ),
     ],
 )
 def test_bad_items_get_problem_documents(gw: Gateway, body: bytes, status: int, needle: str) -> None:

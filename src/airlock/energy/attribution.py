@@ -62,7 +62,8 @@ def attribute(readings: list[Reading], work: list[Work], counter_update_ns: int)
     for w in ordered:
         if w.end_ns - w.start_ns < counter_update_ns:
             out.approximate.add(w.span_id)
-    first = 0  # ordered[:first] ended before the current interval
+    active: list[Work] = []  # calls begun before the interval's end and not ended before its start
+    nxt = 0  # ordered[nxt:] have not begun yet
     for a, b in itertools.pairwise(readings):
         if b.t_ns <= a.t_ns:
             continue
@@ -75,12 +76,14 @@ def attribute(readings: list[Reading], work: list[Work], counter_update_ns: int)
         out.read_j += joules
         short = b.t_ns - a.t_ns < counter_update_ns
         out.short_intervals += short
-        while first < len(ordered) and ordered[first].end_ns < a.t_ns:
-            first += 1  # sorted by start, so this only skips a prefix; later ones are checked below
+        # Only the calls in flight are looked at: one long call must not make every interval rescan the
+        # calls that began after it (that was quadratic: 39 s instead of 0.5 s for 30,000 calls).
+        while nxt < len(ordered) and ordered[nxt].start_ns < b.t_ns:
+            active.append(ordered[nxt])
+            nxt += 1
+        active = [w for w in active if w.end_ns >= a.t_ns]
         shares: list[tuple[str, float]] = []
-        for w in ordered[first:]:
-            if w.start_ns >= b.t_ns:
-                break
+        for w in active:
             tokens = w.tokens_in(a.t_ns, b.t_ns)
             if tokens > 0:
                 shares.append((w.span_id, tokens))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airlock.store.embedded import SQLiteState
 
@@ -45,6 +45,17 @@ class LineItemIn(BaseModel):
     vendor: str | None = Field(None, max_length=128)
     description: str | None = Field(None, max_length=500)
     attributes: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _when(cls, value: datetime | None) -> datetime | None:
+        # The record holds nanoseconds since 1970 in a signed 64-bit integer (to 2262); a bill is read up
+        # to 2116. A time outside that is refused here rather than stored and never billed.
+        if value is not None:
+            utc = value if value.tzinfo else value.replace(tzinfo=UTC)
+            if not datetime(1970, 1, 1, tzinfo=UTC) <= utc < datetime(2116, 1, 1, tzinfo=UTC):
+                raise ValueError("occurred_at must fall between 1970 and 2115")
+        return value
 
     @model_validator(mode="after")
     def _amount(self) -> LineItemIn:
