@@ -239,7 +239,7 @@ def test_the_samplers_files_are_merged_as_passes_pile_up(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("reserve", [0.0, 1.0])
-def test_the_bill_stays_unbiased_once_sampling_prunes_the_record(tmp_path: Path, reserve: float) -> None:
+def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_path: Path, reserve: float) -> None:
     """Regression: the cost report read the pruned record unweighted (the bill fell from $7.20 to $1.46).
     A kept trace now counts 1/p times, and a dropped trace kept only as replay reserve counts zero times."""
     from airlock.ledger.lines import build_bill
@@ -259,12 +259,24 @@ def test_the_bill_stays_unbiased_once_sampling_prunes_the_record(tmp_path: Path,
             bill.close()
         return row[0]["usd"], row[0]["n"]
 
+    def query() -> dict[str, Any]:
+        from airlock.query import QuerySpec, run_query
+
+        return run_query(data, QuerySpec(by=("airlock.tenant",), limit=10), cfg).rows
+
     exact, traces = inference()
+    counted = {r["airlock.tenant"]: r for r in query()}  # builds the query copies of the unpruned segments
     SamplingPass(cfg, data).run(now_ns=T0 + 10**12)
     assert segments.compact("w1", 16) == 20
     estimated, present = inference()
     assert present == traces if reserve else present < traces / 2  # pruned, unless all are in the reserve
     assert estimated == pytest.approx(exact, rel=0.05)
+    # airlock query weights the same way; its copy of the merged segment is not joined from the unstamped ones
+    for row in query():
+        before = counted[row["airlock.tenant"]]
+        assert row["spans"] == pytest.approx(before["spans"], rel=0.05)
+        assert row["errors"] == pytest.approx(before["errors"], abs=1)  # every error trace is kept, at p = 1
+        assert row["input_tokens"] == pytest.approx(before["input_tokens"], rel=0.05)
 
 
 def test_a_failing_pass_does_not_end_the_sampler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -164,6 +164,19 @@ def _concat_copies(parts: list[Segment], target: Path) -> None:
     os.replace(tmp, target)
 
 
+def _stamped(meta: pq.FileMetaData) -> bool:
+    """Whether a segment's spans carry tail sampling's adjusted counts (from the column statistics)."""
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    if "airlock.sample.rate" not in names:
+        return False
+    i = names.index("airlock.sample.rate")
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(i).statistics
+        if stats is None or not stats.has_null_count or stats.null_count < meta.row_group(g).num_rows:
+            return True
+    return False
+
+
 def ensure_copies(data: DataDir, attempts: int = 3) -> CopySet:
     """A query copy for every live span segment: existing ones reused, a compacted segment's made by
     joining its inputs' copies, the others built; copies of segments no longer live are removed. A
@@ -187,9 +200,10 @@ def _ensure_copies(data: DataDir) -> CopySet:
         target = folder / seg.path.name
         if not target.exists():
             parts = _tiling(seg, existing)
-            if parts is not None and _rows(parts) == pq.ParquetFile(seg.path).metadata.num_rows:
+            meta = pq.ParquetFile(seg.path).metadata
+            if parts is not None and _rows(parts) == meta.num_rows and not _stamped(meta):
                 _concat_copies(parts, target)
-            else:  # a compaction that also dropped rows (tail sampling) needs a copy of its own
+            else:  # a compaction that dropped rows or stamped adjusted counts (tail sampling): a copy of its own
                 build_copy(seg.path, target)
             built += 1
         paths.append(target)

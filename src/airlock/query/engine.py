@@ -153,7 +153,10 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
             f" {col('gen_ai.usage.cache_read.input_tokens', 'BIGINT')} AS tcached,"
             f" {col('airlock.usage.reasoning_tokens', 'BIGINT')} AS treason,"
             f" {col('airlock.upstream', 'VARCHAR')} AS up, {col('airlock.upstream.model', 'VARCHAR')} AS upm,"
-            f" start_ns // {NS_PER_DAY} AS day"
+            f" start_ns // {NS_PER_DAY} AS day,"
+            # tail sampling: a kept span stands for 1/p (its adjusted count), one kept only as replay
+            # reserve for none; a span the sampler has not pruned stands for itself
+            f" coalesce({col('airlock.sample.rate', 'DOUBLE')}, 1.0) AS w"
             f" FROM read_parquet([{listing}], union_by_name=true) WHERE {where}"
         )
         has_prices = config is not None and any(m.prices for u in config.upstreams for m in u.models)
@@ -167,10 +170,10 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
         priced = register_prices(con, config, [(str(a), str(b), int(c)) for a, b, c in price_keys]) and bool(price_keys)
         cost = (
             "sum(CASE WHEN b.tin IS NOT NULL AND b.tout IS NOT NULL AND p.day IS NOT NULL THEN"
-            " (b.tin - least(coalesce(b.tcached, 0), b.tin)) * p.input"
+            " ((b.tin - least(coalesce(b.tcached, 0), b.tin)) * p.input"
             " + least(coalesce(b.tcached, 0), b.tin) * p.cached"
             " + (b.tout - least(coalesce(b.treason, 0), b.tout)) * p.output"
-            " + least(coalesce(b.treason, 0), b.tout) * p.reasoning + p.per_call END)"
+            " + least(coalesce(b.treason, 0), b.tout) * p.reasoning + p.per_call) * b.w END)"
             if priced
             else "NULL::DOUBLE"
         )
@@ -180,9 +183,11 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
         select_keys = ", ".join([*(f"b.{g}" for g in gcols), ""])
         group = f"GROUP BY {', '.join(f'b.{g}' for g in gcols)}" if gcols else ""
         cheap = (
-            f"SELECT {select_keys} count(*) AS spans, count_if(b.status = 'error') AS errors,"
-            f" count_if(b.status = 'error') / count(*) AS error_rate,"
-            f" sum(b.tin) AS input_tokens, sum(b.tout) AS output_tokens, {cost} AS cost_usd"
+            f"SELECT {select_keys} round(sum(b.w))::BIGINT AS spans,"
+            f" round(sum(CASE WHEN b.status = 'error' THEN b.w ELSE 0 END))::BIGINT AS errors,"
+            f" sum(CASE WHEN b.status = 'error' THEN b.w ELSE 0 END) / nullif(sum(b.w), 0) AS error_rate,"
+            f" round(sum(b.tin * b.w))::BIGINT AS input_tokens, round(sum(b.tout * b.w))::BIGINT AS output_tokens,"
+            f" {cost} AS cost_usd"
             f" FROM ({base}) b{join} {group}"
         )
         percentiles = "quantile_cont(b.duration_ms, [0.5, 0.95, 0.99])"
@@ -194,7 +199,7 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
         # the totals come from the same materialised groups (a window over a million groups cost more)
         totals = "tot AS (SELECT count(*) AS groups_total, sum(spans) AS spans_total FROM g)"
         if spec.sort.startswith("p9") or spec.sort == "p50_ms":
-            full = cheap.replace("count(*) AS spans,", f"count(*) AS spans, {percentiles} AS pct,", 1)
+            full = cheap.replace(" AS spans,", f" AS spans, {percentiles} AS pct,", 1)
             sql = (
                 f"WITH g AS MATERIALIZED ({full}), {totals}"
                 f" SELECT g.*, pct[1] AS p50_ms, pct[2] AS p95_ms, pct[3] AS p99_ms, tot.*"

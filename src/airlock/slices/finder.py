@@ -210,10 +210,12 @@ def _selected(paths: list[Path], columns: set[str], opts: SliceOptions) -> pa.Ar
         con.close()
 
 
-def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.ndarray, list[_Dimension], str]:
+def _load(
+    data: DataDir, opts: SliceOptions, config: Config | None
+) -> tuple[np.ndarray, list[_Dimension], str, bool]:
     copies = ensure_copies(data)
     if not copies.paths:
-        return np.zeros(0, dtype=bool), [], ""
+        return np.zeros(0, dtype=bool), [], "", False
     columns = copies.columns()
     dims = [c for c in DIMENSION_COLUMNS if c in columns] + sorted(c for c in columns if c.startswith(ATTR_PREFIX))
     measures = [
@@ -226,6 +228,7 @@ def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.
             "gen_ai.usage.output_tokens",
             "airlock.upstream",
             "airlock.upstream.model",
+            "airlock.sample.rate",
         )
         if c in columns
     ]
@@ -237,8 +240,14 @@ def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.
     table = pa.concat_tables(parts, promote_options="permissive")
     if opts.where or opts.since_ns is not None or opts.until_ns is not None:
         table = table.filter(_selected(copies.paths, columns, opts))
+    sampled = False
+    if "airlock.sample.rate" in table.column_names:
+        rate = table.column("airlock.sample.rate")
+        sampled = rate.null_count < len(rate)
+        if sampled:  # a dropped trace kept only as replay reserve (adjusted count 0) stands for no traffic
+            table = table.filter(pc.fill_null(pc.not_equal(rate, 0.0), True))
     if table.num_rows == 0:
-        return np.zeros(0, dtype=bool), [], ""
+        return np.zeros(0, dtype=bool), [], "", sampled
     failed, what = _outcome(table, opts.metric, config)
     min_support = opts.min_support or max(20, int(table.num_rows * 0.0005))
     out = []
@@ -246,7 +255,7 @@ def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.
         enc = _dictionary_codes(table.column(d), min_support)
         if enc is not None:
             out.append(_Dimension(_dimension_label(d), enc[0], enc[1]))
-    return failed, out, what
+    return failed, out, what, sampled
 
 
 class _Search:
@@ -366,9 +375,14 @@ def _beyond_higher_ranks(
 def find_slices(data: DataDir, opts: SliceOptions, config: Config | None = None) -> SliceReport:
     if opts.metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}")
-    failed, dims, what = _load(data, opts, config)
+    failed, dims, what, sampled = _load(data, opts, config)
     n, f = len(failed), int(failed.sum())
     report = SliceReport(opts.metric, what, n, f, 0)
+    if sampled:
+        report.notes.append(
+            "the record is tail-sampled: these are the spans kept (every error trace, the rest at per-key"
+            " rates), so the rates compared are the kept record's; `airlock query` gives adjusted counts"
+        )
     if n == 0:
         report.notes.append("no spans in the window")
         return report
