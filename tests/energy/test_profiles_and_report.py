@@ -139,3 +139,24 @@ def test_report_measures_where_readings_cover_and_spreads_idle(tmp_path: Path) -
     assert rows["measured"]["joules"] == pytest.approx(device.read_j * 1.1)
     assert rows["profile"]["calls"] == 1 and math.isclose(rows["profile"]["joules"], 0.1 * 1000 + 100)
     assert device.short_intervals > 0 and rows["measured"]["approximate_calls"] == 2
+
+
+def test_a_zero_length_call_counts_itself_among_the_calls_in_flight() -> None:
+    """Regression: the count at a zero-length call's instant was taken after its own end, so it left
+    itself out (two calls starting together gave 1 instead of 2). Checked against a brute-force count."""
+    import random
+
+    import numpy as np
+
+    from airlock.energy.batch import mean_concurrency
+
+    assert mean_concurrency(np.array(["u", "u"]), np.array([37, 37]), np.array([37, 40])).tolist() == [2.0, 1.0]
+    for trial in range(300):
+        rng = random.Random(trial)
+        n = rng.randint(1, 6)
+        start = np.array([rng.randint(0, 50) for _ in range(n)])
+        end = start + np.array([rng.choice([0, 0, rng.randint(0, 20)]) for _ in range(n)])
+        got = mean_concurrency(np.array(["u"] * n), start, end)
+        for i in np.flatnonzero(start == end):
+            in_flight = sum(1 for j in range(n) if start[j] <= start[i] <= end[j])
+            assert got[i] == in_flight, (trial, i)

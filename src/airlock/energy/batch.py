@@ -29,8 +29,12 @@ def mean_concurrency(upstream: np.ndarray, start_ns: np.ndarray, end_ns: np.ndar
         integral = area[hi] - area[lo]
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.where(dur > 0, integral / dur, 0.0)
-        # A zero-length span: the count in flight at its instant.
-        instant = level[np.searchsorted(times, s, side="right") - 1]
+        # A zero-length span: the count in flight at its instant, itself included: what was in flight just
+        # before it, plus everything that starts at that instant (starts sort before ends at equal times).
+        first = np.searchsorted(times, s, side="left")
+        before = np.where(first > 0, level[np.maximum(first - 1, 0)], 0)
+        starts = np.sort(s)
+        instant = before + np.searchsorted(starts, s, side="right") - np.searchsorted(starts, s, side="left")
         out[idx] = np.maximum(np.where(dur > 0, mean, instant), 1.0)
     return out
 
