@@ -136,3 +136,34 @@ def test_too_many_waiting_traces_are_decided_early_oldest_first() -> None:
     decided = sampler.decide(t + 200)
     assert len(decided) == 50 and {d.early for d in decided} == {"pending"}
     assert {d.trace_id for d in decided} == {f"t{i:03d}" for i in range(50)}
+
+
+def test_a_late_error_keeps_a_trace_that_was_dropped() -> None:
+    """Regression: a trace dropped before its error span arrived (an agent pausing past the decision
+    wait) stayed dropped, error and all. Every error trace is kept: the late part is kept as an error."""
+    cfg = Sampling.model_validate(
+        {
+            "enabled": True,
+            "span_budget_per_hour": 1000,
+            "decision_wait_s": 30,
+            "rare": {"enabled": False},
+            "slow": {"quantile": None},
+            "costly": {"quantile": None},
+        }
+    )
+    sampler = Sampler(cfg)
+    t = 10**18
+    for i in range(20000):  # enough traffic on the key that its rate falls well below 1
+        sampler.add(span(f"{i:032x}", "k", t + i * 10**6), t)
+    sampler.decide(t + SEC)
+    for j in range(20):
+        sampler.add(span(f"{j:02x}" * 16, "k", t + 2 * SEC, root=False), t + 2 * SEC)
+    dropped = [d.trace_id for d in sampler.decide(t + 40 * SEC) if not d.keep]
+    assert dropped
+    late = dropped[0]
+    sampler.add(span(late, "k", t + 45 * SEC, status="error", root=False), t + 45 * SEC)
+    sampler.add(span(late, "k", t + 46 * SEC, root=False), t + 46 * SEC)  # and what follows the error
+    decisions = [d for d in sampler.decide(t + 90 * SEC) if d.trace_id == late]
+    assert [(d.keep, d.reason, d.probability, d.traces, d.spans, d.errors) for d in decisions] == [
+        (True, "error", 1.0, 0, 2, 1)
+    ]

@@ -106,6 +106,12 @@ class Sampler:
             self._backlog += self._decide_batch([state], "spans")
 
     def _add_late(self, span: SpanFacts, known: _Remembered) -> None:
+        if span.status == "error" and not known.keep:
+            # Every error trace is kept, also one whose error came after it was dropped (an agent that
+            # paused past the decision wait, a worker that flushed late): what is left of it is kept now.
+            known.keep, known.reason, known.probability = True, "error", 1.0
+            if (pending := self._late.get(span.trace_id)) is not None:
+                pending.keep, pending.reason, pending.probability = True, "error", 1.0
         late = self._late.get(span.trace_id)
         if late is None:
             self._late[span.trace_id] = self._late_decision(span, known)
