@@ -21,7 +21,7 @@ DEMO_SAMPLING = {
     "enabled": True,
     "interval_s": 1.0,
     "decision_wait_s": 2.0,
-    "span_budget_per_hour": 3000,
+    "span_budget_per_hour": 40_000,  # the demo sends a burst of ~1,300 spans in under a minute
     "keep_statuses": ["error", "cancelled"],
     "rare": {"warmup_traces": 40, "below": 0.02},  # a short run: count signatures as rare early
     "replay_reserve": 1.0,
