@@ -1,7 +1,7 @@
 import orjson
 
 from airlock.gateway.sse import UsageFilter
-from airlock.record.enrich import from_sse_response
+from airlock.record.enrich import _telling_events, from_sse_response
 
 
 def event(doc: dict) -> bytes:
@@ -100,12 +100,20 @@ def test_reading_a_stream_without_its_text_finds_what_reading_every_event_finds(
         "multi_line": _stream(_chunk(0, {"content": "a"})).replace(b"data: [DONE]", multi_line + b"data: [DONE]"),
         "torn": openai_style[: len(openai_style) // 2],
     }
+    streams["spaced_colons"] = streams["openai"].replace(b'"usage":{', b'"usage" : {').replace(
+        b'"finish_reason":"', b'"finish_reason" : "'
+    )
+    streams["first_not_json"] = b"data: hello\n\n" + streams["openai"]
     for name, raw in streams.items():
         full = from_sse_response(raw)
         full.pop("_text")
         fast = from_sse_response(raw, want_text=False)
         fast.pop("_text", None)
         assert fast == full, name
+    # the fast path is taken for the shapes servers send, and refused where its markers could miss
+    fast_shapes = {"openai", "spaced", "tools", "two_choices", "first_not_json", "torn"}
+    for name, raw in streams.items():
+        assert (_telling_events(raw) is not None) == (name in fast_shapes), name
     assert from_sse_response(openai_style, want_text=False)["gen_ai.usage.cache_read.input_tokens"] == 2
     assert from_sse_response(tools, want_text=False)["airlock.response.tool_call_count"] == 2
     assert from_sse_response(two_choices, want_text=False)["gen_ai.response.finish_reasons"] == ["stop", "length"]
