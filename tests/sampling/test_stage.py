@@ -198,6 +198,13 @@ def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_paylo
     kept = {d["trace_id"] for d in decisions if d["keep"]}
     assert 0 < len(kept) < 100
 
+    from airlock.query import QuerySpec, run_query
+
+    def traces_queried() -> int:
+        return run_query(data, QuerySpec(by=("trace_id",), limit=1)).groups_total
+
+    assert traces_queried() == 200  # builds the query copies of the segments gc is about to rewrite
+
     lock = os.open(data.run / "w1.lock", os.O_RDWR | os.O_CREAT)  # a live writer holds its lock
     fcntl.flock(lock, fcntl.LOCK_EX)
     with pytest.raises(GatewayRunning):
@@ -205,6 +212,7 @@ def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_paylo
     os.close(lock)
 
     result = collect(data)
+    assert traces_queried() == len(kept)  # regression: the copies of the rewritten segments were stale
     assert result.spans_removed == 3 * (200 - len(kept)) and result.blobs_released == 200 - len(kept)
     assert result.pack_bytes_after < result.pack_bytes_before
     reader = DuckDBSpanReader(data)

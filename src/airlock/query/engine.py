@@ -190,7 +190,8 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
             f" {cost} AS cost_usd"
             f" FROM ({base}) b{join} {group}"
         )
-        percentiles = "quantile_cont(b.duration_ms, [0.5, 0.95, 0.99])"
+        # latency percentiles are of the spans kept (not weighted), leaving out the replay reserve
+        percentiles = "quantile_cont(b.duration_ms, [0.5, 0.95, 0.99]) FILTER (WHERE b.w > 0)"
         if spec.sort in spec.by:  # by a group key, ascending: time buckets in order
             first = f"g{spec.by.index(spec.sort)}"
             order = f"{first} NULLS LAST" + "".join(f", {g} NULLS LAST" for g in gcols if g != first)

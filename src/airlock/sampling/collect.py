@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
+from airlock.query.copies import copies_dir
 from airlock.record import frames
 from airlock.record.schema import PAYLOAD_COLUMNS
 from airlock.sampling.retention import SampledRetention
@@ -95,6 +96,8 @@ def _prune_segments(data: DataDir, result: CollectResult) -> None:
         if hops is not None:
             _write_atomic(kept_hops, hops_path)
         _write_atomic(kept_spans, seg.path)
+        # The segment keeps its name, so its query copy would be reused as it was: remove it.
+        (copies_dir(data) / seg.path.name).unlink(missing_ok=True)
         result.segments_rewritten += 1
         result.spans_removed += spans.num_rows - kept_spans.num_rows
 
