@@ -261,7 +261,8 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
     def inference() -> tuple[float, int]:
         bill = build_bill(cfg)
         try:
-            query = "SELECT sum(usd) AS usd, count(DISTINCT trace_id) AS n FROM lines WHERE category = 'inference'"
+            query = "SELECT sum(usd * scale) AS usd, count(DISTINCT trace_id) AS n FROM lines"
+            query += " WHERE category = 'inference'"
             row = bill.sql(query)
         finally:
             bill.close()
@@ -272,13 +273,35 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
 
         return run_query(data, QuerySpec(by=("airlock.tenant",), limit=10), cfg).rows
 
+    def report() -> tuple[float, float]:
+        from airlock.ledger import cost_report
+
+        total = cost_report(cfg, []).total
+        return total.total_usd, total.tasks
+
+    # every task also posted a line item (exact: never sampled) for its trace
+    from airlock.ledger import LedgerItems, LineItemIn
+
+    items = LedgerItems(data.state_db)
+    tenants = {r["trace_id"]: r["airlock.tenant"] for r in DuckDBSpanReader(data).sql("SELECT * FROM spans")}
+    for n, (trace_id, tenant) in enumerate(sorted(tenants.items())):
+        items.add(tenant, [LineItemIn(id=f"i{n}", category="tool", amount_usd=0.001, trace_id=trace_id)])
+    items.close()
+
     exact, traces = inference()
+    bill, tasks = report()
+    assert tasks == traces
     counted = {r["airlock.tenant"]: r for r in query()}  # builds the query copies of the unpruned segments
     SamplingPass(cfg, data).run(now_ns=T0 + 10**12)
+    # decided but not yet compacted: the decisions weigh the spans already (no stamp is needed)
+    assert inference()[0] == pytest.approx(exact, rel=0.05)
+    assert report() == pytest.approx((bill, tasks), rel=0.05)
     assert segments.compact("w1", 16) == 20
     estimated, present = inference()
     assert present == traces if reserve else present < traces / 2  # pruned, unless all are in the reserve
     assert estimated == pytest.approx(exact, rel=0.05)
+    # tasks whose traces were dropped are not counted again through their posted items
+    assert report() == pytest.approx((bill, tasks), rel=0.05)
     # airlock query weights the same way; its copy of the merged segment is not joined from the unstamped ones
     for row in query():
         before = counted[row["airlock.tenant"]]

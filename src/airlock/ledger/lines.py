@@ -10,10 +10,11 @@
 - telemetry storage: the bytes the data directory holds, times its price for the retention period,
   spread over the spans by the payload bytes each brought.
 
-With tail sampling, what a kept trace cost is counted 1/p times (its adjusted count, airlock.sample.rate)
-and a dropped trace kept only as replay reserve (rate 0) not at all, so totals stay unbiased once the
-sampler has pruned the record; storage is what the data directory really holds, and posted items are
-never sampled.
+Each line's `usd` is what that one call or item cost. With tail sampling, `scale` says how many times
+it counts in a total (its trace's adjusted count from the sampler's decisions: 1/p when kept, 0 when
+dropped and kept only for replay) and `task_weight` how many tasks its task stands for, so totals and
+task counts stay unbiased once the sampler has pruned the record; storage is what the data directory
+really holds and posted items are exact, so both have scale 1.
 
 Each line carries the task (airlock.task, else the trace), tenant, feature, user, model and upstream,
 and `wasted` says why it bought nothing: failed_attempt, failed_request or abandoned_stream."""
@@ -30,6 +31,7 @@ import pyarrow as pa
 from airlock.config.schema import Config
 from airlock.ledger.items import LedgerItems, PostedCategory
 from airlock.ledger.prices import price_rows
+from airlock.sampling.store import trace_weights_sql
 from airlock.store.embedded import DataDir, DuckDBSpanReader
 
 ROW_BYTES = 512  # what a span row and its hops take in the segments beside its payloads (an estimate)
@@ -125,10 +127,12 @@ SELECT s.span_id, s.trace_id, s.start_ns, s.status, s.kind,
        coalesce(s."airlock.payload.request_bytes", 0)
          + coalesce(s."airlock.payload.response_bytes", 0) AS payload_bytes,
        s.attributes AS attributes,
-       -- tail sampling: a kept trace stands for 1/p traces (its adjusted count), a dropped trace kept only
-       -- for replay stands for none, and a span the sampler has not pruned yet stands for itself
-       coalesce(s."airlock.sample.rate", 1.0) AS weight
+       -- tail sampling: how many traces the span's trace stands for (its adjusted count when kept, 0 when
+       -- dropped and kept only for replay), from the sampler's decisions, which also hold for spans not
+       -- yet compacted, and a trace not decided stands for itself
+       coalesce(tw.weight, s."airlock.sample.rate", 1.0) AS weight
 FROM spans s
+LEFT JOIN trace_weights tw ON tw.trace_id = s.trace_id
 LEFT JOIN model_keys mk ON mk.upstream = s."airlock.upstream"
      AND mk.key = coalesce(s."airlock.upstream.model", s."gen_ai.request.model")
 LEFT JOIN route_targets rt ON rt.route = s."airlock.route" AND rt.upstream = s."airlock.upstream"
@@ -155,17 +159,17 @@ SELECT 'span' AS source,
        CASE WHEN p_in IS NULL THEN NULL
             ELSE ((in_tok - c_read - c_write) * p_in + c_read * coalesce(p_cached, 0)
                   + c_write * coalesce(p_cwrite, 0) + (out_tok - r_tok) * p_out + r_tok * coalesce(p_reason, 0))
-                 / 1e6 + p_fee END * weight AS usd,
+                 / 1e6 + p_fee END AS usd,
        NOT reported AS estimated,
        CASE status WHEN 'error' THEN 'failed_request' WHEN 'cancelled' THEN 'abandoned_stream' END AS wasted,
        trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id,
-       in_tok, out_tok
+       in_tok, out_tok, weight AS scale, weight AS task_weight
 FROM parts;
 
 INSERT INTO lines
-SELECT 'hop', 'inference', (local_in * p.p_in / 1e6 + p.p_fee) * f.weight, TRUE, 'failed_attempt',
+SELECT 'hop', 'inference', local_in * p.p_in / 1e6 + p.p_fee, TRUE, 'failed_attempt',
        f.trace_id, f.task, f.tenant, f.feature, f."user", rt.model, h.upstream, h.start_ns, f.span_id,
-       local_in, 0
+       local_in, 0, f.weight, f.weight
 FROM hops h
 JOIN span_facts f ON f.span_id = h.span_id AND f.trace_id = h.trace_id
 JOIN route_targets rt ON rt.route = f.route AND rt.upstream = h.upstream
@@ -175,8 +179,8 @@ WHERE h.outcome IN (SELECT unnest($billed::VARCHAR[])) AND local_in IS NOT NULL;
 INSERT INTO lines
 SELECT 'attribute', CASE WHEN substr(e.key, 14) IN (SELECT unnest($categories::VARCHAR[])) THEN substr(e.key, 14)
                         ELSE 'other' END,
-       TRY_CAST(e.value AS DOUBLE) * weight, FALSE, NULL,
-       trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id, NULL, NULL
+       TRY_CAST(e.value AS DOUBLE), FALSE, NULL,
+       trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id, NULL, NULL, weight, weight
 FROM (SELECT *, unnest(map_entries(attributes)) AS e FROM span_facts WHERE cardinality(attributes) > 0)
 WHERE starts_with(e.key, 'airlock.cost.') AND length(e.key) > 13
   -- a client's header is not trusted to be a price: no NaN, no infinity, nothing over $1M a span
@@ -184,7 +188,8 @@ WHERE starts_with(e.key, 'airlock.cost.') AND length(e.key) > 13
 
 INSERT INTO lines
 SELECT 'storage', 'telemetry_storage', (payload_bytes + $row_bytes) * $usd_per_weight, TRUE, NULL,
-       trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id, NULL, NULL
+       trace_id, task, tenant, feature, "user", model, upstream, start_ns, span_id, NULL, NULL,
+       1.0, weight  -- what the data directory holds is paid for as it is: never scaled
 FROM span_facts WHERE $usd_per_weight > 0;
 
 CREATE TEMP TABLE tasks AS
@@ -199,10 +204,12 @@ FROM span_facts GROUP BY trace_id;
 INSERT INTO lines
 SELECT 'item', i.category, i.amount_usd, FALSE, NULL,
        i.trace_id, coalesce(i.task, t.task, i.trace_id), i.tenant, coalesce(i.feature, t.feature, k.feature),
-       i.user_id, NULL, i.vendor, i.occurred_ns, NULL, NULL, NULL
-FROM items i
+       i.user_id, NULL, i.vendor, i.occurred_ns, NULL, NULL, NULL,
+       1.0, coalesce(tw.weight, k.weight, 1.0)  -- posted amounts are exact, and the task they belong to counts
+FROM items i                                   -- as often as its trace stands for
 LEFT JOIN trace_tasks t ON t.trace_id = i.trace_id
-LEFT JOIN tasks k ON k.tenant IS NOT DISTINCT FROM i.tenant AND k.task = i.task;
+LEFT JOIN tasks k ON k.tenant IS NOT DISTINCT FROM i.tenant AND k.task = i.task
+LEFT JOIN trace_weights tw ON tw.trace_id = i.trace_id;
 """
 
 
@@ -263,6 +270,12 @@ def _build_bill(config: Config, since_ns: int | None, until_ns: int | None) -> B
     try:
         for name, table in {**config_tables(config), "items": items}.items():
             con.register(name, table)
+        weights = trace_weights_sql(data)
+        con.execute(
+            f"CREATE TEMP VIEW trace_weights AS {weights}"
+            if weights
+            else "CREATE TEMP VIEW trace_weights AS SELECT NULL::VARCHAR AS trace_id, NULL::DOUBLE AS weight LIMIT 0"
+        )
         params = {
             "since": since_ns or 0,
             "until": until_ns or 2**62,
@@ -299,7 +312,7 @@ def _add_electricity(
         SELECT 'energy', 'electricity', e.joules / 3.6e6 * $usd_per_kwh, e.source <> 'measured',
                CASE f.status WHEN 'error' THEN 'failed_request' WHEN 'cancelled' THEN 'abandoned_stream' END,
                f.trace_id, f.task, f.tenant, f.feature, f."user", f.model, f.upstream, f.start_ns, f.span_id,
-               NULL, NULL
+               NULL, NULL, f.weight, f.weight
         FROM span_energy e JOIN span_facts f USING (span_id)
         JOIN upstream_deployments d ON d.upstream = f.upstream
         WHERE e.joules IS NOT NULL AND d.deployment IN (SELECT unnest($deployments::VARCHAR[]))""",

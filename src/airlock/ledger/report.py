@@ -123,13 +123,14 @@ def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
     keys = [f"{DIMENSIONS[d]} AS k_{d}" for d in by]
     group = [f"k_{d}" for d in by]
     select_keys = "".join(k + ", " for k in keys)
-    per_category = "".join(f"sum(l.usd) FILTER (WHERE l.category = ?) AS c{i}, " for i in range(len(categories)))
-    per_waste = "".join(f"sum(l.usd) FILTER (WHERE l.wasted = '{w}') AS w_{w}, " for w in WASTE)
+    usd = "l.usd * l.scale"  # a line counts as often as its trace stands for (tail sampling)
+    per_category = "".join(f"sum({usd}) FILTER (WHERE l.category = ?) AS c{i}, " for i in range(len(categories)))
+    per_waste = "".join(f"sum({usd}) FILTER (WHERE l.wasted = '{w}') AS w_{w}, " for w in WASTE)
     bill.con.register("revenue_by_feature", _revenue_table(config))
     default_revenue = config.ledger.revenue_per_task
     priced = default_revenue is not None or bool(config.ledger.revenue_per_task_by_feature)
     revenue = (
-        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) * coalesce(t.weight, 1) END)"
+        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) * lt.weight END)"
         if priced
         else "NULL::DOUBLE"
     )
@@ -139,14 +140,15 @@ def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
         f"""
         WITH m AS (
             SELECT {select_keys} {per_category} {per_waste}
-                   sum(l.usd) AS total, sum(CASE WHEN l.estimated THEN l.usd ELSE 0 END) AS est
+                   sum({usd}) AS total, sum(CASE WHEN l.estimated THEN {usd} ELSE 0 END) AS est
             FROM lines l WHERE l.usd IS NOT NULL {group_by}
         ), lt AS (
-            SELECT DISTINCT {select_keys} l.tenant, l.task
+            SELECT {select_keys} l.tenant, l.task, max(l.task_weight) AS weight
             FROM lines l WHERE l.usd IS NOT NULL AND l.task IS NOT NULL
+            GROUP BY ALL
         ), t AS (
-            SELECT {"".join(g + ", " for g in group)} sum(coalesce(t.weight, 1)) AS tasks,
-                   sum(coalesce(t.weight, 1)) FILTER (WHERE t.last_status = 'ok') AS ok, {revenue} AS revenue
+            SELECT {"".join(g + ", " for g in group)} sum(lt.weight) AS tasks,
+                   sum(lt.weight) FILTER (WHERE t.last_status = 'ok') AS ok, {revenue} AS revenue
             FROM lt LEFT JOIN tasks t ON t.tenant IS NOT DISTINCT FROM lt.tenant AND t.task = lt.task
             LEFT JOIN revenue_by_feature r ON r.feature = t.feature
             {group_by}

@@ -19,6 +19,7 @@ from airlock.config.schema import Config
 from airlock.query.copies import ensure_copies
 from airlock.query.cost import NS_PER_DAY, register_prices
 from airlock.query.fields import Fields, q
+from airlock.sampling.store import trace_weights_sql
 from airlock.store.embedded import DataDir
 
 _FILTER = re.compile(r"^\s*([^=!<>~\s][^=!<>~]*?)\s*(!=|>=|<=|=|>|<|~)\s*(.*?)\s*$", re.S)
@@ -145,6 +146,10 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
         def col(name: str, typ: str) -> str:
             return q(name) if name in columns else f"NULL::{typ}"
 
+        # tail sampling's decisions: how many traces each decided trace stands for, also before the
+        # compaction that stamps it into the spans
+        weights = trace_weights_sql(data) if "trace_id" in columns else None
+
         # the filtered scan, inlined where it is used (a view cannot hold the filter's parameters)
         base = (
             f"SELECT {', '.join([*keys, ''])} status, duration_ms,"
@@ -156,8 +161,10 @@ def _run_query(data: DataDir, spec: QuerySpec, config: Config | None) -> QueryRe
             f" start_ns // {NS_PER_DAY} AS day,"
             # tail sampling: a kept span stands for 1/p (its adjusted count), one kept only as replay
             # reserve for none; a span the sampler has not pruned stands for itself
-            f" coalesce({col('airlock.sample.rate', 'DOUBLE')}, 1.0) AS w"
-            f" FROM read_parquet([{listing}], union_by_name=true) WHERE {where}"
+            f" coalesce({'tw.weight, ' if weights else ''}{col('airlock.sample.rate', 'DOUBLE')}, 1.0) AS w"
+            f" FROM read_parquet([{listing}], union_by_name=true)"
+            + (f" LEFT JOIN ({weights}) tw USING (trace_id)" if weights else "")
+            + f" WHERE {where}"
         )
         has_prices = config is not None and any(m.prices for u in config.upstreams for m in u.models)
         price_keys = (

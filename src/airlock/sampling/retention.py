@@ -13,7 +13,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airlock.sampling.store import decisions_dir, file_listing
+from airlock.sampling.store import trace_weights_sql
 from airlock.store.embedded import DataDir
 
 
@@ -43,33 +43,25 @@ class SampledRetention:
             verdicts = self._verdicts(ids)
         if verdicts is None or verdicts.num_rows == 0:
             return spans, hops
-        dropped = pc.invert(verdicts["keep"])
-        gone = verdicts.filter(pc.and_(dropped, pc.invert(verdicts["reserve"])))["trace_id"]
+        gone = verdicts.filter(pc.and_(pc.invert(verdicts["keep"]), pc.invert(verdicts["reserve"])))["trace_id"]
         spans = spans.filter(pc.invert(pc.is_in(spans["trace_id"], gone)))
         hops = hops.filter(pc.invert(pc.is_in(hops["trace_id"], gone)))
-        # A dropped trace kept only for replay stands for no trace in any estimate: adjusted count 0.
-        reserved = verdicts.filter(pc.and_(dropped, verdicts["reserve"]))
-        n = reserved.num_rows
-        reserved = reserved.set_column(reserved.schema.get_field_index("rate"), "rate", pa.array([0.0] * n))
-        reason = pa.array(["replay reserve"] * n, pa.string())
-        reserved = reserved.set_column(reserved.schema.get_field_index("reason"), "reason", reason)
-        kept = verdicts.filter(verdicts["keep"])
-        return _stamp(spans, pa.concat_tables([kept, reserved.cast(kept.schema)])), hops
+        # Every span that stays carries how many traces its trace stands for: the adjusted count of a kept
+        # trace, 0 for one kept only as replay reserve or only for a late error.
+        return _stamp(spans, verdicts), hops
 
     def _verdicts(self, ids: pa.Table) -> pa.Table | None:
-        """Per trace among `ids` that the sampler decided: kept?, in the reserve?, rate and reason."""
-        listing = file_listing(decisions_dir(self.data))
-        if listing is None:
+        """Per trace among `ids` that the sampler decided: kept?, in the reserve?, weight and reason."""
+        weights = trace_weights_sql(self.data)
+        if weights is None:
             return None
         con = duckdb.connect(":memory:")
         try:
             con.register("ids", ids)
             return con.sql(
-                f"""SELECT d.trace_id, bool_or(d.keep) AS keep, bool_or(d.reserve) AS reserve,
-                           max(d.adjusted_count) FILTER (WHERE d.keep) AS rate,
-                           arg_max(d.reason, d.traces) FILTER (WHERE d.keep) AS reason
-                    FROM read_parquet({listing}, union_by_name=true) d JOIN ids USING (trace_id)
-                    GROUP BY d.trace_id"""
+                f"""SELECT w.trace_id, w.keep, w.reserve, w.weight AS rate,
+                           coalesce(w.reason, CASE WHEN w.reserve THEN 'replay reserve' ELSE 'dropped' END) AS reason
+                    FROM ({weights}) w JOIN ids USING (trace_id)"""
             ).to_arrow_table()
         finally:
             con.close()

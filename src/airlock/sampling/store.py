@@ -155,6 +155,25 @@ def file_listing(folder: Path) -> str | None:
     return "[" + ", ".join("'" + f.replace("'", "''") + "'" for f in files) + "]"
 
 
+# How many traces each decided trace stands for: its adjusted count (1/p) when it was kept, 0 when it was
+# dropped (its spans are gone, or kept only as replay reserve) or is only a late part kept for its error
+# (the kept traces' adjusted counts already stand for it). One row per trace, however many fragments.
+_TRACE_WEIGHTS = """
+SELECT trace_id,
+       coalesce(max(adjusted_count) FILTER (WHERE keep AND traces > 0), 0.0) AS weight,
+       bool_or(keep) AS keep, bool_or(reserve) AS reserve,
+       arg_max(reason, traces) FILTER (WHERE keep) AS reason
+FROM read_parquet({listing}, union_by_name=true) GROUP BY trace_id"""
+
+
+def trace_weights_sql(data: DataDir) -> str | None:
+    """A SELECT of (trace_id, weight, keep, reserve, reason) for every trace the sampler decided; None
+    before its first decision. Readers that count weight a span by its trace's row (a trace not in it
+    stands for itself): unlike the stamps compaction writes, it holds for spans not yet compacted."""
+    listing = file_listing(decisions_dir(data))
+    return None if listing is None else _TRACE_WEIGHTS.format(listing=listing)
+
+
 class SampledReader(DuckDBSpanReader):
     """The record with the sampler's output beside it: views `sample_decisions`, `sample_summaries`
     and `sampled_spans` (the spans of kept traces, each with its trace's adjusted count and reason)."""
