@@ -6,6 +6,8 @@ import random
 import tracemalloc
 from collections import defaultdict
 
+import pytest
+
 from airlock.config.schema import CostlyPolicy, Sampling, SlowPolicy
 from airlock.sampling import Decision, Sampler, SpanFacts
 
@@ -167,3 +169,31 @@ def test_a_late_error_keeps_a_trace_that_was_dropped() -> None:
     assert [(d.keep, d.reason, d.probability, d.traces, d.spans, d.errors) for d in decisions] == [
         (True, "error", 1.0, 0, 2, 1)
     ]
+    # kept to be seen, but it stands for no traffic: the kept traces' adjusted counts already do
+    assert decisions[0].adjusted_count == 0.0
+
+
+def test_late_errors_on_every_trace_are_estimated_once() -> None:
+    """Regression: keeping a dropped trace's late error at adjusted count 1 counted it twice (the kept
+    traces' late errors, at 1/p, already stand for it): 20,000 late errors were estimated at 40,477."""
+    cfg = Sampling.model_validate(
+        {
+            "enabled": True,
+            "span_budget_per_hour": 1000,
+            "decision_wait_s": 30,
+            "rare": {"enabled": False},
+            "slow": {"quantile": None},
+            "costly": {"quantile": None},
+        }
+    )
+    sampler = Sampler(cfg)
+    t, n = 10**18, 20000
+    for i in range(n):
+        sampler.add(span(f"{i:032x}", "k", t + i * 10**6), t)
+    first = sampler.decide(t + SEC)
+    for i in range(n):  # every trace's last step fails, after a pause longer than the decision wait
+        sampler.add(span(f"{i:032x}", "k", t + 60 * SEC, status="error", root=False), t + 60 * SEC)
+    late = sampler.decide(t + 120 * SEC)
+    assert sum(d.adjusted_count * d.traces for d in first) == pytest.approx(n, rel=0.05)
+    assert sum(d.adjusted_count * d.errors for d in first + late) == pytest.approx(n, rel=0.05)
+    assert all(d.keep for d in late)  # and every error is kept

@@ -49,11 +49,14 @@ class Decision:
     duration_ms: float
     reserve: bool = False  # dropped, but its spans and payloads stay (the replay reserve)
     early: str = ""  # why it was decided before it was complete: spans | pending
+    # kept for a late error after the trace was dropped: kept to be seen, but it stands for no traffic
+    # (the adjusted counts of the traces that were kept already stand for it)
+    for_error_only: bool = False
 
     @property
     def adjusted_count(self) -> float:
-        """How many traces this kept one stands for (0 when dropped)."""
-        return 1.0 / self.probability if self.keep else 0.0
+        """How many traces this kept one stands for (0 when dropped, or kept only for a late error)."""
+        return 1.0 / self.probability if self.keep and not self.for_error_only else 0.0
 
 
 @dataclass(slots=True)
@@ -63,6 +66,7 @@ class _Remembered:
     probability: float
     key: str
     reserve: bool
+    for_error_only: bool = False
 
 
 class Sampler:
@@ -109,9 +113,9 @@ class Sampler:
         if span.status == "error" and not known.keep:
             # Every error trace is kept, also one whose error came after it was dropped (an agent that
             # paused past the decision wait, a worker that flushed late): what is left of it is kept now.
-            known.keep, known.reason, known.probability = True, "error", 1.0
+            known.keep, known.reason, known.probability, known.for_error_only = True, "error", 1.0, True
             if (pending := self._late.get(span.trace_id)) is not None:
-                pending.keep, pending.reason, pending.probability = True, "error", 1.0
+                pending.keep, pending.reason, pending.probability, pending.for_error_only = True, "error", 1.0, True
         late = self._late.get(span.trace_id)
         if late is None:
             self._late[span.trace_id] = self._late_decision(span, known)
@@ -142,6 +146,7 @@ class Sampler:
             span.start_ns,
             (span.end_ns - span.start_ns) / 1e6,
             known.reserve,
+            for_error_only=known.for_error_only,
         )
 
     # -- deciding --------------------------------------------------------------------------------
@@ -291,7 +296,7 @@ class Sampler:
             "rare_hour": self.rare_hour,
             "rare_spans": self.rare_spans,
             "decided": [  # the newest few, for spans that arrive late after a restart
-                [k, v.keep, v.reason, v.probability, v.key, v.reserve]
+                [k, v.keep, v.reason, v.probability, v.key, v.reserve, v.for_error_only]
                 for k, v in list(self._decided.items())[-_DECIDED_PERSISTED:]
             ],
         }
