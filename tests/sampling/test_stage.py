@@ -273,11 +273,19 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
 
         return run_query(data, QuerySpec(by=("airlock.tenant",), limit=10), cfg).rows
 
-    def report() -> tuple[float, float]:
+    from airlock.config.schema import EnergySettings
+    from airlock.energy.report import energy_report
+
+    cfg = cfg.model_copy(
+        update={"energy": EnergySettings.model_validate({"profiles": [{"model": "m", "preset": "llama-3.1-8b-h100"}]})}
+    )
+
+    def report() -> tuple[float, float, float, float, float]:
         from airlock.ledger import cost_report
 
         total = cost_report(cfg, []).total
-        return total.total_usd, total.tasks
+        energy = energy_report(cfg, []).total
+        return total.total_usd, total.tasks, energy["joules"], energy["tasks"], energy["calls"]
 
     # every task also posted a line item (exact: never sampled) for its trace
     from airlock.ledger import LedgerItems, LineItemIn
@@ -289,19 +297,20 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
     items.close()
 
     exact, traces = inference()
-    bill, tasks = report()
-    assert tasks == traces
+    before = report()
+    assert before[1] == before[3] == traces
     counted = {r["airlock.tenant"]: r for r in query()}  # builds the query copies of the unpruned segments
     SamplingPass(cfg, data).run(now_ns=T0 + 10**12)
     # decided but not yet compacted: the decisions weigh the spans already (no stamp is needed)
     assert inference()[0] == pytest.approx(exact, rel=0.05)
-    assert report() == pytest.approx((bill, tasks), rel=0.05)
+    assert report() == pytest.approx(before, rel=0.05)
     assert segments.compact("w1", 16) == 20
     estimated, present = inference()
     assert present == traces if reserve else present < traces / 2  # pruned, unless all are in the reserve
     assert estimated == pytest.approx(exact, rel=0.05)
-    # tasks whose traces were dropped are not counted again through their posted items
-    assert report() == pytest.approx((bill, tasks), rel=0.05)
+    # tasks whose traces were dropped are not counted again through their posted items, and energy
+    # (from profiles) is estimated like cost
+    assert report() == pytest.approx(before, rel=0.05)
     # airlock query weights the same way; its copy of the merged segment is not joined from the unstamped ones
     for row in query():
         before = counted[row["airlock.tenant"]]

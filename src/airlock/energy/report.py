@@ -21,6 +21,7 @@ from airlock.energy.batch import batch_buckets, mean_concurrency
 from airlock.energy.profiles import Profiles
 from airlock.energy.readings import EnergyReadings
 from airlock.ledger.lines import config_tables
+from airlock.sampling.store import create_trace_weights_view
 from airlock.store.embedded import DataDir, DuckDBSpanReader
 
 DIMENSIONS = {
@@ -43,8 +44,10 @@ SELECT s.span_id, s.trace_id, coalesce(s."airlock.task", s.trace_id) AS task, s.
        greatest(coalesce(s.end_ns, s.start_ns), s.start_ns) AS end_ns, s.ttft_ms,
        coalesce(s."gen_ai.usage.input_tokens", s."airlock.local.input_tokens", 0) AS in_tok,
        coalesce(s."gen_ai.usage.cache_read.input_tokens", 0) AS cached,
-       coalesce(s."gen_ai.usage.output_tokens", s."airlock.local.output_tokens", 0) AS out_tok
+       coalesce(s."gen_ai.usage.output_tokens", s."airlock.local.output_tokens", 0) AS out_tok,
+       coalesce(tw.weight, s."airlock.sample.rate", 1.0) AS weight  -- traces it stands for (tail sampling)
 FROM spans s
+LEFT JOIN trace_weights tw ON tw.trace_id = s.trace_id
 LEFT JOIN model_keys mk ON mk.upstream = s."airlock.upstream"
      AND mk.key = coalesce(s."airlock.upstream.model", s."gen_ai.request.model")
 LEFT JOIN route_targets rt ON rt.route = s."airlock.route" AND rt.upstream = s."airlock.upstream"
@@ -101,6 +104,7 @@ def _read_facts(config: Config, since_ns: int, until_ns: int) -> pa.Table:
     try:
         for name, table in config_tables(config).items():
             con.register(name, table)
+        create_trace_weights_view(con, DataDir.at(config.data_dir))
         rel = con.sql(_FACTS, params=[since_ns, until_ns])
         # duckdb 2 names it to_arrow_table; 1.x arrow
         return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
@@ -236,14 +240,24 @@ def _aggregate(config: Config, table: pa.Table, by: list[str], devices: list[Dev
     grid = config.energy.grid_gco2e_per_kwh
     con = duckdb.connect(":memory:")
     try:
-        con.register("calls", table)
+        con.register("raw_calls", table)
+        # With tail sampling a kept call counts as often as its trace stands for (a dropped one kept for
+        # replay, not at all); measured joules are the GPU's whole reading already, so they are not scaled.
+        con.execute(
+            """CREATE TEMP VIEW calls AS SELECT * REPLACE (
+                   in_tok * weight AS in_tok, out_tok * weight AS out_tok,
+                   CASE WHEN source = 'measured' THEN joules ELSE joules * weight END AS joules)
+               FROM raw_calls"""
+        )
         keys = ", ".join(f"{DIMENSIONS[d]} AS {d}" for d in by)
+        tasks = "sum(weight) FILTER (WHERE first_of_task)"  # the tasks in the group, each as often as it stands
         measures = f"""
-            count(*) AS calls, sum(in_tok)::BIGINT AS input_tokens, sum(out_tok)::BIGINT AS output_tokens,
-            sum(joules) AS joules, count(DISTINCT task) AS tasks, avg(batch) AS mean_batch,
+            round(sum(weight))::BIGINT AS calls, round(sum(in_tok))::BIGINT AS input_tokens,
+            round(sum(out_tok))::BIGINT AS output_tokens,
+            sum(joules) AS joules, {tasks} AS tasks, avg(batch) AS mean_batch,
             count(*) FILTER (WHERE source = 'measured') AS measured_calls,
             count(*) FILTER (WHERE approximate) AS approximate_calls,
-            sum(joules) / 3600.0 / count(DISTINCT task) AS wh_per_task,
+            sum(joules) / 3600.0 / nullif({tasks}, 0) AS wh_per_task,
             sum(joules) / 3.6e6 * {grid} AS gco2e,
             (sum(in_tok) + sum(out_tok)) / nullif(sum(joules), 0) AS tokens_per_j,
             sum(joules) / nullif(sum(in_tok) + sum(out_tok), 0) AS j_per_token,
@@ -254,12 +268,20 @@ def _aggregate(config: Config, table: pa.Table, by: list[str], devices: list[Dev
             cols = [d[0] for d in cur.description or []]
             return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
+        def scan(partition: str) -> str:
+            """The calls with energy, each marked when it is the first of its task in its group."""
+            return (
+                f"(SELECT *, row_number() OVER (PARTITION BY {partition}task ORDER BY span_id) = 1 AS first_of_task"
+                " FROM calls WHERE joules IS NOT NULL)"
+            )
+
+        group_exprs = "".join(f"{DIMENSIONS[d]}, " for d in by)
         rows = (
-            run(f"SELECT {keys}, {measures} FROM calls WHERE joules IS NOT NULL GROUP BY ALL ORDER BY joules DESC")
+            run(f"SELECT {keys}, {measures} FROM {scan(group_exprs)} GROUP BY ALL ORDER BY joules DESC")
             if by
             else []
         )
-        total = run(f"SELECT {measures} FROM calls WHERE joules IS NOT NULL")[0]
+        total = run(f"SELECT {measures} FROM {scan('')}")[0]
         no_energy = run(
             "SELECT upstream, coalesce(model, '(unknown)') AS model, count(*) AS calls FROM calls"
             " WHERE joules IS NULL GROUP BY ALL ORDER BY calls DESC"

@@ -31,7 +31,7 @@ import pyarrow as pa
 from airlock.config.schema import Config
 from airlock.ledger.items import LedgerItems, PostedCategory
 from airlock.ledger.prices import price_rows
-from airlock.sampling.store import trace_weights_sql
+from airlock.sampling.store import create_trace_weights_view
 from airlock.store.embedded import DataDir, DuckDBSpanReader
 
 ROW_BYTES = 512  # what a span row and its hops take in the segments beside its payloads (an estimate)
@@ -270,12 +270,7 @@ def _build_bill(config: Config, since_ns: int | None, until_ns: int | None) -> B
     try:
         for name, table in {**config_tables(config), "items": items}.items():
             con.register(name, table)
-        weights = trace_weights_sql(data)
-        con.execute(
-            f"CREATE TEMP VIEW trace_weights AS {weights}"
-            if weights
-            else "CREATE TEMP VIEW trace_weights AS SELECT NULL::VARCHAR AS trace_id, NULL::DOUBLE AS weight LIMIT 0"
-        )
+        create_trace_weights_view(con, data)
         params = {
             "since": since_ns or 0,
             "until": until_ns or 2**62,
@@ -312,7 +307,9 @@ def _add_electricity(
         SELECT 'energy', 'electricity', e.joules / 3.6e6 * $usd_per_kwh, e.source <> 'measured',
                CASE f.status WHEN 'error' THEN 'failed_request' WHEN 'cancelled' THEN 'abandoned_stream' END,
                f.trace_id, f.task, f.tenant, f.feature, f."user", f.model, f.upstream, f.start_ns, f.span_id,
-               NULL, NULL, f.weight, f.weight
+               NULL, NULL,
+               -- measured joules are what the GPU used, all of it already spread over the calls kept
+               CASE WHEN e.source = 'measured' THEN 1.0 ELSE f.weight END, f.weight
         FROM span_energy e JOIN span_facts f USING (span_id)
         JOIN upstream_deployments d ON d.upstream = f.upstream
         WHERE e.joules IS NOT NULL AND d.deployment IN (SELECT unnest($deployments::VARCHAR[]))""",

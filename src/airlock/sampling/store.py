@@ -174,6 +174,14 @@ def trace_weights_sql(data: DataDir) -> str | None:
     return None if listing is None else _TRACE_WEIGHTS.format(listing=listing)
 
 
+def create_trace_weights_view(con: Any, data: DataDir) -> None:
+    """A temporary view `trace_weights` (trace_id, weight, ...) in a DuckDB connection: empty before the
+    sampler's first decision, so that a LEFT JOIN on it leaves every span standing for itself."""
+    weights = trace_weights_sql(data)
+    empty = "SELECT NULL::VARCHAR AS trace_id, NULL::DOUBLE AS weight LIMIT 0"
+    con.execute(f"CREATE TEMP VIEW trace_weights AS {weights or empty}")
+
+
 class SampledReader(DuckDBSpanReader):
     """The record with the sampler's output beside it: views `sample_decisions`, `sample_summaries`
     and `sampled_spans` (the spans of kept traces, each with its trace's adjusted count and reason)."""
