@@ -13,8 +13,9 @@ from pydantic import ValidationError
 
 from airlock.energy.readings import EnergyReadings, Reading, ReadingConflict, ReadingsIn
 from airlock.errors import AirlockError, Conflict, InternalError, MethodNotAllowed, Unprocessable
+from airlock.gateway.problems import problem_response
 from airlock.gateway.state import GatewayState
-from airlock.ledger.http import problem, read_json_object, validation_problem
+from airlock.ledger.http import read_json_object, validation_problem
 
 log = logging.getLogger("airlock.energy")
 READINGS_PATH = "/v1/energy/readings"
@@ -52,10 +53,10 @@ class ReadingsEndpoint:
             except ReadingConflict as e:
                 raise Conflict(f"a different reading for {e} was stored before; nothing was stored") from None
         except AirlockError as e:
-            return problem(e)
+            return problem_response(e)
         except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
             log.exception("POST %s failed", request.path)
-            return problem(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
+            return problem_response(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
         body = {"accepted": len(readings), "new": new}
         return web.Response(body=orjson.dumps(body), status=201 if new else 200, content_type="application/json")
 
@@ -66,7 +67,7 @@ class ReadingsEndpoint:
 
 
 async def not_allowed(request: web.Request) -> web.Response:
-    return problem(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST readings there"))
+    return problem_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST readings there"))
 
 
 def add_energy_routes(app: web.Application, state: GatewayState) -> None:

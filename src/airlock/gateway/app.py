@@ -14,12 +14,13 @@ from aiohttp import web
 
 from airlock.config.schema import Config
 from airlock.energy.http import add_energy_routes
-from airlock.errors import PROBLEM_CONTENT_TYPE, AirlockError, MethodNotAllowed, NotFound, problem_body
+from airlock.errors import AirlockError, MethodNotAllowed, NotFound
 from airlock.gateway.auth import Authenticator
 from airlock.gateway.egress import EgressClient
 from airlock.gateway.forward import Forwarder
 from airlock.gateway.handlers import CHAT, COMPLETIONS, EMBEDDINGS, model_handler
 from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
+from airlock.gateway.problems import problem_response
 from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
 from airlock.ledger.http import add_ledger_routes
@@ -76,16 +77,6 @@ def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
 
-def _problem(err: AirlockError) -> web.Response:
-    request_id = new_span_id()
-    return web.Response(
-        status=err.status,
-        body=problem_body(err, instance=f"/requests/{request_id}"),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers={"x-request-id": request_id},
-    )
-
-
 def build_app(state: GatewayState) -> web.Application:
     app = web.Application(client_max_size=state.config.server.max_body_bytes)
     app[STATE_KEY] = state
@@ -96,7 +87,7 @@ def build_app(state: GatewayState) -> web.Application:
         try:
             state.auth.tenant_for(request.headers.get("Authorization"))
         except AirlockError as e:
-            return _problem(e)
+            return problem_response(e)
         listing = [{"id": name, "object": "model", "owned_by": "airlock"} for name in state.router.names()]
         response = _json({"object": "list", "data": listing})
         response.headers["x-request-id"] = new_span_id()
@@ -123,8 +114,8 @@ def build_app(state: GatewayState) -> web.Application:
 
     async def fallback(request: web.Request) -> web.Response:
         if request.path in known_paths:
-            return _problem(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
-        return _problem(NotFound(f"no endpoint at {request.path}"))
+            return problem_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
+        return problem_response(NotFound(f"no endpoint at {request.path}"))
 
     app.router.add_post("/v1/chat/completions", model_handler(state, CHAT))
     app.router.add_post("/v1/completions", model_handler(state, COMPLETIONS))

@@ -15,7 +15,6 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from airlock.errors import (
-    PROBLEM_CONTENT_TYPE,
     AirlockError,
     BadRequest,
     Conflict,
@@ -23,24 +22,13 @@ from airlock.errors import (
     MethodNotAllowed,
     PayloadTooLarge,
     Unprocessable,
-    problem_body,
 )
+from airlock.gateway.problems import problem_response
 from airlock.gateway.state import GatewayState
 from airlock.ledger.items import ItemConflict, ItemsIn, LedgerItems, LineItemIn
-from airlock.record.ids import new_span_id
 
 log = logging.getLogger("airlock.ledger")
 ITEMS_PATH = "/v1/ledger/items"
-
-
-def problem(err: AirlockError) -> web.Response:
-    request_id = new_span_id()
-    return web.Response(
-        status=err.status,
-        body=problem_body(err, instance=f"/requests/{request_id}"),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers={"x-request-id": request_id},
-    )
 
 
 async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
@@ -103,10 +91,10 @@ class LedgerEndpoint:
                     item_id=e.item_id,
                 ) from None
         except AirlockError as e:
-            return problem(e)
+            return problem_response(e)
         except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
             log.exception("POST %s failed", request.path)
-            return problem(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
+            return problem_response(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
         body = {
             "tenant": tenant,
             "accepted": len(accepted),
@@ -122,7 +110,7 @@ class LedgerEndpoint:
 
 
 async def not_allowed(request: web.Request) -> web.Response:
-    return problem(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST items there"))
+    return problem_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST items there"))
 
 
 def add_ledger_routes(app: web.Application, state: GatewayState) -> None:

@@ -16,30 +16,20 @@ from aiohttp.web_protocol import RequestPayloadError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from airlock.errors import (
-    PROBLEM_CONTENT_TYPE,
     AirlockError,
     BadRequest,
     InternalError,
     PayloadTooLarge,
     RecorderUnavailable,
     UnsupportedMediaType,
-    problem_body,
 )
+from airlock.gateway.problems import problem_response
 from airlock.gateway.state import GatewayState
 from airlock.record.ids import new_span_id
 from airlock.telemetry.otlp_in import DECODERS, Decoded, OtlpDecodeError
 
 log = logging.getLogger("airlock.telemetry")
 _ENCODINGS = ("", "identity", "gzip", "deflate")  # aiohttp's server decodes gzip and deflate bodies
-
-
-def _problem(err: AirlockError, request_id: str) -> web.Response:
-    return web.Response(
-        status=err.status,
-        body=problem_body(err, instance=f"/requests/{request_id}"),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers={"x-request-id": request_id},
-    )
 
 
 def _answer(decoded: Decoded, protobuf: bool, request_id: str) -> web.Response:
@@ -103,7 +93,7 @@ def otlp_traces_handler(state: GatewayState) -> Any:
             return await receive(request)
         except Exception:  # a defect answers 500 problem+json; the worker keeps serving
             log.exception("OTLP receiver failed")
-            return _problem(InternalError("the OTLP receiver failed; see the gateway's log"), new_span_id())
+            return problem_response(InternalError("the OTLP receiver failed; see the gateway's log"))
 
     async def receive(request: web.Request) -> web.Response:
         request_id = new_span_id()
@@ -128,7 +118,7 @@ def otlp_traces_handler(state: GatewayState) -> Any:
         except AirlockError as e:
             metrics["requests_rejected"] += 1
             _record_refusal(state, request, request_id, e)
-            return _problem(e, request_id)
+            return problem_response(e, request_id)
         received_ns = time.time_ns()
         futures = []
         for row in decoded.rows:
@@ -145,7 +135,7 @@ def otlp_traces_handler(state: GatewayState) -> Any:
             try:
                 await asyncio.wait_for(asyncio.gather(*futures), state.durable_wait_s)
             except (TimeoutError, OSError) as e:
-                return _problem(RecorderUnavailable(f"the spans could not be made durable: {e}"), request_id)
+                return problem_response(RecorderUnavailable(f"the spans could not be made durable: {e}"), request_id)
         return _answer(decoded, decode is not DECODERS["application/json"], request_id)
 
     return handle
