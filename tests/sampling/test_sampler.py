@@ -140,10 +140,9 @@ def test_too_many_waiting_traces_are_decided_early_oldest_first() -> None:
     assert {d.trace_id for d in decided} == {f"t{i:03d}" for i in range(50)}
 
 
-def test_a_late_error_keeps_a_trace_that_was_dropped() -> None:
-    """Regression: a trace dropped before its error span arrived (an agent pausing past the decision
-    wait) stayed dropped, error and all. Every error trace is kept: the late part is kept as an error."""
-    cfg = Sampling.model_validate(
+def _rate_only() -> Sampling:
+    """Only the per-key rate under a small budget: no rare, slow or costly policy keeps anything."""
+    return Sampling.model_validate(
         {
             "enabled": True,
             "span_budget_per_hour": 1000,
@@ -153,7 +152,12 @@ def test_a_late_error_keeps_a_trace_that_was_dropped() -> None:
             "costly": {"quantile": None},
         }
     )
-    sampler = Sampler(cfg)
+
+
+def test_a_late_error_keeps_a_trace_that_was_dropped() -> None:
+    """Regression: a trace dropped before its error span arrived (an agent pausing past the decision
+    wait) stayed dropped, error and all. Every error trace is kept: the late part is kept as an error."""
+    sampler = Sampler(_rate_only())
     t = 10**18
     for i in range(20000):  # enough traffic on the key that its rate falls well below 1
         sampler.add(span(f"{i:032x}", "k", t + i * 10**6), t)
@@ -176,17 +180,7 @@ def test_a_late_error_keeps_a_trace_that_was_dropped() -> None:
 def test_late_errors_on_every_trace_are_estimated_once() -> None:
     """Regression: keeping a dropped trace's late error at adjusted count 1 counted it twice (the kept
     traces' late errors, at 1/p, already stand for it): 20,000 late errors were estimated at 40,477."""
-    cfg = Sampling.model_validate(
-        {
-            "enabled": True,
-            "span_budget_per_hour": 1000,
-            "decision_wait_s": 30,
-            "rare": {"enabled": False},
-            "slow": {"quantile": None},
-            "costly": {"quantile": None},
-        }
-    )
-    sampler = Sampler(cfg)
+    sampler = Sampler(_rate_only())
     t, n = 10**18, 20000
     for i in range(n):
         sampler.add(span(f"{i:032x}", "k", t + i * 10**6), t)
