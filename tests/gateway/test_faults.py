@@ -159,6 +159,9 @@ def test_unwritable_store_keeps_serving_or_refuses_and_loses_nothing(
         spans_dir.unlink()
         shutil.move(tmp_path / "spans-aside", spans_dir)
         rows = wait_recorded(gw.data_dir, 3)
+        deadline = time.monotonic() + 5  # the writer process reports the recovery as it happens
+        while httpx.get(f"{gw.url}/healthz").json()["status"] != "ok" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert httpx.get(f"{gw.url}/healthz").json()["status"] == "ok"
         assert "airlock_recorder_dropped_total 0" in httpx.get(f"{gw.url}/metrics").text
         assert len(rows) == 3

@@ -112,6 +112,9 @@ class Recorder(Strict):
     group_sync_ms: float = Field(2.0, ge=0)
     on_record_failure: Literal["serve", "refuse"] = "serve"
     stream_usage: Literal["inject", "passthrough"] = "inject"
+    # Each worker's writer runs as a process of its own at this much lower priority (0: the same), so
+    # that on a busy host recording yields the CPU to serving and catches up in the gaps.
+    writer_nice: int = Field(10, ge=0, le=19)
 
 
 class LocalTokenizer(Strict):

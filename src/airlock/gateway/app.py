@@ -25,11 +25,9 @@ from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
 from airlock.ledger.http import add_ledger_routes
 from airlock.record.ids import new_span_id
-from airlock.record.recorder import Recorder
-from airlock.record.writer import BatchWriter
-from airlock.sampling.retention import SampledRetention
+from airlock.record.link import RecorderLink
 from airlock.sampling.service import run_sampler
-from airlock.store.embedded import DataDir, DuckDBSpanReader, PackWriter, ParquetSegments, SQLiteState
+from airlock.store.embedded import DataDir, DuckDBSpanReader, SQLiteState
 from airlock.telemetry import install as install_telemetry
 from airlock.tokens.preflight import Preflight
 
@@ -54,16 +52,12 @@ def build_state(config: Config, environ: dict[str, str] | None = None) -> Gatewa
     )
     state_db.close()
     stamp = {"airlock.node": config.node.name, "airlock.node.region": config.node.region}
-    recorder = Recorder(config.recorder, data, writer_id, stamp)
+    recorder = RecorderLink(config, data, writer_id, stamp)  # its writer process starts with the app
     metrics = GatewayMetrics()
-    blobs = PackWriter(data.blobs, writer_id)
-    segments = ParquetSegments(data, SampledRetention(data) if config.sampling.enabled else None)
-    writer = BatchWriter(recorder, blobs, segments, status_hook=metrics.snapshot, resolve_tokenizer=config.tokenizer)
     egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
     return GatewayState(
         config=config,
         recorder=recorder,
-        writer=writer,
         router=Router(config, environ),
         auth=Authenticator(config, environ),
         egress=egress,
@@ -101,7 +95,7 @@ def build_app(state: GatewayState) -> web.Application:
                 "status": "ok" if healthy else "degraded",
                 "accepting": rec.accepting,
                 "recorder_error": rec.error,
-                "queue_depth": rec.queue.qsize(),
+                "queue_depth": rec.queue_depth,
             },
             status=200 if rec.accepting else 503,
         )
@@ -139,8 +133,7 @@ def build_app(state: GatewayState) -> web.Application:
             await asyncio.sleep(state.config.tokens.preflight.calibrate_every_s)
 
     async def on_startup(app: web.Application) -> None:
-        state.recorder.bind_loop(asyncio.get_running_loop())
-        state.writer.start()
+        await state.recorder.start(status_source=state.metrics.snapshot)
         if state.config.tokens.preflight.mode != "off":
             app[CALIBRATION_KEY] = asyncio.get_running_loop().create_task(calibrate())
         if state.config.sampling.enabled:  # tail sampling over the written record, in one worker
@@ -155,7 +148,7 @@ def build_app(state: GatewayState) -> web.Application:
             sampler.cancel()
             await asyncio.gather(sampler, return_exceptions=True)
         await state.egress.close()
-        await asyncio.get_running_loop().run_in_executor(None, state.writer.stop)
+        await state.recorder.close()  # the writer process writes out everything it holds, then exits
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

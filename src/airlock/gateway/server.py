@@ -16,6 +16,7 @@ from aiohttp import web
 
 from airlock.config.schema import Config
 from airlock.gateway.app import build_app, build_state
+from airlock.record.link import RecorderStartError
 
 log = logging.getLogger("airlock.gateway")
 
@@ -27,7 +28,11 @@ async def _serve(config: Config, reuse_port: bool, announce: bool, ready: mp.syn
         print(f"airlock: the data directory {config.data_dir} is not usable: {e}", file=sys.stderr, flush=True)
         return 2
     runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the worker's writer process, which first recovers earlier runs
+    except RecorderStartError as e:
+        print(f"airlock: the recorder could not start: {e}", file=sys.stderr, flush=True)
+        return 2
     site = web.TCPSite(runner, config.server.host, config.server.port, reuse_port=reuse_port, backlog=2048)
     try:
         await site.start()

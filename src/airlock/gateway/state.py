@@ -10,16 +10,14 @@ from airlock.gateway.egress import EgressClient
 from airlock.gateway.forward import Forwarder
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.routing import Router
-from airlock.record.recorder import Recorder
-from airlock.record.writer import BatchWriter
+from airlock.record.link import RecorderLink
 from airlock.tokens.preflight import Preflight
 
 
 @dataclass
 class GatewayState:
     config: Config
-    recorder: Recorder
-    writer: BatchWriter
+    recorder: RecorderLink
     router: Router
     auth: Authenticator
     egress: EgressClient

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from airlock.config.schema import Recorder as RecorderConfig
@@ -22,7 +23,9 @@ from airlock.store.embedded.layout import DataDir
 
 _SECRET_HEADER_BYTES = frozenset(h.encode() for h in SECRET_HEADERS)
 
-QueueItem = tuple[dict[str, Any], "asyncio.Future[None] | None"]
+# A record and its completion token: a future in durable mode (in-process), a marker in the writer
+# process (counted back to the gateway once written), or None.
+QueueItem = tuple[dict[str, Any], Any]
 
 
 class RecordQueue:
@@ -132,15 +135,49 @@ class Spill:
             self._draining.clear()
 
 
+def strip_secret_headers(record: dict[str, Any]) -> None:
+    """Credentials never reach the disk, in a spill file either."""
+    raw_headers = record.get("_raw_headers")
+    if raw_headers:
+        record["_raw_headers"] = [(k, v) for k, v in raw_headers if k.lower() not in _SECRET_HEADER_BYTES]
+
+
+def spill_record(owner: Any, record: dict[str, Any], fut: asyncio.Future[None] | None) -> None:
+    """Append a record the queue cannot take to `owner.spill`, counting it spilled, or dropped (with
+    the reason, and the owner's error set) when even the spill fails. In durable mode `fut` completes
+    once the synced spill holds the record, or fails so its response is not acknowledged."""
+    strip_secret_headers(record)
+    try:
+        owner.spill.append(record)
+        owner.spilled += 1
+    except OSError as e:
+        owner.dropped += 1
+        reason = f"spill failed: {e.strerror or e}"
+        owner.drop_reasons[reason] = owner.drop_reasons.get(reason, 0) + 1
+        owner.note_error(reason)
+        if fut is not None:
+            fut.set_exception(OSError(reason))
+        return
+    if fut is not None:
+        fut.set_result(None)
+
+
 class Recorder:
-    def __init__(self, cfg: RecorderConfig, data: DataDir, writer_id: str, stamp: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RecorderConfig,
+        data: DataDir,
+        writer_id: str,
+        stamp: dict[str, Any] | None = None,
+        spill_id: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.stamp = stamp or {}  # columns every record of this writer carries (node, region)
         self.data = data
         self.writer_id = writer_id
         linger = cfg.group_sync_ms / 1000.0 if cfg.durable else 0.005
         self.queue = RecordQueue(cfg.queue_size, linger)
-        self.spill = Spill(str(data.spill), writer_id, cfg.durable)
+        self.spill = Spill(str(data.spill), spill_id or writer_id, cfg.durable)
         self.accepted = 0
         self.spilled = 0
         self.dropped = 0
@@ -153,6 +190,7 @@ class Recorder:
         self.compactions = 0
         self.recovered = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_error_change: Callable[[], None] | None = None  # told when `error` is set, changed or cleared
 
     @property
     def accepting(self) -> bool:
@@ -170,32 +208,23 @@ class Recorder:
             fut = self._loop.create_future()
         if self.queue.put((record, fut)):
             return fut
-        raw_headers = record.get("_raw_headers")
-        if raw_headers:  # credentials never reach the disk, in a spill file either
-            record["_raw_headers"] = [(k, v) for k, v in raw_headers if k.lower() not in _SECRET_HEADER_BYTES]
-        try:
-            self.spill.append(record)
-            self.spilled += 1
-        except OSError as e:
-            self.dropped += 1
-            reason = f"spill failed: {e.strerror or e}"
-            self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + 1
-            self.note_error(reason)
-            if fut is not None:  # durable mode: this response must not be acknowledged
-                fut.set_exception(OSError(reason))
-                return fut
-        if fut is not None:
-            fut.set_result(None)  # the spill write was synced
+        spill_record(self, record, fut)
         return fut
 
     def note_error(self, message: str) -> None:
+        changed = self.error != message
         if self.error is None:
             self.error_since = time.time()
         self.error = message
+        if changed and self.on_error_change is not None:
+            self.on_error_change()
 
     def clear_error(self) -> None:
+        changed = self.error is not None
         self.error = None
         self.error_since = None
+        if changed and self.on_error_change is not None:
+            self.on_error_change()
 
     def stats(self) -> dict[str, Any]:
         return {

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from airlock.record import frames
+from airlock.record import frames, wire
 from airlock.record.recorder import QueueItem, Recorder
 from airlock.record.rows import checked_row, finish_row, partial_row, store_payloads
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
@@ -43,7 +43,12 @@ class BatchWriter:
         segments: SegmentSink,
         status_hook: Callable[[], dict[str, Any]] | None = None,
         resolve_tokenizer: Callable[[str], Any] | None = None,
+        on_synced: Callable[[list[QueueItem]], None] | None = None,
+        on_drained: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_synced` is told of each batch once it is in the write-ahead file (by default, durable
+        mode's futures are resolved on the recorder's loop); `on_drained` of each spill file replayed
+        and deleted (by default the recorder's own spill releases it)."""
         self.rec = recorder
         self.cfg = recorder.cfg
         self.data = recorder.data
@@ -51,6 +56,8 @@ class BatchWriter:
         self.segments = segments
         self.status_hook = status_hook
         self.resolve_tokenizer = resolve_tokenizer
+        self.on_synced = on_synced
+        self.on_drained = on_drained
         self.writer_id = recorder.writer_id
         self.seq = 0
         self._wal: frames.FrameFile | None = None
@@ -200,6 +207,10 @@ class BatchWriter:
             return max(0.0, min(self.cfg.segment_max_age_s - (time.monotonic() - self._opened_at), 0.25))
         return 0.25
 
+    def add_drain(self, path: str) -> None:
+        """A spill file written by another process (the gateway's request path), to replay and delete."""
+        self._draining.append(path)
+
     def _drain(self, wait: float) -> list[QueueItem]:
         return self.rec.queue.take(self.cfg.batch_max_records, wait)
 
@@ -219,7 +230,10 @@ class BatchWriter:
             self._draining_applied = path
         self._sync_wal()
         os.unlink(path)
-        self.rec.spill.release(path)
+        if self.on_drained is not None:
+            self.on_drained(path)
+        else:
+            self.rec.spill.release(path)
         self._draining.pop(0)
         self._draining_applied = None
 
@@ -246,6 +260,9 @@ class BatchWriter:
             self._pending_applied = True  # a retry after a failed sync must not append the rows again
         self._sync_wal()
         self._pending, self._pending_applied = [], False
+        if self.on_synced is not None:
+            self.on_synced(batch)
+            return
         futures = [f for _, f in batch if f is not None]
         if futures and self.rec._loop is not None:
             self.rec._loop.call_soon_threadsafe(_resolve_all, futures)
@@ -254,7 +271,7 @@ class BatchWriter:
         # Payloads first (idempotent; synced in durable mode), then the write-ahead file of finished
         # rows, then the open segment: a failure at any step leaves nothing half-applied, so the retry
         # of the same batch cannot duplicate a record.
-        records = [r for r, _ in batch]
+        records = [wire.unpack_record(r) for r, _ in batch]
         store_payloads(records, self.blobs, sync=self.cfg.durable)
         rows = [self._finish(r) for r in records]
         wal = self._open_wal()

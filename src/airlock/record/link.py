@@ -1,0 +1,381 @@
+"""The request path's side of the recorder: hands records to the worker's writer process.
+
+`submit` packs a record (msgpack, about 2 us) into a buffer that goes over a socket pair every couple
+of milliseconds (at once in durable mode); the writer process (`process.py`) does everything else.
+The gateway never waits on disk: its backlog (records handed over and not yet in the write-ahead
+file) is bounded by `recorder.queue_size`, and a record that would exceed it goes to the spill file,
+which the writer replays once it has caught up. Nothing is dropped silently: a failed spill, or
+records the writer process took with it when it died, are counted as dropped with the reason.
+
+Its public face is the one the gateway used with the in-process recorder: `submit`, `accepting`,
+`error`, `stats()`, `queue_depth`, plus `start` and `close`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import orjson
+
+from airlock.config.schema import Config
+from airlock.record import wire
+from airlock.record.recorder import Spill, spill_record
+from airlock.store.embedded.layout import DataDir
+
+log = logging.getLogger("airlock.recorder")
+
+LINGER_S = 0.002  # how long records gather before one write to the socket (durable mode: none)
+STATUS_EVERY_S = 1.0
+
+
+def _mark_stopped(data: DataDir, writer_id: str) -> None:
+    """A dead writer's status file says so, so that /metrics and `airlock status` stop counting it as live."""
+    path = data.run / f"{writer_id}.json"
+    try:
+        status = orjson.loads(path.read_bytes())
+        status["stopped"] = True
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_bytes(orjson.dumps(status))
+        os.replace(tmp, path)
+    except (OSError, orjson.JSONDecodeError):
+        pass
+
+
+class RecorderStartError(RuntimeError):
+    """The writer process could not start (an unusable data directory, say)."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, link: RecorderLink) -> None:
+        self.link = link
+        self.unpacker = wire.unpacker()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # handed to the link once the writer says it is ready
+
+    def data_received(self, data: bytes) -> None:
+        self.unpacker.feed(data)
+        for message in self.unpacker:
+            self.link._message(self, message)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link._writer_gone(self)
+
+
+class RecorderLink:
+    def __init__(self, config: Config, data: DataDir, writer_id: str, stamp: dict[str, Any] | None = None) -> None:
+        self.config = config
+        self.cfg = config.recorder
+        self.data = data
+        self.writer_id = writer_id
+        self.stamp = stamp or {}
+        self.spill = Spill(str(data.spill), writer_id, self.cfg.durable)
+        self.accepted = 0
+        self.spilled = 0
+        self.dropped = 0
+        self.drop_reasons: dict[str, int] = {}
+        self.writer_pid: int | None = None
+        self._own_error: str | None = None  # the writer process is gone, or the spill failed
+        self._own_error_since: float | None = None
+        self._writer: dict[str, Any] = {}  # the writer's last counters
+        self._pack = wire.packer()
+        self._buf: list[bytes] = []
+        self._queued = 0  # records handed over (in the buffer or sent), ever
+        self._done = 0  # of those, records the writer has in its write-ahead file
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # durable mode: (index, future)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.WriteTransport | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready: asyncio.Future[int] | None = None
+        self._flush_handle: asyncio.Handle | None = None
+        self._status_handle: asyncio.TimerHandle | None = None
+        self._status_source: Callable[[], dict[str, Any]] | None = None
+        self._draining: str | None = None  # a spill file the writer is replaying
+        self._closing = False
+        self._protocol: _Protocol | None = None
+        self._base_id = writer_id
+        self._generation = 0  # writer processes respawned after one died
+        self._done_base = 0  # records confirmed by earlier writer processes (DONE counts restart at 0)
+        self._respawning: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, status_source: Callable[[], dict[str, Any]] | None = None) -> None:
+        """Start the writer process and wait until it has recovered earlier runs and is ready."""
+        self._loop = asyncio.get_running_loop()
+        self._status_source = status_source
+        await self._spawn()
+        self._send_status()  # and every second from now on
+
+    async def _spawn(self) -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        start = {"config": self.config.model_dump(mode="json"), "writer_id": self.writer_id, "stamp": self.stamp}
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "airlock.record.process", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.PIPE,
+            )
+        except OSError as e:
+            ours.close()
+            raise RecorderStartError(f"the writer process could not be started: {e}") from None
+        finally:
+            theirs.close()
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(orjson.dumps(start))
+            self._proc.stdin.close()
+        except OSError as e:
+            ours.close()
+            raise RecorderStartError(f"the writer process did not take its start: {e}") from None
+        self._ready = loop.create_future()
+        ours.setblocking(False)
+        _, self._protocol = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
+        try:
+            self.writer_pid = await self._ready
+        except RecorderStartError:
+            await loop.run_in_executor(None, self._proc.wait)
+            raise
+
+    async def close(self, timeout: float = 150.0) -> None:
+        """Hand over what is buffered, tell the writer to finish, and wait until it has written all."""
+        self._closing = True
+        if self._status_handle is not None:
+            self._status_handle.cancel()
+        if self._respawning is not None and not self._respawning.done():
+            self._respawning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._respawning
+        if self._transport is not None:
+            self._send_status()
+            self._flush()
+            with contextlib.suppress(OSError, RuntimeError):
+                self._transport.write_eof()  # the writer reads to the end, writes it all, and exits
+        if self._proc is not None:
+            proc = self._proc
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, proc.wait, timeout)
+            except subprocess.TimeoutExpired:
+                log.error("the writer process did not finish within %.0f s; stopping it", timeout)
+                proc.kill()
+        if self._transport is not None:
+            self._transport.close()
+        self._fail_waiting("the recorder closed")
+        self.spill.close()
+
+    # -- the request path ------------------------------------------------------------------------
+
+    @property
+    def error(self) -> str | None:
+        return self._own_error or self._writer.get("error")
+
+    @property
+    def error_since(self) -> float | None:
+        return self._own_error_since or self._writer.get("error_since")
+
+    @property
+    def accepting(self) -> bool:
+        """False only when persistence is failing and policy says refuse unrecorded traffic."""
+        return self.error is None or self.cfg.on_record_failure == "serve"
+
+    @property
+    def queue_depth(self) -> int:
+        """Records handed over that the writer has not yet put in its write-ahead file."""
+        return self._queued - self._done
+
+    def submit(self, record: dict[str, Any]) -> asyncio.Future[None] | None:
+        """Hand a record over. Never blocks; returns a future only in durable mode, done once the
+        record is in the synced write-ahead file (or spill file)."""
+        self.accepted += 1
+        loop = self._loop
+        fut = loop.create_future() if self.cfg.durable and loop is not None else None
+        if self._transport is None or self._queued - self._done >= self.cfg.queue_size:
+            spill_record(self, record, fut)
+            return fut
+        self._buf.append(wire.pack_record(self._pack, record))
+        self._queued += 1
+        if fut is not None:
+            self._waiting.append((self._queued, fut))
+        if self._flush_handle is None and loop is not None:
+            self._flush_handle = loop.call_soon(self._flush) if fut else loop.call_later(LINGER_S, self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._buf and self._transport is not None:
+            self._transport.write(b"".join(self._buf))
+            self._buf.clear()
+
+    # -- what the writer says --------------------------------------------------------------------
+
+    def _message(self, protocol: _Protocol, message: Any) -> None:
+        if not (isinstance(message, list) and len(message) == 2):
+            log.error("unexpected message from the writer process: %r", message)
+            return
+        kind, body = message
+        if kind == wire.DONE:
+            self._done = self._done_base + body
+            while self._waiting and self._waiting[0][0] <= self._done:
+                fut = self._waiting.popleft()[1]
+                if not fut.done():
+                    fut.set_result(None)
+            self._maybe_drain()
+        elif kind == wire.STATS:
+            self._writer = body
+        elif kind == wire.DRAINED:
+            self.spill.release(body)
+            self._draining = None
+            self._maybe_drain()
+        elif kind == wire.READY and self._ready is not None and not self._ready.done():
+            self._transport = protocol.transport  # type: ignore[assignment]
+            self._ready.set_result(body)
+        elif kind == wire.FAILED and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(RecorderStartError(str(body)))
+
+    def _maybe_drain(self) -> None:
+        """Once the writer has room again, hand it the spill file to replay."""
+        if self._draining or self._transport is None or self.queue_depth > self.cfg.queue_size // 2:
+            return
+        if not self.spill.pending():
+            return
+        try:
+            path = self.spill.take()
+        except OSError as e:
+            self._note_error(f"spill file not rotated: {e.strerror or e}")
+            return
+        if path is not None:
+            self._draining = path
+            self._send(wire.DRAIN, path)
+
+    def _writer_gone(self, protocol: _Protocol) -> None:
+        """The socket closed. At shutdown that is the end. Otherwise the writer process died: what it
+        held unconfirmed is counted as dropped (some of it may have reached its write-ahead file, which
+        the next writer replays), what is still buffered here goes to the spill file, and so does every
+        later record until a new writer process (respawned with backoff) has started."""
+        if protocol is not self._protocol:
+            return
+        self._transport = None
+        if self._ready is not None and not self._ready.done():
+            code = self._proc.poll() if self._proc else None
+            self._ready.set_exception(RecorderStartError(f"the writer process exited during start-up (code {code})"))
+            return
+        if self._closing:
+            return
+        code = self._proc.poll() if self._proc else None
+        self._note_error(f"the writer process exited (code {code}); records go to the spill file until it is back")
+        lost = self.queue_depth - len(self._buf)
+        if lost > 0:
+            reason = "the writer process exited before confirming them"
+            self.dropped += lost
+            self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + lost
+        log.error("the writer process exited (code %s) with %d records unconfirmed; spilling", code, max(lost, 0))
+        unsent, self._buf = self._buf, []
+        self._done = self._queued
+        self._draining = None  # the file stays locked here and is handed to the next writer
+        self._fail_waiting("the writer process exited")
+        for data in unsent:
+            spill_record(self, msgpack.unpackb(data, raw=False), None)
+        if self._loop is not None:
+            self._respawning = self._loop.create_task(self._respawn())
+
+    async def _respawn(self) -> None:
+        """Start a new writer process under a new writer id (its segments must not collide with the dead
+        one's); it replays the dead one's write-ahead file, then this side's spill file."""
+        backoff = 1.0
+        while not self._closing:
+            await asyncio.sleep(backoff)
+            if self._proc is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self._proc.wait)
+            await asyncio.to_thread(_mark_stopped, self.data, self.writer_id)
+            self._generation += 1
+            self.writer_id = f"{self._base_id}-r{self._generation}"
+            try:
+                await self._spawn()
+            except (RecorderStartError, OSError) as e:
+                log.error("the writer process could not be restarted (retrying in %.0f s): %s", backoff, e)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self._done_base = self._done
+            self._own_error = self._own_error_since = None
+            log.warning("the writer process is back as %s", self.writer_id)
+            self._maybe_drain()
+            return
+
+    def _fail_waiting(self, why: str) -> None:
+        while self._waiting:
+            fut = self._waiting.popleft()[1]
+            if not fut.done():
+                fut.set_exception(OSError(why))
+
+    def _send(self, kind: str, body: Any) -> None:
+        if self._transport is not None:
+            self._flush()  # keep order: records before the message
+            self._transport.write(self._pack.pack([kind, body]))
+
+    def _send_status(self) -> None:
+        """This side's counters (and the gateway's metrics) to the writer, for the worker's status file."""
+        status = {
+            "pid": os.getpid(),
+            "accepted": self.accepted,
+            "spilled": self.spilled,
+            "dropped": self.dropped,
+            "drop_reasons": dict(self.drop_reasons),
+            "queue_depth": self.queue_depth,
+        }
+        if self._own_error:
+            status.update(error=self._own_error, error_since=self._own_error_since)
+        if self._status_source is not None:
+            status.update(self._status_source())
+        self._send(wire.STATUS, status)
+        if not self._closing and self._loop is not None:
+            self._status_handle = self._loop.call_later(STATUS_EVERY_S, self._send_status)
+
+    def _note_error(self, message: str) -> None:
+        if self._own_error is None:
+            self._own_error_since = time.time()
+        self._own_error = message
+
+    note_error = _note_error  # spill_record reports a failed spill through it
+
+    # -- what `/metrics` and `airlock status` read -----------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        w = self._writer
+        reasons = dict(self.drop_reasons)
+        for reason, n in (w.get("writer_drop_reasons") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        return {
+            "writer_id": self.writer_id,
+            "pid": os.getpid(),
+            "writer_pid": self.writer_pid,
+            "queue_depth": self.queue_depth,
+            "queue_capacity": self.cfg.queue_size,
+            "accepted": self.accepted,
+            "spilled": self.spilled + w.get("writer_spilled", 0),
+            "dropped": self.dropped + w.get("writer_dropped", 0),
+            "drop_reasons": reasons,
+            "written": w.get("written", 0),
+            "wal_records": w.get("wal_records", 0),
+            "segments_written": w.get("segments_written", 0),
+            "compactions": w.get("compactions", 0),
+            "recovered": w.get("recovered", 0),
+            "error": self.error,
+            "error_since": self.error_since,
+            "durable": self.cfg.durable,
+            "on_record_failure": self.cfg.on_record_failure,
+        }
