@@ -72,7 +72,11 @@ class WriterHost:
         # The gateway's spill file is <writer_id>.spill; this process's own (only at a failing shutdown) differs.
         self.rec = Recorder(config.recorder, data, writer_id, start.get("stamp") or {}, spill_id=f"{writer_id}.w")
         self.gateway_status: dict[str, Any] = {}
+        self.durable = config.recorder.durable
         self.done = 0
+        self._done_sent = 0
+        self._done_at = 0.0
+        self._done_lock = threading.Lock()
         self.writer = BatchWriter(
             self.rec,
             PackWriter(data.blobs, writer_id),
@@ -100,10 +104,17 @@ class WriterHost:
         return status
 
     def _synced(self, batch: list[Any]) -> None:
-        n = sum(1 for _, token in batch if token is _FROM_SOCKET)
-        if n:
-            self.done += n
-            self.channel.send(wire.DONE, self.done)
+        self.done += sum(1 for _, token in batch if token is _FROM_SOCKET)
+        self.send_done(force=self.durable)  # durable mode: responses wait on this
+
+    def send_done(self, force: bool = False) -> None:
+        """The count of records from the socket now in the write-ahead file. Outside durable mode it
+        only bounds the gateway's backlog, so it goes at most every 50 ms: each one wakes the gateway's loop."""
+        with self._done_lock:  # from the writer thread and the reading thread: never send a count backwards
+            now = time.monotonic()
+            if self.done != self._done_sent and (force or now - self._done_at >= 0.05):
+                self._done_sent, self._done_at = self.done, now
+                self.channel.send(wire.DONE, self.done)
 
     def stats(self) -> dict[str, Any]:
         s = self.rec.stats()
@@ -151,8 +162,10 @@ class WriterHost:
                 unpacker.feed(data)
                 for obj in unpacker:
                     self.receive(obj)
+            self.send_done()
             self.send_stats()
         self.writer.stop(timeout=120.0)
+        self.send_done(force=True)
         self.send_stats(force=True)
 
 
