@@ -69,8 +69,10 @@ def machine() -> list[tuple[str, str]]:
         ("CPU", first("/proc/cpuinfo", "model name")),
         ("memory", f"{int(mem_kb) / 1024 / 1024:.1f} GiB" if mem_kb.isdigit() else "?"),
         ("load average before the runs", " ".join(f"{x:.2f}" for x in os.getloadavg())),
-        ("OS / Python / DuckDB", f"{platform.system()} {platform.release()} / {platform.python_version()} / "
-         f"{duckdb.__version__}"),
+        (
+            "OS / Python / DuckDB",
+            f"{platform.system()} {platform.release()} / {platform.python_version()} / {duckdb.__version__}",
+        ),
         ("Airlock commit", commit or "?"),
     ]
 
@@ -464,7 +466,9 @@ def main() -> None:
     args = p.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     parts = [
-        "# Telemetry benchmark\n\n`python bench/telemetry.py " + (" ".join(sys.argv[1:]) or "(defaults)") + "`\n\n"
+        "# Telemetry benchmark\n\n`python bench/telemetry.py "
+        + (" ".join(sys.argv[1:]) or "(defaults)")
+        + "`\n\n"
         + table(["", ""], [[k, v] for k, v in machine()])
         + "\n\nA shared 2-core machine: numbers move by 10-30% between runs.\n"
     ]

@@ -53,4 +53,3 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
            WHERE o."airlock.source" = 'otlp' AND g.kind = 'model.chat' AND g.parent_span_id = o.span_id"""
     )
     assert joined[0]["n"] == 180  # every bot trace: the gateway's span under the app's root span
-

@@ -100,8 +100,8 @@ def test_reading_a_stream_without_its_text_finds_what_reading_every_event_finds(
         "multi_line": _stream(_chunk(0, {"content": "a"})).replace(b"data: [DONE]", multi_line + b"data: [DONE]"),
         "torn": openai_style[: len(openai_style) // 2],
     }
-    streams["spaced_colons"] = streams["openai"].replace(b'"usage":{', b'"usage" : {').replace(
-        b'"finish_reason":"', b'"finish_reason" : "'
+    streams["spaced_colons"] = (
+        streams["openai"].replace(b'"usage":{', b'"usage" : {').replace(b'"finish_reason":"', b'"finish_reason" : "')
     )
     streams["first_not_json"] = b"data: hello\n\n" + streams["openai"]
     for name, raw in streams.items():

@@ -33,8 +33,9 @@ ATTRIBUTES = [
 
 def _data(tmp_path: Path, planted: list[Planted], seed: float = 0.42, spans: int = 60_000) -> DataDir:
     data = DataDir.at(tmp_path / "data")
-    write_workload(data, Workload(spans, ATTRIBUTES, base_error_rate=0.02, planted=planted, seed=seed,
-                                  spans_per_segment=20_000))
+    write_workload(
+        data, Workload(spans, ATTRIBUTES, base_error_rate=0.02, planted=planted, seed=seed, spans_per_segment=20_000)
+    )
     return data
 
 

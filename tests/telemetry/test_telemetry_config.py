@@ -38,8 +38,10 @@ def test_export_section() -> None:
     ("section", "key"),
     [
         ("telemetry:\n  otlp_export:\n    endpoint: collector:4318\n", "endpoint"),
-        ("telemetry:\n  otlp_export:\n    endpoint: http://c:4318/v1/traces\n    headers_env: {X: 'Bearer abc'}\n",
-         "headers_env"),
+        (
+            "telemetry:\n  otlp_export:\n    endpoint: http://c:4318/v1/traces\n    headers_env: {X: 'Bearer abc'}\n",
+            "headers_env",
+        ),
         ("telemetry:\n  otlp_receiver: {enabled: true, extra: 1}\n", "extra"),
     ],
 )

@@ -223,6 +223,8 @@ class EnergySettings(Strict):
     gpus: list[GpuBinding] = Field(default_factory=list)  # measured mode: readings from these GPUs
     sample_interval_ms: float = Field(200.0, gt=0)
     counter_update_ms: float = Field(100.0, gt=0)  # how often the GPU refreshes its energy counter
+
+
 class SlowPolicy(Strict):
     """Keep traces slower than a fixed bound, or than the rolling quantile of recent traces."""
 
@@ -280,6 +282,8 @@ class Sampling(Strict):
     max_spans_per_trace: int = Field(10_000, gt=0)
     max_keys: int = Field(10_000, gt=0)
     seed: int = 0
+
+
 class OtlpReceiver(Strict):
     """POST /v1/traces on the gateway: OTLP/HTTP spans in, authenticated with the same API keys."""
 

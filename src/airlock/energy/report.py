@@ -277,9 +277,7 @@ def _aggregate(config: Config, table: pa.Table, by: list[str], devices: list[Dev
 
         group_exprs = "".join(f"{DIMENSIONS[d]}, " for d in by)
         rows = (
-            run(f"SELECT {keys}, {measures} FROM {scan(group_exprs)} GROUP BY ALL ORDER BY joules DESC")
-            if by
-            else []
+            run(f"SELECT {keys}, {measures} FROM {scan(group_exprs)} GROUP BY ALL ORDER BY joules DESC") if by else []
         )
         total = run(f"SELECT {measures} FROM {scan('')}")[0]
         no_energy = run(

@@ -130,9 +130,7 @@ def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
     default_revenue = config.ledger.revenue_per_task
     priced = default_revenue is not None or bool(config.ledger.revenue_per_task_by_feature)
     revenue = (
-        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) * lt.weight END)"
-        if priced
-        else "NULL::DOUBLE"
+        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) * lt.weight END)" if priced else "NULL::DOUBLE"
     )
     group_by = f"GROUP BY {', '.join(group)}" if group else ""
     join = f"FULL JOIN t USING ({', '.join(group)})" if group else "CROSS JOIN t"

@@ -26,9 +26,7 @@ ALIASES = {
     "script": "airlock.script",
 }
 SPAN_COLUMNS = frozenset(SPAN_SCHEMA.names)
-NUMERIC_COLUMNS = frozenset(
-    f.name for f in SPAN_SCHEMA if str(f.type) in ("int64", "int32", "int16", "double", "bool")
-)
+NUMERIC_COLUMNS = frozenset(f.name for f in SPAN_SCHEMA if str(f.type) in ("int64", "int32", "int16", "double", "bool"))
 
 
 def q(name: str) -> str:

@@ -65,7 +65,7 @@ def write_workload(data: DataDir, w: Workload, writer: str = "synthetic") -> int
             cond = " AND ".join(f"({values[k]}) = '{v}'" for k, v in p.match.items())
             fail = f"CASE WHEN {cond} THEN {p.error_rate} ELSE {fail} END"
             slow = f"CASE WHEN {cond} THEN {p.slow_factor} ELSE {slow} END"
-        column_sql = "".join(f", {values[a.name]} AS \"{a.column}\"" for a in columns)
+        column_sql = "".join(f', {values[a.name]} AS "{a.column}"' for a in columns)
         keys = ", ".join(f"'{a.name}'" for a in free)
         vals = ", ".join(values[a.name] for a in free)
         attributes = f"map([{keys}], [{vals}])" if free else "NULL::MAP(VARCHAR, VARCHAR)"

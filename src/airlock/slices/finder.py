@@ -189,9 +189,11 @@ def _cost(table: pa.Table, config: Config | None) -> tuple[np.ndarray, bool]:
         if rates is None:
             continue
         priced = True
-        mask = (keys.column("u").to_numpy(zero_copy_only=False) == row["u"]) & (
-            keys.column("m").to_numpy(zero_copy_only=False) == row["m"]
-        ) & (day == row["d"])
+        mask = (
+            (keys.column("u").to_numpy(zero_copy_only=False) == row["u"])
+            & (keys.column("m").to_numpy(zero_copy_only=False) == row["m"])
+            & (day == row["d"])
+        )
         usd[mask] = tokens_in[mask] * rates[0] + tokens_out[mask] * rates[1] + rates[4]
     return (usd if priced else tokens_in + tokens_out), priced
 
@@ -210,9 +212,7 @@ def _selected(paths: list[Path], columns: set[str], opts: SliceOptions) -> pa.Ar
         con.close()
 
 
-def _load(
-    data: DataDir, opts: SliceOptions, config: Config | None
-) -> tuple[np.ndarray, list[_Dimension], str, bool]:
+def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.ndarray, list[_Dimension], str, bool]:
     copies = ensure_copies(data)
     if not copies.paths:
         return np.zeros(0, dtype=bool), [], "", False
