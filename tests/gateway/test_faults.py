@@ -199,3 +199,28 @@ def test_kill_9_loses_no_acknowledged_record(tmp_path: Path, sims: dict[str, Sim
         assert all(store.get(r["airlock.payload.response"]) for r in rows)
     finally:
         gw2.stop()
+
+
+def test_a_killed_worker_leaves_its_writer_to_write_out_what_it_was_handed(
+    tmp_path: Path, sims: dict[str, Sim]
+) -> None:
+    # Segments are never flushed on age (1 h): only the writer process's own shutdown writes them.
+    cfg = write_config(tmp_path, {"sim-eu": sims["sim-eu"]}, recorder={"segment_max_age_s": 3600})
+    gw = Gateway(cfg)
+    try:
+        ids = []
+        for _ in range(30):
+            ids.append(httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, json=CHAT).headers["x-request-id"])
+        time.sleep(0.2)  # handed over within milliseconds
+        assert "airlock_recorder_accepted_total 30" in httpx.get(f"{gw.url}/metrics").text
+        writers = Path(f"/proc/{gw.p.pid}/task/{gw.p.pid}/children").read_text().split()
+        assert len(writers) == 1  # the worker's writer process
+        os.kill(gw.p.pid, signal.SIGKILL)  # the worker alone, as the OOM killer would
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{writers[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rows = wait_recorded(gw.data_dir, 30, timeout=5)
+        assert sorted(r["request_id"] for r in rows) == sorted(ids)
+        assert not list((gw.data_dir / "wal").glob("*.wal"))  # written out and cleaned up, not left to recovery
+    finally:
+        gw.stop()

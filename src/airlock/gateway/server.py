@@ -73,8 +73,8 @@ def run_worker(
     import uvloop
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    # The batch writer thread shares the GIL with the event loop; a short switch interval keeps a
-    # writer burst from stalling requests for the default 5 ms.
+    # Background threads (counting a large prompt for the pre-flight check, the ledger's SQLite) share
+    # the GIL with the event loop; a short switch interval keeps one from stalling requests for 5 ms.
     sys.setswitchinterval(0.0005)
     return uvloop.run(_serve(config, reuse_port, announce, ready))
 

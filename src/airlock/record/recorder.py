@@ -1,6 +1,8 @@
-"""The recorder's front: a bounded in-memory queue the request path hands records to, and a spill
-file for when the queue is full. `submit` never waits on disk in the default mode; in durable mode
-it returns a future that completes once the record is in the fsynced write-ahead file.
+"""The batch writer's front: a bounded in-memory queue records are handed to, and a spill file for
+when the queue is full. In the gateway this lives in the writer process (fed by its reading thread;
+the request path talks to it through `link.py`); it also runs in-process, where `submit` never waits
+on disk in the default mode and, in durable mode, returns a future that completes once the record is
+in the fsynced write-ahead file. The spill file and its helpers serve both sides.
 
 Counters (`stats`) make every outcome visible: accepted, spilled, dropped (the spill itself failed),
 written. Nothing is dropped silently."""
@@ -29,7 +31,7 @@ QueueItem = tuple[dict[str, Any], Any]
 
 
 class RecordQueue:
-    """A bounded hand-off from the event loop to the writer thread. `put` is a deque append (no lock;
+    """A bounded hand-off to the writer thread. `put` is a deque append (no lock;
     a stdlib queue.Queue cost ~4 us a record in locks and notifications); the writer is woken through
     an event only when it is actually waiting, and otherwise collects a batch every few milliseconds."""
 
