@@ -1,7 +1,8 @@
 """The request path's side of the recorder: hands records to the worker's writer process.
 
-`submit` packs a record (msgpack, about 2 us) into a buffer that goes over a socket pair every couple
-of milliseconds (at once in durable mode); the writer process (`process.py`) does everything else.
+`submit` puts a record in a buffer that goes over a socket pair, pickled as one batch, every couple of
+milliseconds (at once in durable mode, or when a long stream's record is waiting); the writer process
+(`process.py`) does everything else.
 The gateway never waits on disk: its backlog (records handed over and not yet in the write-ahead
 file) is bounded by `recorder.queue_size`, and a record that would exceed it goes to the spill file,
 which the writer replays once it has caught up. Nothing is dropped silently: a failed spill, or
@@ -24,7 +25,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
 import orjson
 
 from airlock.config.schema import Config
@@ -35,6 +35,7 @@ from airlock.store.embedded.layout import DataDir
 log = logging.getLogger("airlock.recorder")
 
 LINGER_S = 0.002  # how long records gather before one write to the socket (durable mode: none)
+FLUSH_BYTES = 64 * 1024  # ... unless this much is waiting
 STATUS_EVERY_S = 1.0
 
 
@@ -58,15 +59,14 @@ class RecorderStartError(RuntimeError):
 class _Protocol(asyncio.Protocol):
     def __init__(self, link: RecorderLink) -> None:
         self.link = link
-        self.unpacker = wire.unpacker()
+        self.reader = wire.FrameReader()
         self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # handed to the link once the writer says it is ready
 
     def data_received(self, data: bytes) -> None:
-        self.unpacker.feed(data)
-        for message in self.unpacker:
+        for message in self.reader.feed(data):
             self.link._message(self, message)
 
     def eof_received(self) -> bool:
@@ -92,8 +92,8 @@ class RecorderLink:
         self._own_error: str | None = None  # the writer process is gone, or the spill failed
         self._own_error_since: float | None = None
         self._writer: dict[str, Any] = {}  # the writer's last counters
-        self._pack = wire.packer()
-        self._buf: list[bytes] = []
+        self._buf: list[dict[str, Any]] = []  # records waiting for the next write to the socket
+        self._buf_bytes = 0
         self._queued = 0  # records handed over (in the buffer or sent), ever
         self._done = 0  # of those, records the writer has in its write-ahead file
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()  # durable mode: (index, future)
@@ -207,24 +207,34 @@ class RecorderLink:
         if self._transport is None or self._queued - self._done >= self.cfg.queue_size:
             spill_record(self, record, fut)
             return fut
-        self._buf.append(wire.pack_record(self._pack, record))
+        self._buf.append(record)
+        payloads = record.get("_payloads")
+        if payloads:
+            self._buf_bytes += sum(len(p) for p in payloads.values() if p is not None)
         self._queued += 1
         if fut is not None:
             self._waiting.append((self._queued, fut))
-        if self._flush_handle is None and loop is not None:
+        if self._buf_bytes >= FLUSH_BYTES:
+            # A long stream's record: hand it over now, so the writer reads it while the client is still
+            # taking in the stream's end, not in the middle of the next request's first token.
+            self._flush()
+        elif self._flush_handle is None and loop is not None:
             self._flush_handle = loop.call_soon(self._flush) if fut else loop.call_later(LINGER_S, self._flush)
         return fut
 
     def _flush(self) -> None:
-        self._flush_handle = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._buf and self._transport is not None:
-            self._transport.write(b"".join(self._buf))
-            self._buf.clear()
+            self._transport.write(wire.records_frame(self._buf))
+            self._buf = []
+            self._buf_bytes = 0
 
     # -- what the writer says --------------------------------------------------------------------
 
     def _message(self, protocol: _Protocol, message: Any) -> None:
-        if not (isinstance(message, list) and len(message) == 2):
+        if not (isinstance(message, tuple) and len(message) == 2):
             log.error("unexpected message from the writer process: %r", message)
             return
         kind, body = message
@@ -284,12 +294,13 @@ class RecorderLink:
             self.dropped += lost
             self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + lost
         log.error("the writer process exited (code %s) with %d records unconfirmed; spilling", code, max(lost, 0))
-        unsent, self._buf = self._buf, []
+        unsent, self._buf, self._buf_bytes = self._buf, [], 0
         self._done = self._queued
         self._draining = None  # the file stays locked here and is handed to the next writer
         self._fail_waiting("the writer process exited")
-        for data in unsent:
-            spill_record(self, msgpack.unpackb(data, raw=False), None)
+        for record in unsent:
+            record.pop("_request_doc", None)
+            spill_record(self, record, None)
         if self._loop is not None:
             self._respawning = self._loop.create_task(self._respawn())
 
@@ -325,7 +336,7 @@ class RecorderLink:
     def _send(self, kind: str, body: Any) -> None:
         if self._transport is not None:
             self._flush()  # keep order: records before the message
-            self._transport.write(self._pack.pack([kind, body]))
+            self._transport.write(wire.frame(kind, body))
 
     def _send_status(self) -> None:
         """This side's counters (and the gateway's metrics) to the writer, for the worker's status file."""

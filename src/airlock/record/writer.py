@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from airlock.record import frames, wire
+from airlock.record import frames
 from airlock.record.recorder import QueueItem, Recorder
 from airlock.record.rows import checked_row, finish_row, partial_row, store_payloads
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
@@ -94,6 +94,13 @@ class BatchWriter:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._thread.join(timeout)
+
+    def request_stop(self) -> None:
+        """From the writer's own thread (its queue has ended): write out what is held, then end."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
     # -- recovery --------------------------------------------------------------------------------
@@ -271,7 +278,7 @@ class BatchWriter:
         # Payloads first (idempotent; synced in durable mode), then the write-ahead file of finished
         # rows, then the open segment: a failure at any step leaves nothing half-applied, so the retry
         # of the same batch cannot duplicate a record.
-        records = [wire.unpack_record(r) for r, _ in batch]
+        records = [r for r, _ in batch]
         store_payloads(records, self.blobs, sync=self.cfg.durable)
         rows = [self._finish(r) for r in records]
         wal = self._open_wal()
