@@ -106,6 +106,7 @@ def test_records_go_through_the_writer_process_into_segments(tmp_path: Path) -> 
     assert no_secret_on_disk(tmp_path)
     status = (tmp_path / "run" / "w-link.json").read_text()
     assert '"stopped":true' in status and f'"pid":{os.getpid()}' in status  # speaks for the gateway
+    assert '"queue_depth":0' in status and '"accepted":100' in status
 
 
 def test_a_backlog_over_the_queue_size_spills_and_the_writer_replays_it(tmp_path: Path) -> None:

@@ -102,6 +102,8 @@ class WriterHost:
         for reason, n in self.rec.drop_reasons.items():
             reasons[reason] = reasons.get(reason, 0) + n
         status["drop_reasons"] = reasons
+        if self.writer.stopping:  # the gateway's last count predates the final hand-over
+            status["queue_depth"] = self.rec.queue.qsize()
         return status
 
     def _synced(self, batch: list[Any]) -> None:

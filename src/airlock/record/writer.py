@@ -96,6 +96,10 @@ class BatchWriter:
         self._stop.set()
         self._thread.join(timeout)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def request_stop(self) -> None:
         """From the writer's own thread (its queue has ended): write out what is held, then end."""
         self._stop.set()
