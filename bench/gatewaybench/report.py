@@ -146,18 +146,19 @@ PATHS_TEXT = f"""\
 - **{DIRECT}**: wrk straight to `airlock sim` (simulated OpenAI-compatible upstream, no delays). The ceiling.
 - **{PASSTHROUGH}**: `bench/passthrough.py`, aiohttp + uvloop, reads the body and relays the upstream's bytes;
   no parsing, no auth, no recording. The floor for any Python gateway on the same libraries.
-- **{AIRLOCK}**: `airlock serve`, one worker, bearer-key auth, routing, and the flight recorder on (temporary data dir).
+- **{AIRLOCK}**: `airlock serve`, one worker, bearer-key auth, routing, and the flight recorder on (temporary data dir;
+  the worker's writer process at its default priority, `writer_nice: 10`).
 - **{LITELLM}**: LiteLLM's proxy (`litellm --config ... --num_workers 1`) with a master key, model `sim-large` mapped
   to `openai/sim-large` at the sim; `LITELLM_LOCAL_MODEL_COST_MAP=True`, HTTP(S) proxy variables pointing at a local
   sink that refuses and logs any outbound attempt.
 
 Each row: `wrk -t1 -cN -dD` with `bench/chat.lua` POSTing `{json.dumps(CHAT_BODY)}`, after a short warm-up;
 paths are interleaved per concurrency. "+p50 vs direct" is the path's p50 minus the direct p50 at the same
-concurrency; "CPU µs/req" is the serving process's user + system CPU time during the run (its worker
-processes included) divided by the requests served: steadier than req/s on a shared machine, since it does
-not depend on what else got the cores; "non-2xx/errors" counts HTTP status ≥ 400 plus socket errors and
-timeouts. The streaming rows
-are sequential requests (one connection) for a {STREAM_TOKENS}-token SSE stream from a second sim started with
+concurrency; "CPU µs/req" is the serving process's user + system CPU time during the run (all its
+descendants included: worker processes, and Airlock's writer process) divided by the requests served:
+steadier than req/s on a shared machine, since it does not depend on what else got the cores;
+"non-2xx/errors" counts HTTP status ≥ 400 plus socket errors and timeouts. The streaming rows are sequential
+requests (one connection) for a {STREAM_TOKENS}-token SSE stream from a second sim started with
 `--output-tokens {STREAM_TOKENS}`, one request per path per round; TTFT is the time from sending the request to
 receiving the first SSE event with non-empty `delta.content`; "first body byte" is the time to the first line of
 the response body."""

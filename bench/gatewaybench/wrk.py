@@ -42,12 +42,16 @@ def run_wrk(url: str, key: str, conns: int, duration: float) -> dict[str, Any]:
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process and its direct children (workers), from /proc."""
+    """User + system CPU time of a process and all its descendants (workers, Airlock's writer processes), from /proc."""
     if pid is None:
         return float("nan")
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        with contextlib.suppress(OSError, ValueError):
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in Path(f"/proc/{p}/task/{task}/children").read_text().split()]
     total = 0
     for p in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
