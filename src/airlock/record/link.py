@@ -161,6 +161,9 @@ class RecorderLink:
             self._respawning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._respawning
+            pending = self._protocol.transport if self._protocol is not None and self._transport is None else None
+            if pending is not None:
+                pending.close()  # a writer cancelled mid-start sees the end of its socket and exits
         if self._transport is not None:
             self._send_status()
             self._flush()
@@ -296,7 +299,8 @@ class RecorderLink:
         log.error("the writer process exited (code %s) with %d records unconfirmed; spilling", code, max(lost, 0))
         unsent, self._buf, self._buf_bytes = self._buf, [], 0
         self._done = self._queued
-        self._draining = None  # the file stays locked here and is handed to the next writer
+        # A spill file the dead writer was replaying stays rotated and locked here (`_draining` keeps its
+        # path) and is handed to the next writer once it is up.
         self._fail_waiting("the writer process exited")
         for record in unsent:
             record.pop("_request_doc", None)
@@ -324,7 +328,10 @@ class RecorderLink:
             self._done_base = self._done
             self._own_error = self._own_error_since = None
             log.warning("the writer process is back as %s", self.writer_id)
-            self._maybe_drain()
+            if self._draining is not None:
+                self._send(wire.DRAIN, self._draining)
+            else:
+                self._maybe_drain()
             return
 
     def _fail_waiting(self, why: str) -> None:
