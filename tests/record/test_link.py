@@ -192,3 +192,101 @@ def test_a_writer_that_cannot_start_stops_the_start(tmp_path: Path) -> None:
             await link.start()
 
     run(body)
+
+
+def children_of_this_process() -> list[int]:
+    """This process's writer processes (other tests' simulators may be running too)."""
+    me = str(os.getpid())
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                ours = (p / "stat").read_text().rsplit(")", 1)[1].split()[1] == me
+                if ours and b"airlock.record.process" in (p / "cmdline").read_bytes():
+                    out.append(int(p.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_durable_acknowledgements_survive_a_stalled_gateway_loop(tmp_path: Path) -> None:
+    # One record a batch: thousands of acknowledgements pile up unread while the loop is stalled. The
+    # writer's sends used to share a non-blocking socket with its reads and gave up on the first full buffer.
+    async def body() -> None:
+        cfg = config(tmp_path, durable=True, batch_max_records=1, segment_max_age_s=3600, writer_nice=0)
+        link = RecorderLink(cfg, DataDir.at(tmp_path), "w-stall")
+        await link.start()
+        futures = []
+        for i in range(2000):
+            futures.append(link.submit(record(i)))
+            if i % 5 == 0:
+                await asyncio.sleep(0)
+        time.sleep(2.5)  # the loop stalls (a long GC, a huge parse) while the writer keeps confirming
+        await asyncio.wait_for(asyncio.gather(*futures), 20)
+        assert link.queue_depth == 0
+        await link.close()
+        assert link.stats()["written"] == 2000
+
+    run(body)
+
+
+def test_a_failing_store_at_shutdown_spills_what_the_writer_holds_without_credentials(tmp_path: Path) -> None:
+    async def body() -> None:
+        cfg = config(tmp_path, batch_max_records=2, segment_max_age_s=3600, writer_nice=0)
+        link = RecorderLink(cfg, DataDir.at(tmp_path), "w-fail")
+        await link.start()
+        (tmp_path / "wal").rename(tmp_path / "wal-aside")
+        (tmp_path / "wal").write_text("the disk refuses")
+        for i in range(10):
+            link.submit(record(i))
+        await until(lambda: link.error is not None)
+        started = time.monotonic()
+        await link.close(timeout=30)  # the writer used to retry forever, never reading the end of its input
+        assert time.monotonic() - started < 15
+        stats = link.stats()
+        assert (stats["accepted"], stats["spilled"], stats["dropped"], stats["written"]) == (10, 10, 0, 0)
+
+    run(body)
+    assert no_secret_on_disk(tmp_path)
+    assert (tmp_path / "spill" / "w-fail.w.spill").stat().st_size > 0  # replayed by the next start
+
+
+def test_a_restart_that_keeps_failing_runs_one_writer_at_a_time(tmp_path: Path) -> None:
+    async def body() -> None:
+        link = RecorderLink(config(tmp_path, writer_nice=0), DataDir.at(tmp_path), "w-retry")
+        await link.start()
+        os.kill(link.writer_pid or 0, signal.SIGKILL)
+        await until(lambda: link.error is not None)
+        (tmp_path / "run").rename(tmp_path / "run-aside")  # a new writer cannot take its lock
+        (tmp_path / "run").write_text("not a directory")
+        await asyncio.sleep(4)  # restarts at 1 s and 2 s fail
+        assert link._generation <= 3 and len(children_of_this_process()) <= 1
+        (tmp_path / "run").unlink()
+        (tmp_path / "run-aside").rename(tmp_path / "run")
+        await until(lambda: link.error is None, timeout=20)
+        assert len(children_of_this_process()) == 1
+        link.submit(record(1))
+        started = time.monotonic()
+        await link.close(timeout=30)
+        assert time.monotonic() - started < 10 and not children_of_this_process()
+
+    run(body)
+    assert [r["span_id"] for r in rows(tmp_path)] == [f"{1:016x}"]
+
+
+def test_records_submitted_while_closing_go_to_the_spill_file(tmp_path: Path) -> None:
+    async def body() -> None:
+        link = RecorderLink(config(tmp_path), DataDir.at(tmp_path), "w-late")
+        await link.start()
+        for i in range(5):
+            link.submit(record(i))
+        closing = asyncio.ensure_future(link.close())
+        await asyncio.sleep(0)  # close has begun: the end of the input is on its way
+        for i in range(5, 8):
+            link.submit(record(i))
+        await closing
+        stats = link.stats()
+        assert (stats["accepted"], stats["written"], stats["spilled"], stats["dropped"]) == (8, 5, 3, 0)
+
+    run(body)
+    assert no_secret_on_disk(tmp_path)

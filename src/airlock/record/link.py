@@ -35,6 +35,8 @@ from airlock.store.embedded.layout import DataDir
 log = logging.getLogger("airlock.recorder")
 
 LINGER_S = 0.002  # how long records gather before one write to the socket (durable mode: none)
+# The writer's counts that add up across the writer processes of one worker (a respawn starts at 0).
+_CUMULATIVE = ("written", "segments_written", "compactions", "recovered", "writer_spilled", "writer_dropped")
 FLUSH_BYTES = 64 * 1024  # ... unless this much is waiting
 STATUS_EVERY_S = 1.0
 
@@ -111,6 +113,8 @@ class RecorderLink:
         self._generation = 0  # writer processes respawned after one died
         self._done_base = 0  # records confirmed by earlier writer processes (DONE counts restart at 0)
         self._respawning: asyncio.Task[None] | None = None
+        self._started = False
+        self._writer_base = dict.fromkeys(_CUMULATIVE, 0)  # counts of writers that have died
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -119,36 +123,33 @@ class RecorderLink:
         self._loop = asyncio.get_running_loop()
         self._status_source = status_source
         await self._spawn()
+        self._started = True
         self._send_status()  # and every second from now on
 
     async def _spawn(self) -> None:
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
-        start = {"config": self.config.model_dump(mode="json"), "writer_id": self.writer_id, "stamp": self.stamp}
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "airlock.record.process", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
-                stdin=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
             )
         except OSError as e:
             ours.close()
             raise RecorderStartError(f"the writer process could not be started: {e}") from None
         finally:
             theirs.close()
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write(orjson.dumps(start))
-            self._proc.stdin.close()
-        except OSError as e:
-            ours.close()
-            raise RecorderStartError(f"the writer process did not take its start: {e}") from None
         self._ready = loop.create_future()
         ours.setblocking(False)
-        _, self._protocol = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
+        _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
+        self._protocol = protocol
+        start = {"config": self.config.model_dump(mode="json"), "writer_id": self.writer_id, "stamp": self.stamp}
+        protocol.transport.write(wire.frame(wire.START, start))  # type: ignore[union-attr]
         try:
             self.writer_pid = await self._ready
-        except RecorderStartError:
+        except BaseException:  # failed, or cancelled by shutdown: the writer sees its socket end and exits
+            protocol.transport.close()  # type: ignore[union-attr]
             await loop.run_in_executor(None, self._proc.wait)
             raise
 
@@ -158,12 +159,9 @@ class RecorderLink:
         if self._status_handle is not None:
             self._status_handle.cancel()
         if self._respawning is not None and not self._respawning.done():
-            self._respawning.cancel()
+            self._respawning.cancel()  # a writer cancelled mid-start is told to end, and reaped
             with contextlib.suppress(asyncio.CancelledError):
                 await self._respawning
-            pending = self._protocol.transport if self._protocol is not None and self._transport is None else None
-            if pending is not None:
-                pending.close()  # a writer cancelled mid-start sees the end of its socket and exits
         if self._transport is not None:
             self._send_status()
             self._flush()
@@ -176,6 +174,7 @@ class RecorderLink:
             except subprocess.TimeoutExpired:
                 log.error("the writer process did not finish within %.0f s; stopping it", timeout)
                 proc.kill()
+                await asyncio.get_running_loop().run_in_executor(None, proc.wait)
         if self._transport is not None:
             self._transport.close()
         self._fail_waiting("the recorder closed")
@@ -207,7 +206,8 @@ class RecorderLink:
         self.accepted += 1
         loop = self._loop
         fut = loop.create_future() if self.cfg.durable and loop is not None else None
-        if self._transport is None or self._queued - self._done >= self.cfg.queue_size:
+        if self._transport is None or self._closing or self._queued - self._done >= self.cfg.queue_size:
+            record.pop("_request_doc", None)
             spill_record(self, record, fut)
             return fut
         self._buf.append(record)
@@ -230,13 +230,31 @@ class RecorderLink:
             self._flush_handle.cancel()
             self._flush_handle = None
         if self._buf and self._transport is not None:
-            self._transport.write(wire.records_frame(self._buf))
-            self._buf = []
-            self._buf_bytes = 0
+            records, self._buf, self._buf_bytes = self._buf, [], 0
+            try:
+                self._transport.write(wire.records_frame(records))
+            except (RuntimeError, OSError) as e:  # the socket is closing: keep them in the spill file instead
+                log.warning("records not handed to the writer (%s); spilling them", e)
+                self._spill_unsent(records)
+
+    def _spill_unsent(self, records: list[dict[str, Any]]) -> None:
+        """Records handed over in our count but never sent: into the spill file, each with its durable
+        future (the newest waiting ones), and out of the backlog."""
+        futures: list[asyncio.Future[None] | None] = [None] * len(records)
+        first = self._queued - len(records) + 1
+        while self._waiting and self._waiting[-1][0] >= first:
+            index, fut = self._waiting.pop()
+            futures[index - first] = fut
+        self._queued -= len(records)
+        for record, fut in zip(records, futures, strict=True):
+            record.pop("_request_doc", None)
+            spill_record(self, record, fut)
 
     # -- what the writer says --------------------------------------------------------------------
 
     def _message(self, protocol: _Protocol, message: Any) -> None:
+        if protocol is not self._protocol:
+            return  # a writer that is no longer ours (cancelled mid-start)
         if not (isinstance(message, tuple) and len(message) == 2):
             log.error("unexpected message from the writer process: %r", message)
             return
@@ -249,20 +267,21 @@ class RecorderLink:
                     fut.set_result(None)
             self._maybe_drain()
         elif kind == wire.STATS:
-            self._writer = body
+            self._writer = {**body, **{k: self._writer_base[k] + body.get(k, 0) for k in _CUMULATIVE}}
         elif kind == wire.DRAINED:
             self.spill.release(body)
             self._draining = None
             self._maybe_drain()
         elif kind == wire.READY and self._ready is not None and not self._ready.done():
             self._transport = protocol.transport  # type: ignore[assignment]
+            self._done_base = self._done  # this writer counts from 0
             self._ready.set_result(body)
         elif kind == wire.FAILED and self._ready is not None and not self._ready.done():
             self._ready.set_exception(RecorderStartError(str(body)))
 
     def _maybe_drain(self) -> None:
         """Once the writer has room again, hand it the spill file to replay."""
-        if self._draining or self._transport is None or self.queue_depth > self.cfg.queue_size // 2:
+        if self._draining or self._closing or self._transport is None or self.queue_depth > self.cfg.queue_size // 2:
             return
         if not self.spill.pending():
             return
@@ -277,9 +296,9 @@ class RecorderLink:
 
     def _writer_gone(self, protocol: _Protocol) -> None:
         """The socket closed. At shutdown that is the end. Otherwise the writer process died: what it
-        held unconfirmed is counted as dropped (some of it may have reached its write-ahead file, which
-        the next writer replays), what is still buffered here goes to the spill file, and so does every
-        later record until a new writer process (respawned with backoff) has started."""
+        held unconfirmed is counted as dropped (an upper bound: what had reached its write-ahead file is
+        replayed by the next writer), what is still buffered here goes to the spill file, and so does
+        every later record until a new writer process (respawned with backoff) has started."""
         if protocol is not self._protocol:
             return
         self._transport = None
@@ -287,24 +306,24 @@ class RecorderLink:
             code = self._proc.poll() if self._proc else None
             self._ready.set_exception(RecorderStartError(f"the writer process exited during start-up (code {code})"))
             return
-        if self._closing:
-            return
+        if self._closing or not self._started or (self._respawning is not None and not self._respawning.done()):
+            return  # shutting down, never started, or a failed restart the respawn loop retries
         code = self._proc.poll() if self._proc else None
         self._note_error(f"the writer process exited (code {code}); records go to the spill file until it is back")
-        lost = self.queue_depth - len(self._buf)
+        unsent, self._buf, self._buf_bytes = self._buf, [], 0
+        self._spill_unsent(unsent)
+        lost = self.queue_depth
         if lost > 0:
-            reason = "the writer process exited before confirming them"
+            reason = "the writer process exited before confirming them (at most; replayed if in its write-ahead file)"
             self.dropped += lost
             self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + lost
         log.error("the writer process exited (code %s) with %d records unconfirmed; spilling", code, max(lost, 0))
-        unsent, self._buf, self._buf_bytes = self._buf, [], 0
         self._done = self._queued
+        for key in _CUMULATIVE:  # the dead writer's counts carry over to the next one's
+            self._writer_base[key] = self._writer.get(key, 0)
         # A spill file the dead writer was replaying stays rotated and locked here (`_draining` keeps its
         # path) and is handed to the next writer once it is up.
         self._fail_waiting("the writer process exited")
-        for record in unsent:
-            record.pop("_request_doc", None)
-            spill_record(self, record, None)
         if self._loop is not None:
             self._respawning = self._loop.create_task(self._respawn())
 
@@ -325,7 +344,6 @@ class RecorderLink:
                 log.error("the writer process could not be restarted (retrying in %.0f s): %s", backoff, e)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            self._done_base = self._done
             self._own_error = self._own_error_since = None
             log.warning("the writer process is back as %s", self.writer_id)
             if self._draining is not None:
@@ -343,7 +361,10 @@ class RecorderLink:
     def _send(self, kind: str, body: Any) -> None:
         if self._transport is not None:
             self._flush()  # keep order: records before the message
-            self._transport.write(wire.frame(kind, body))
+            try:
+                self._transport.write(wire.frame(kind, body))
+            except (RuntimeError, OSError) as e:  # the socket is closing
+                log.warning("could not tell the writer %s: %s", kind, e)
 
     def _send_status(self) -> None:
         """This side's counters (and the gateway's metrics) to the writer, for the worker's status file."""

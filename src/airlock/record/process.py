@@ -1,7 +1,7 @@
 """The writer process: the batch writer of one gateway worker, in a process of its own.
 
-Run as `python -m airlock.record.process FD` by the gateway (see `link.py`), with the start document
-(configuration, writer id, stamp) as JSON on stdin and one end of a socket pair as FD. Records arrive
+Run as `python -m airlock.record.process FD` by the gateway (see `link.py`), FD being one end of a socket
+pair; the first frame on it is the start (configuration, writer id, stamp). Records arrive
 in pickled batches (see `wire.py`) and go into the same batch writer as ever; what comes back is the
 count of records in the write-ahead file (durable mode's acknowledgements, and the gateway's measure
 of its backlog), the writer's counters and errors, and each spill file it has drained.
@@ -9,7 +9,8 @@ of its backlog), the writer's counters and errors, and each spill file it has dr
 Why a process: the writer's work (hashing, compressing, reading usage out of responses, Arrow and
 Parquet) held the gateway's GIL for about 35 us a request, a fifth of the worker's time; here it runs
 on another core. The writer ignores SIGINT and SIGTERM: it stops when its gateway closes the socket
-(or dies), after writing everything it holds."""
+(or dies), after writing everything it holds (or, if the store is failing, putting it in its own
+spill file for the next start)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import contextlib
 import gc
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -24,8 +26,6 @@ import threading
 import time
 from collections import deque
 from typing import Any
-
-import orjson
 
 from airlock.record import wire
 
@@ -36,22 +36,42 @@ _STATS_KEYS = ("written", "wal_records", "segments_written", "compactions", "rec
 
 
 class _Channel:
-    """The writer's side of the socket: read by the writer's thread, sent on (under a lock) by either thread."""
+    """The writer's side of the socket, which stays blocking: the writer's thread reads it (waiting with
+    poll, taking with MSG_DONTWAIT), and either thread sends on it under a lock. A full socket makes a
+    send wait for the gateway to read; only a gateway that is gone ends the sending."""
 
     def __init__(self, fd: int) -> None:
-        self.recv_sock = socket.socket(fileno=fd)
-        self.send_sock = self.recv_sock.dup()  # blocking sends; the reading side sets its own timeouts
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(True)
+        self.reader = wire.FrameReader()
+        self.early: list[tuple[str, Any]] = []  # messages that came with the start frame
         self._lock = threading.Lock()
         self.open = True
+
+    def read_start(self) -> dict[str, Any]:
+        """The first frame, which the gateway sends as soon as it has the socket."""
+        while True:
+            data = self.sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError("the gateway closed the socket before sending the start")
+            self.early.extend(self.reader.feed(data))
+            if self.early:
+                kind, body = self.early.pop(0)
+                if kind != wire.START or not isinstance(body, dict):
+                    raise ValueError(f"expected the start frame, got {kind!r}")
+                return body
 
     def send(self, kind: str, body: Any) -> None:
         if not self.open:
             return
         with self._lock:
             try:
-                self.send_sock.sendall(wire.frame(kind, body))
-            except OSError:
+                self.sock.sendall(wire.frame(kind, body))
+            except (BrokenPipeError, ConnectionResetError):
                 self.open = False  # the gateway is gone; keep writing what we hold
+            except OSError as e:
+                self.open = False
+                log.error("cannot report to the gateway any more: %s", e)
 
 
 class WriterHost:
@@ -113,7 +133,7 @@ class WriterHost:
     def send_done(self, force: bool = False) -> None:
         """The count of records from the socket now in the write-ahead file. Outside durable mode it
         only bounds the gateway's backlog, so it goes at most every 50 ms: each one wakes the gateway's loop."""
-        with self._done_lock:  # from the writer thread and the reading thread: never send a count backwards
+        with self._done_lock:  # the writer's thread, and the main one at the end: never send a count backwards
             now = time.monotonic()
             if self.done != self._done_sent and (force or now - self._done_at >= 0.05):
                 self._done_sent, self._done_at = self.done, now
@@ -127,7 +147,7 @@ class WriterHost:
 
     def send_stats(self, force: bool = False) -> None:
         """The writer's counters to the gateway: at once when its error changes, else at most twice a second."""
-        with self._stats_lock:  # from the reading thread, and the writer's when its error changes
+        with self._stats_lock:  # the writer's thread, and the main one at start and end
             stats = self.stats()
             key = (stats["error"], stats["written"], stats["wal_records"], stats["writer_dropped"])
             now = time.monotonic()
@@ -162,10 +182,14 @@ class SocketFeed:
     def __init__(self, host: WriterHost, linger_s: float) -> None:
         self.host = host
         self.linger_s = linger_s
-        self.sock = host.channel.recv_sock
-        self.reader = wire.FrameReader()
+        self.sock = host.channel.sock
+        self.reader = host.channel.reader
+        self.poller = select.poll()
+        self.poller.register(self.sock, select.POLLIN)
         self.items: deque[Any] = deque()
         self.ended = False
+        for message in host.channel.early:
+            host.receive(message, self.items)
 
     def qsize(self) -> int:
         return len(self.items)
@@ -188,13 +212,20 @@ class SocketFeed:
         pop = self.items.popleft
         return [pop() for _ in range(min(limit, len(self.items)))]
 
+    def pump(self) -> None:
+        """Take in what has arrived without waiting: while the writer retries a failed batch it does
+        not call `take`, but must still notice the gateway's end and stop (spilling what it holds)."""
+        if not self.ended:
+            self._read(0.0)
+
     def _read(self, wait_s: float) -> None:
         """Whatever the socket holds, waiting up to `wait_s` for the first bytes."""
-        self.sock.settimeout(wait_s if wait_s > 0 else 0.0)
+        if wait_s > 0 and not self.poller.poll(wait_s * 1000):
+            return
         while True:
             try:
-                data = self.sock.recv(1 << 20)
-            except (BlockingIOError, TimeoutError):
+                data = self.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 data = b""
@@ -204,7 +235,6 @@ class SocketFeed:
                 return
             for message in self.reader.feed(data):
                 self.host.receive(message, self.items)
-            self.sock.settimeout(0.0)  # and then only what is already there
 
 
 def main() -> int:
@@ -213,7 +243,7 @@ def main() -> int:
         signal.signal(sig, signal.SIG_IGN)  # the gateway says when to stop, by closing the socket
     channel = _Channel(int(sys.argv[1]))
     try:
-        start = orjson.loads(sys.stdin.buffer.read())
+        start = channel.read_start()
         host = WriterHost(channel, start)
         if host.nice:  # recording yields the CPU to serving, and catches up in the gaps
             os.nice(host.nice)
@@ -230,8 +260,7 @@ def main() -> int:
     host.send_stats(force=True)
     host.serve()
     with contextlib.suppress(OSError):
-        channel.send_sock.close()
-        channel.recv_sock.close()
+        channel.sock.close()
     return 0
 
 

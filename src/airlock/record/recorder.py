@@ -1,6 +1,7 @@
 """The batch writer's front: a bounded in-memory queue records are handed to, and a spill file for
-when the queue is full. In the gateway this lives in the writer process (fed by its reading thread;
-the request path talks to it through `link.py`); it also runs in-process, where `submit` never waits
+when the queue is full. In the gateway this lives in the writer process (where the socket itself is
+the queue, read by the writer's own thread; the request path talks to it through `link.py`); it also
+runs in-process, where `submit` never waits
 on disk in the default mode and, in durable mode, returns a future that completes once the record is
 in the fsynced write-ahead file. The spill file and its helpers serve both sides.
 
@@ -52,6 +53,9 @@ class RecordQueue:
 
     def qsize(self) -> int:
         return len(self._items)
+
+    def pump(self) -> None:
+        """Nothing to take in: records are put here directly (a queue fed from elsewhere overrides this)."""
 
     def empty(self) -> bool:
         return not self._items

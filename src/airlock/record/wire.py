@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 # gateway -> writer
+START = "start"  # the first frame: configuration, writer id, stamp
 RECORDS = "records"  # body: a list of records
 STATUS = "status"  # the gateway's counters and metrics, for the status file
 DRAIN = "drain"  # a rotated spill file to replay and delete

@@ -24,7 +24,7 @@ import orjson
 import pyarrow as pa
 
 from airlock.record import frames
-from airlock.record.recorder import QueueItem, Recorder
+from airlock.record.recorder import QueueItem, Recorder, strip_secret_headers
 from airlock.record.rows import checked_row, finish_row, partial_row, store_payloads
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.embedded.segments import live_segments
@@ -164,6 +164,8 @@ class BatchWriter:
 
     def _run(self) -> None:
         while True:
+            if self._pending:
+                self.rec.queue.pump()  # retrying a batch: still notice the end of the input
             stopping = self._stop.is_set()
             batch = self._pending or self._drain(wait=0.0 if stopping else self._wait_s())
             if not batch and not self._backoff:
@@ -204,6 +206,7 @@ class BatchWriter:
         while batch := self._drain(0.0):
             left += [r for r, _ in batch]
         for record in left:
+            strip_secret_headers(record)  # credentials never reach the disk
             try:
                 self.rec.spill.append(record)
                 self.rec.spilled += 1
