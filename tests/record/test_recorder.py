@@ -101,6 +101,31 @@ def test_write_errors_are_reported_and_retried(tmp_path: Path) -> None:
         writer.stop()
 
 
+def test_a_failing_store_stays_reported_while_compaction_has_nothing_to_do(tmp_path: Path) -> None:
+    # A compaction that merged nothing used to count as a successful write and clear the error every
+    # few seconds, so /healthz flipped between ok and degraded while nothing could be written.
+    rec, writer, data = start(tmp_path, compact_interval_s=0.05)
+    writer.start()
+    try:
+        data.hops.rename(tmp_path / "aside")
+        data.hops.write_text("a file where a folder should be")
+        for i in range(3):
+            rec.submit(record(i))
+        deadline = time.monotonic() + 5
+        while rec.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen = set()
+        for _ in range(100):  # a second, about twenty compaction passes
+            seen.add(rec.error is None)
+            time.sleep(0.01)
+        assert seen == {False}
+    finally:
+        data.hops.unlink()
+        (tmp_path / "aside").rename(data.hops)
+        writer.stop()
+    assert count(data, want=3) == 3
+
+
 def test_segments_of_stopped_writers_are_compacted(tmp_path: Path) -> None:
     from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
     from airlock.store.embedded.segments import live_segments

@@ -177,7 +177,7 @@ class BatchWriter:
             now = time.monotonic()
             if now - self._last_compact > self.cfg.compact_interval_s:
                 self._last_compact = now
-                self._guarded(self._compact)
+                self._guarded(self._compact, clears=False)
             if now - self._last_status > 1.0 or stopping:
                 self._last_status = now
                 self.write_status(stopped=False)
@@ -251,7 +251,9 @@ class BatchWriter:
         self._draining.pop(0)
         self._draining_applied = None
 
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, fn: Callable[..., None], *args: Any, clears: bool = True) -> None:
+        """Run one step; an error is noted and retried with backoff. A step that succeeds clears the
+        error only if it `clears`: a compaction with nothing to merge says nothing about the disk."""
         try:
             fn(*args)
         except (OSError, sqlite3.Error) as e:
@@ -263,6 +265,8 @@ class BatchWriter:
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
             log.exception("recorder failed (will retry)")
         else:
+            if not clears:
+                return
             if self._backoff or self.rec.error:
                 self.rec.clear_error()
             self._backoff = 0.0
