@@ -1,9 +1,9 @@
 """The batch writer's front: a bounded in-memory queue records are handed to, and a spill file for
 when the queue is full. In the gateway this lives in the writer process (where the socket itself is
 the queue, read by the writer's own thread; the request path talks to it through `link.py`); it also
-runs in-process, where `submit` never waits
-on disk in the default mode and, in durable mode, returns a future that completes once the record is
-in the fsynced write-ahead file. The spill file and its helpers serve both sides.
+runs in-process, where `submit` never waits on disk in the default mode and, in durable mode, returns
+a future that completes once the record is in the fsynced write-ahead file. The spill file and its
+helpers serve both sides.
 
 Counters (`stats`) make every outcome visible: accepted, spilled, dropped (the spill itself failed),
 written. Nothing is dropped silently."""
