@@ -198,3 +198,28 @@ def test_a_spill_file_being_drained_is_not_replayed_by_another_writer(tmp_path: 
     finally:
         rec.spill.close()
     assert other_writer.recover() == 4  # once its owner is gone, it is recovered (4 spilled, 1 queued)
+
+
+def test_a_spill_is_replayed_under_steady_traffic_not_only_in_a_quiet_moment(tmp_path: Path) -> None:
+    # The writer used to replay spilled records only when it found its queue empty, which steady
+    # traffic never allows: a burst's spill stayed unreadable until the traffic paused.
+    data = DataDir.at(tmp_path)
+    data.create()
+    cfg = RecorderConfig(queue_size=4, segment_max_age_s=3600)  # the writer always waits for the next record
+    rec = Recorder(cfg, data, "w-steady", {"airlock.node": "n1"})
+    writer = BatchWriter(rec, PackWriter(data.blobs, "w-steady"), ParquetSegments(data))
+    for i in range(50):
+        rec.submit(record(i))
+    assert rec.spilled == 46
+    writer.start()
+    i = 50
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and (rec.spill.pending() or writer._draining):
+            rec.submit(record(i))  # a record every 2 ms: the queue is never found empty
+            i += 1
+            time.sleep(0.002)
+        assert not rec.spill.pending() and not writer._draining  # replayed while the traffic went on
+    finally:
+        writer.stop()
+    assert count(data, want=i) == i

@@ -33,6 +33,7 @@ from airlock.store.interface import PayloadSink, SegmentSink
 log = logging.getLogger("airlock.recorder")
 
 _ARROW_CHUNK = 256
+_DRAIN_EVERY_S = 0.5
 
 
 class BatchWriter:
@@ -77,6 +78,7 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._run, name="airlock-writer", daemon=True)
         self._last_status = 0.0
         self._last_compact = time.monotonic()
+        self._last_drain = time.monotonic()
         self._backoff = 0.0
         self._lock_fd = -1
 
@@ -168,7 +170,10 @@ class BatchWriter:
                 self.rec.queue.pump()  # retrying a batch: still notice the end of the input
             stopping = self._stop.is_set()
             batch = self._pending or self._drain(wait=0.0 if stopping else self._wait_s())
-            if not batch and not self._backoff:
+            # Spilled records are replayed when the queue runs dry, and also every so often while it does
+            # not: under steady traffic it never does, and the spill would wait for a quiet moment.
+            if not self._backoff and (not batch or time.monotonic() - self._last_drain >= _DRAIN_EVERY_S):
+                self._last_drain = time.monotonic()
                 self._guarded(self._drain_spill)
             if batch:
                 self._guarded(self._handle, batch)
