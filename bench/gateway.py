@@ -65,6 +65,10 @@ def run(args: argparse.Namespace, procs: Procs, sink: EgressSink, workdir: Path)
     notes = check_targets(targets)
     console.print(f"[bold]throughput: {len(targets)} paths × concurrency {args.concurrency}, {args.duration:g} s each")
     throughput = run_throughput(targets, args.concurrency, args.duration, args.warmup, procs, notes)
+    procs.note_deaths(notes)
+    # LiteLLM has no streaming row; its background tasks (spend logs, health checks) would otherwise land
+    # at random on the streams of the paths that do, on a machine with two cores.
+    procs.stop("litellm")
     console.print(f"[bold]streaming: {args.stream_requests} × {STREAM_TOKENS}-token streams per path")
     streams = asyncio.run(run_streams([t for t in targets if t.stream_url], args.stream_requests))
     procs.note_deaths(notes)

@@ -79,6 +79,19 @@ class Procs:
             console.print(f"[red]{line}")
             notes.append(line)
 
+    def stop(self, name: str) -> None:
+        """Stop one process (its whole group) and wait for it; its log stays readable."""
+        for proc in self.items:
+            if proc.name == name and proc.popen.poll() is None:
+                _signal_group(proc.popen, signal.SIGTERM)
+                try:
+                    proc.popen.wait(8)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.popen, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.popen.wait(2)
+                self.reported.add(name)  # stopped on purpose, not a death to report
+
     def stop_all(self) -> None:
         for proc in reversed(self.items):
             _signal_group(proc.popen, signal.SIGTERM)
