@@ -78,20 +78,33 @@ def test_spill_file_of_a_dead_process_is_recovered(tmp_path: Path) -> None:
         writer2.stop()
 
 
+def break_hops(data: DataDir, aside: Path) -> None:
+    """Make the hop segment folder unwritable in a way root cannot bypass: a file where it was."""
+    data.hops.rename(aside)
+    data.hops.write_text("a file where a folder should be")
+
+
+def mend_hops(data: DataDir, aside: Path) -> None:
+    data.hops.unlink()
+    aside.rename(data.hops)
+
+
+def wait_for_error(rec: Recorder, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while rec.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def test_write_errors_are_reported_and_retried(tmp_path: Path) -> None:
     rec, writer, data = start(tmp_path)
     writer.start()
     try:
-        data.hops.rename(tmp_path / "aside")
-        data.hops.write_text("a file where a folder should be")
+        break_hops(data, tmp_path / "aside")
         for i in range(5):
             rec.submit(record(i))
-        deadline = time.monotonic() + 5
-        while rec.error is None and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for_error(rec)
         assert rec.error and rec.accepting  # policy "serve" keeps accepting
-        data.hops.unlink()
-        (tmp_path / "aside").rename(data.hops)
+        mend_hops(data, tmp_path / "aside")
         assert count(data, want=5) == 5
         deadline = time.monotonic() + 5
         while rec.error is not None and time.monotonic() < deadline:
@@ -107,21 +120,17 @@ def test_a_failing_store_stays_reported_while_compaction_has_nothing_to_do(tmp_p
     rec, writer, data = start(tmp_path, compact_interval_s=0.05)
     writer.start()
     try:
-        data.hops.rename(tmp_path / "aside")
-        data.hops.write_text("a file where a folder should be")
+        break_hops(data, tmp_path / "aside")
         for i in range(3):
             rec.submit(record(i))
-        deadline = time.monotonic() + 5
-        while rec.error is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for_error(rec)
         seen = set()
         for _ in range(100):  # a second, about twenty compaction passes
             seen.add(rec.error is None)
             time.sleep(0.01)
         assert seen == {False}
     finally:
-        data.hops.unlink()
-        (tmp_path / "aside").rename(data.hops)
+        mend_hops(data, tmp_path / "aside")
         writer.stop()
     assert count(data, want=3) == 3
 
