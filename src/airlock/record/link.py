@@ -288,7 +288,7 @@ class RecorderLink:
         try:
             path = self.spill.take()
         except OSError as e:
-            self._note_error(f"spill file not rotated: {e.strerror or e}")
+            self.note_error(f"spill file not rotated: {e.strerror or e}")
             return
         if path is not None:
             self._draining = path
@@ -309,7 +309,7 @@ class RecorderLink:
         if self._closing or not self._started or (self._respawning is not None and not self._respawning.done()):
             return  # shutting down, never started, or a failed restart the respawn loop retries
         code = self._proc.poll() if self._proc else None
-        self._note_error(f"the writer process exited (code {code}); records go to the spill file until it is back")
+        self.note_error(f"the writer process exited (code {code}); records go to the spill file until it is back")
         unsent, self._buf, self._buf_bytes = self._buf, [], 0
         self._spill_unsent(unsent)
         lost = self.queue_depth
@@ -384,12 +384,11 @@ class RecorderLink:
         if not self._closing and self._loop is not None:
             self._status_handle = self._loop.call_later(STATUS_EVERY_S, self._send_status)
 
-    def _note_error(self, message: str) -> None:
+    def note_error(self, message: str) -> None:
+        """Set this side's error (also how `spill_record` reports a failed spill)."""
         if self._own_error is None:
             self._own_error_since = time.time()
         self._own_error = message
-
-    note_error = _note_error  # spill_record reports a failed spill through it
 
     # -- what `/metrics` and `airlock status` read -----------------------------------------------
 
