@@ -50,7 +50,6 @@ def record(i: int, **extra: Any) -> dict[str, Any]:
         "start_ns": 1_000 + i,
         "end_ns": 2_000 + i,
         "status": "ok",
-        "_request_doc": {"model": "m"},
         "_raw_headers": ((b"X-Airlock-Attr-Locale", b"ja-JP"), (b"Authorization", SECRET)),
         "_payloads": {
             "airlock.payload.request": request,

@@ -101,7 +101,6 @@ class ModelCall:
         if self.ep is EMBEDDINGS and "input" not in body:
             raise BadRequest("'input' is required")
         self.record["gen_ai.request.model"] = model  # the rest of the request is read by the recorder
-        self.record["_request_doc"] = body  # parsed once: the recorder reads it instead of parsing again
         return body
 
     def body_maker(self, raw: bytes, body: dict[str, Any], stream: bool) -> tuple[Any, bool]:

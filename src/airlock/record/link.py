@@ -207,7 +207,6 @@ class RecorderLink:
         loop = self._loop
         fut = loop.create_future() if self.cfg.durable and loop is not None else None
         if self._transport is None or self._closing or self._queued - self._done >= self.cfg.queue_size:
-            record.pop("_request_doc", None)
             spill_record(self, record, fut)
             return fut
         self._buf.append(record)
@@ -247,7 +246,6 @@ class RecorderLink:
             futures[index - first] = fut
         self._queued -= len(records)
         for record, fut in zip(records, futures, strict=True):
-            record.pop("_request_doc", None)
             spill_record(self, record, fut)
 
     # -- what the writer says --------------------------------------------------------------------

@@ -85,7 +85,7 @@ def finish_row(
         operation = record.get("gen_ai.operation.name") or record.get("kind")
         record["name"] = f"{operation} {record.get('gen_ai.request.model') or ''}".strip()
     payloads: dict[str, bytes] | None = record.pop("_payloads", None)
-    request_doc = record.pop("_request_doc", None)
+    request_doc = record.pop("_request_doc", None)  # from in-process callers or older spill files
     if payloads:
         enrich(record, payloads, record.pop("_tokenizer", None), resolve_tokenizer, request_doc)
         for column, size_column in (

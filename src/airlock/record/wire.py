@@ -39,8 +39,6 @@ def frame(kind: str, body: Any) -> bytes:
 def records_frame(records: list[dict[str, Any]]) -> bytes:
     """A batch of records as one frame. A record holding a value pickle cannot carry (an object of
     some odd type) is sent with that value as text, so the writer keeps it instead of the batch being lost."""
-    for record in records:
-        record.pop("_request_doc", None)  # the writer parses the request bytes again, off the gateway's loop
     try:
         return frame(RECORDS, records)
     except (pickle.PicklingError, TypeError, AttributeError, ValueError, RecursionError):
