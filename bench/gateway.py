@@ -2,7 +2,8 @@
 
 Usage:
     python bench/gateway.py [--duration S] [--concurrency 1,8,32] [--skip-litellm]
-                            [--stream-requests N] [--warmup S] [--keep-logs] [--output bench/RESULTS.md]
+                            [--rounds N] [--stream-requests N] [--warmup S] [--keep-logs]
+                            [--output bench/RESULTS.md]
 
 Run it with the project's venv (/work/main/.venv/bin/python). It starts, on 127.0.0.1 only:
 
@@ -14,9 +15,10 @@ Run it with the project's venv (/work/main/.venv/bin/python). It starts, on 127.
   missing). Its HTTP(S) proxy variables point at a local sink that refuses and notes every outbound attempt.
 
 For each path and concurrency, ``wrk`` (one thread, ``bench/chat.lua``) POSTs a small non-streaming chat
-completion for ``--duration`` seconds; then an aiohttp client measures time to first token of 1,000-token
-streams, sequentially, interleaving the paths. The table goes to the terminal and, as markdown, to
-``bench/RESULTS.md``. All processes are stopped at the end, also on Ctrl-C or errors.
+completion for ``--duration`` seconds, ``--rounds`` times with the paths interleaved in each round (the table
+gives each path's median round, and each ratio's median and range over the rounds); then an aiohttp client
+measures time to first token of 1,000-token streams, sequentially, interleaving the paths. The table goes to the
+terminal and, as markdown, to ``bench/RESULTS.md``. All processes are stopped at the end, also on Ctrl-C or errors.
 Only ratios within one run mean anything: the machine is small and shared.
 
 This file parses the arguments and runs the steps in order; the parts live in ``bench/gatewaybench/``.
@@ -48,6 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
     p.add_argument("--concurrency", default="1,8,32", help="comma list of wrk connection counts (default 1,8,32)")
     p.add_argument("--skip-litellm", action="store_true", help="leave LiteLLM out")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the throughput rows (default 3)")
     p.add_argument("--stream-requests", type=int, default=200, help="sequential streams per path (default 200)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of wrk warm-up per path, 0 for none (default 1)")
     p.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
@@ -63,8 +66,11 @@ def run(args: argparse.Namespace, procs: Procs, sink: EgressSink, workdir: Path)
     targets, litellm = start_all(procs, workdir, sink, args.skip_litellm)
     machine = machine_info(litellm)
     notes = check_targets(targets)
-    console.print(f"[bold]throughput: {len(targets)} paths × concurrency {args.concurrency}, {args.duration:g} s each")
-    throughput = run_throughput(targets, args.concurrency, args.duration, args.warmup, procs, notes)
+    console.print(
+        f"[bold]throughput: {len(targets)} paths × concurrency {args.concurrency} × {args.rounds} rounds, "
+        f"{args.duration:g} s each"
+    )
+    throughput = run_throughput(targets, args.concurrency, args.duration, args.warmup, procs, notes, args.rounds)
     procs.note_deaths(notes)
     # LiteLLM has no streaming row; its background tasks (spend logs, health checks) would otherwise land
     # at random on the streams of the paths that do, on a machine with two cores.

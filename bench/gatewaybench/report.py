@@ -12,7 +12,7 @@ from rich.table import Table
 from .common import AIRLOCK, CHAT_BODY, DIRECT, LITELLM, PASSTHROUGH, STREAM_TOKENS, console
 from .litellm_proxy import LiteLLMStatus
 from .streaming import StreamResult
-from .wrk import WrkResult
+from .wrk import WrkResult, combine, round_ratios
 
 
 @dataclass
@@ -44,26 +44,30 @@ def f_add(v: float) -> str:
     return "—" if v != v else f"{v:+.3f}"
 
 
-def f_ratio(num: float, den: float) -> str:
-    return f"{num / den:.2f}×" if num and den else "—"
+def f_ratios(ratios: list[float]) -> str:
+    """The median ratio over the rounds, and their range when there was more than one."""
+    if not ratios:
+        return "—"
+    mid = f"{statistics.median(ratios):.2f}×"
+    return mid if len(ratios) == 1 else f"{mid} ({min(ratios):.2f}–{max(ratios):.2f})"
 
 
 def by(results: list[WrkResult], path: str, conns: int) -> WrkResult | None:
     return next((r for r in results if r.path == path and r.conns == conns), None)
 
 
-def throughput_grid(results: list[WrkResult], litellm: LiteLLMStatus) -> Grid:
+def throughput_grid(runs: list[WrkResult], litellm: LiteLLMStatus) -> Grid:
     head = ["conns", "path", "req/s", "p50 ms", "p99 ms", "+p50 vs direct ms", "CPU µs/req", "non-2xx/errors",
             "Airlock ÷ pass-through", "Airlock ÷ LiteLLM"]  # fmt: skip
     rows = []
+    results = combine(runs)
     for r in results:
         direct = by(results, DIRECT, r.conns)
         added = r.p50_ms - direct.p50_ms if direct and r.path != DIRECT else float("nan")
         vs_pt = vs_ll = ""
         if r.path == AIRLOCK:
-            pt, ll = by(results, PASSTHROUGH, r.conns), by(results, LITELLM, r.conns)
-            vs_pt = f_ratio(r.rps, pt.rps) if pt else "—"
-            vs_ll = f_ratio(r.rps, ll.rps) if ll else "n/a"
+            vs_pt = f_ratios(round_ratios(runs, AIRLOCK, PASSTHROUGH, r.conns))
+            vs_ll = f_ratios(round_ratios(runs, AIRLOCK, LITELLM, r.conns)) if by(results, LITELLM, r.conns) else "n/a"
         rps = f"{r.rps:.0f}" if r.requests else "—"
         errors = ("run failed" if r.failed else str(r.errors)) + (f" ({r.note})" if r.note else "")
         cpu = f"{r.cpu_us:.0f}" if r.cpu_us == r.cpu_us else "—"  # NaN when unknown
@@ -92,20 +96,22 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "NOT met")
 
 
-def ratio_target(results: list[WrkResult], other: str, floor: float, conc: list[int]) -> tuple[str, bool | None]:
+def ratio_target(runs: list[WrkResult], other: str, floor: float, conc: list[int]) -> tuple[str, bool | None]:
+    """Met when the median over the rounds reaches the floor at every concurrency."""
     parts, oks = [], []
     for c in conc:
-        a, o = by(results, AIRLOCK, c), by(results, other, c)
-        if a and o and a.rps and o.rps:
-            parts.append(f"c={c}: {a.rps / o.rps:.2f}×")
-            oks.append(a.rps / o.rps >= floor)
+        ratios = round_ratios(runs, AIRLOCK, other, c)
+        if ratios:
+            parts.append(f"c={c}: {f_ratios(ratios)}")
+            oks.append(statistics.median(ratios) >= floor)
     return ("; ".join(parts) or "not measured"), (all(oks) if oks else None)
 
 
 def targets_grid(report: Report) -> Grid:
-    res, conc = report.throughput, report.args.concurrency
-    pt_text, pt_ok = ratio_target(res, PASSTHROUGH, 2 / 3, conc)
-    ll_text, ll_ok = ratio_target(res, LITELLM, 30, conc)
+    runs, conc = report.throughput, report.args.concurrency
+    res = combine(runs)
+    pt_text, pt_ok = ratio_target(runs, PASSTHROUGH, 2 / 3, conc)
+    ll_text, ll_ok = ratio_target(runs, LITELLM, 30, conc)
     if not report.litellm.available:
         ll_text = f"LiteLLM unavailable: {report.litellm.reason}"
     a8, d8 = by(res, AIRLOCK, 8), by(res, DIRECT, 8)
@@ -152,8 +158,11 @@ PATHS_TEXT = f"""\
   to `openai/sim-large` at the sim; `LITELLM_LOCAL_MODEL_COST_MAP=True`, HTTP(S) proxy variables pointing at a local
   sink that refuses and logs any outbound attempt.
 
-Each row: `wrk -t1 -cN -dD` with `bench/chat.lua` POSTing `{json.dumps(CHAT_BODY)}`, after a short warm-up;
-paths are interleaved per concurrency. "+p50 vs direct" is the path's p50 minus the direct p50 at the same
+Each row: `wrk -t1 -cN -dD` with `bench/chat.lua` POSTing `{json.dumps(CHAT_BODY)}`, after a short warm-up,
+in R rounds with the paths interleaved in each round; a row gives the median of its rounds (req/s, p50, p99,
+CPU), and a ratio is taken round by round (each round ran both paths, one right after the other) and given
+as the median with the range over the rounds in brackets. A target is met when that median reaches it.
+"+p50 vs direct" is the path's p50 minus the direct p50 at the same
 concurrency; "CPU µs/req" is the serving process's user + system CPU time during the run (all its
 descendants included: worker processes, and Airlock's writer process) divided by the requests served:
 steadier than req/s on a shared machine, since it does not depend on what else got the cores;
@@ -171,7 +180,7 @@ def markdown(report: Report) -> str:
     conc = ",".join(map(str, a.concurrency))
     return f"""# Gateway benchmark
 
-Produced by `python bench/gateway.py --duration {a.duration:g} --concurrency {conc}\
+Produced by `python bench/gateway.py --duration {a.duration:g} --concurrency {conc} --rounds {a.rounds}\
 {" --skip-litellm" if a.skip_litellm else ""} --stream-requests {a.stream_requests}`.
 Only ratios within one run are meaningful: the machine is small and shared, and wrk, the sim and the
 system under test all run on it.
@@ -188,7 +197,7 @@ system under test all run on it.
 
 {md_table(targets_grid(report))}
 
-## Throughput and latency (non-streaming, {a.duration:g} s per row)
+## Throughput and latency (non-streaming, {a.rounds} rounds of {a.duration:g} s per row)
 
 {md_table(throughput_grid(report.throughput, report.litellm))}
 

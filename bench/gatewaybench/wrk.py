@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ class WrkResult:
     failed: bool = False  # wrk gave no result
     note: str = ""
     cpu_us: float = float("nan")  # CPU time of the serving process tree per request: steadier than req/s
+    round: int = 0  # which round of the interleaved paths; a combined row holds each round's req/s
+    rounds_rps: list[float] = field(default_factory=list)
 
 
 def run_wrk(url: str, key: str, conns: int, duration: float) -> dict[str, Any]:
@@ -60,8 +63,8 @@ def cpu_seconds(pid: int | None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def measure(target: Target, conns: int, duration: float) -> WrkResult:
-    result = WrkResult(target.name, conns, note=target.note)
+def measure(target: Target, conns: int, duration: float, round_no: int = 0) -> WrkResult:
+    result = WrkResult(target.name, conns, note=target.note, round=round_no)
     cpu_before = cpu_seconds(target.pid)
     try:
         raw = run_wrk(target.url, target.key, conns, duration)
@@ -79,22 +82,70 @@ def measure(target: Target, conns: int, duration: float) -> WrkResult:
 
 
 def run_throughput(
-    targets: list[Target], concurrency: list[int], duration: float, warmup: float, procs: Procs, notes: list[str]
+    targets: list[Target],
+    concurrency: list[int],
+    duration: float,
+    warmup: float,
+    procs: Procs,
+    notes: list[str],
+    rounds: int = 1,
 ) -> list[WrkResult]:
+    """Every path at every concurrency, `rounds` times; one result per run (see `combine`)."""
     for target in targets:
         if warmup > 0:
             with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
                 run_wrk(target.url, target.key, 8, warmup)
     procs.note_deaths(notes)
     results = []
-    for conns in concurrency:  # paths interleaved per concurrency, so drift on a noisy machine hits all alike
-        for target in targets:
-            result = measure(target, conns, duration)
-            console.print(
-                f"  c={conns:<3} {target.name:<18} {result.rps:9.0f} req/s  p50 {result.p50_ms:8.2f} ms  "
-                f"p99 {result.p99_ms:8.2f} ms  errors {result.errors}  cpu {result.cpu_us:6.0f} us/req"
-            )
-            results.append(result)
-            procs.note_deaths(notes)
-            time.sleep(0.3)
+    # Paths interleaved within each round, so drift on a noisy machine hits all alike within a round.
+    for conns in concurrency:
+        for round_no in range(1, rounds + 1):
+            for target in targets:
+                result = measure(target, conns, duration, round_no)
+                console.print(
+                    f"  c={conns:<3} round {round_no} {target.name:<18} {result.rps:9.0f} req/s  "
+                    f"p50 {result.p50_ms:8.2f} ms  p99 {result.p99_ms:8.2f} ms  errors {result.errors}  "
+                    f"cpu {result.cpu_us:6.0f} us/req"
+                )
+                results.append(result)
+                procs.note_deaths(notes)
+                time.sleep(0.3)
     return results
+
+
+def _median(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # NaN: a round without requests
+    return statistics.median(values) if values else float("nan")
+
+
+def combine(results: list[WrkResult]) -> list[WrkResult]:
+    """One row per path and concurrency: the median of its rounds (req/s, p50, p99, CPU), errors summed."""
+    groups: dict[tuple[str, int], list[WrkResult]] = {}
+    for r in results:
+        groups.setdefault((r.path, r.conns), []).append(r)
+    out = []
+    for (path, conns), runs in groups.items():
+        ok = [r for r in runs if not r.failed]
+        out.append(
+            WrkResult(
+                path,
+                conns,
+                rps=_median([r.rps for r in ok]) if ok else 0.0,
+                p50_ms=_median([r.p50_ms for r in ok]),
+                p99_ms=_median([r.p99_ms for r in ok]),
+                requests=sum(r.requests for r in runs),
+                errors=sum(r.errors for r in runs),
+                failed=not ok,
+                note="; ".join(sorted({r.note for r in runs if r.note})),
+                cpu_us=_median([r.cpu_us for r in ok]),
+                rounds_rps=[r.rps for r in runs],
+            )
+        )
+    return out
+
+
+def round_ratios(results: list[WrkResult], path: str, other: str, conns: int) -> list[float]:
+    """path's req/s over other's, round by round (each round ran both, one after the other)."""
+    mine = {r.round: r.rps for r in results if r.path == path and r.conns == conns and r.rps}
+    theirs = {r.round: r.rps for r in results if r.path == other and r.conns == conns and r.rps}
+    return [mine[k] / theirs[k] for k in sorted(mine) if k in theirs]
