@@ -21,7 +21,9 @@ test: $(BIN)/airlock
 	$(BIN)/ruff check src tests bench
 	@if unshare -rn true 2>/dev/null; then \
 		echo "tests: in a network namespace with only loopback (unshare -rn)"; \
-		unshare -rn $(BIN)/python tests/offline.py $(BIN)/python -m pytest -q; \
+		unshare -rn $(BIN)/python tests/offline.py $(BIN)/python -m pytest -q && \
+		echo "tests: the writer's scheduling once more outside it (a user namespace may not leave SCHED_IDLE)" && \
+		$(BIN)/python -m pytest -q -rs tests/record/test_scheduling.py; \
 	else \
 		echo "tests: unshare -rn is not permitted here, running with the host network"; \
 		$(BIN)/python -m pytest -q; \

@@ -25,7 +25,11 @@ def test_demo_runs_and_records_failover_and_failures(tmp_path: Path) -> None:
         r["status"]: r["n"]
         for r in reader.sql('SELECT status, count(*) AS n FROM spans WHERE "airlock.source" IS NULL GROUP BY 1')
     }
-    assert by_status["ok"] > 8 and by_status["error"] == 2
+    errors = reader.sql(
+        'SELECT kind, error_type, error_message, "airlock.task", "airlock.replay.run" FROM spans'
+        " WHERE status = 'error' AND \"airlock.source\" IS NULL"
+    )
+    assert by_status["ok"] > 8 and by_status["error"] == 2, (by_status, errors)  # the revoked key, the unrouted model
     cancelled = reader.sql("SELECT \"airlock.task\" AS task, error_message FROM spans WHERE status = 'cancelled'")
     assert "task-abandoned" in {c["task"] for c in cancelled}, cancelled
     outcomes = {(r["upstream"], r["outcome"]) for r in reader.sql("SELECT DISTINCT upstream, outcome FROM hops")}

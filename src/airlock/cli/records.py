@@ -46,6 +46,16 @@ def _reader(data: DataDir) -> DuckDBSpanReader:
     return DuckDBSpanReader(data)
 
 
+def _writer_scheduling(status: dict[str, Any]) -> str:
+    """How the worker's writer process is scheduled: idle, catching up, or nice only (and why)."""
+    text = str(status.get("writer_scheduling") or "")
+    if status.get("writer_catch_ups"):
+        text += f", caught up {status['writer_catch_ups']}x"
+    if status.get("writer_idle_refused"):
+        text += f" (not idle: {status['writer_idle_refused']})"
+    return text
+
+
 @click.command()
 @data_options
 @click.option("--all", "show_all", is_flag=True, help="Include workers that have stopped.")
@@ -58,8 +68,9 @@ def status(data_dir: str | None, config_path: str | None, show_all: bool) -> Non
         console.print(f"no {'' if show_all else 'live '}gateway workers recorded in {data.root}")
     else:
         t = Table(title=f"recorder status ({data.root})")
-        for col in ("worker", "alive", "queue", "accepted", "written", "in WAL", "spilled", "dropped", "error"):
-            t.add_column(col, justify="right" if col not in ("worker", "error") else "left")
+        columns = ("worker", "alive", "queue", "accepted", "written", "in WAL", "spilled", "dropped", "writer", "error")
+        for col in columns:
+            t.add_column(col, justify="right" if col not in ("worker", "writer", "error") else "left")
         for s in rows:
             t.add_row(
                 s["writer_id"],
@@ -70,6 +81,7 @@ def status(data_dir: str | None, config_path: str | None, show_all: bool) -> Non
                 str(s["wal_records"]),
                 str(s["spilled"]),
                 str(s["dropped"]),
+                _writer_scheduling(s),
                 s.get("error") or "",
             )
         console.print(t)

@@ -115,6 +115,9 @@ class Recorder(Strict):
     # Each worker's writer runs as a process of its own at this much lower priority (0: the same), so
     # that on a busy host recording yields the CPU to serving and catches up in the gaps.
     writer_nice: int = Field(10, ge=0, le=19)
+    # ... and, where the system allows it, under SCHED_IDLE: only CPU time nothing else wants, switched
+    # back to normal scheduling while its backlog is long (see record/scheduling.py). Not in durable mode.
+    writer_idle: bool = True
 
 
 class LocalTokenizer(Strict):

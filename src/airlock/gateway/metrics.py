@@ -86,7 +86,9 @@ def render(statuses: Iterable[dict[str, Any]]) -> str:
     requests: dict[str, int] = {}
     attempts: dict[str, int] = {}
     latency: dict[str, list[float]] = {}
-    totals = {k: 0 for k in ("queue_depth", "accepted", "spilled", "dropped", "written", "in_flight")}
+    totals = {
+        k: 0 for k in ("queue_depth", "accepted", "spilled", "dropped", "written", "in_flight", "writer_catch_ups")
+    }
     otlp: dict[str, int] = {}
     workers = errors = 0
     for st in statuses:
@@ -144,6 +146,11 @@ def render(statuses: Iterable[dict[str, Any]]) -> str:
         ("airlock_recorder_spilled_total", "Records spilled to disk because the queue was full.", totals["spilled"]),
         ("airlock_recorder_dropped_total", "Records lost because even the spill failed.", totals["dropped"]),
         ("airlock_recorder_written_total", "Records in finished segments.", totals["written"]),
+        (
+            "airlock_recorder_writer_catch_ups_total",
+            "Times an idle writer process fell behind and got normal scheduling until it caught up.",
+            totals["writer_catch_ups"],
+        ),
     ]
     for name, help_text, value in counters:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from airlock.config.schema import Config
-from airlock.record import wire
+from airlock.record import scheduling, wire
 from airlock.record.recorder import Spill, spill_record
 from airlock.store.embedded.layout import DataDir
 
@@ -102,7 +102,7 @@ class RecorderLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.WriteTransport | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._ready: asyncio.Future[int] | None = None
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
         self._flush_handle: asyncio.Handle | None = None
         self._status_handle: asyncio.TimerHandle | None = None
         self._status_source: Callable[[], dict[str, Any]] | None = None
@@ -115,6 +115,13 @@ class RecorderLink:
         self._respawning: asyncio.Task[None] | None = None
         self._started = False
         self._writer_base = dict.fromkeys(_CUMULATIVE, 0)  # counts of writers that have died
+        # The writer's scheduling (scheduling.py): idle, woken to catch up while its backlog is long, or nice only.
+        self._idle = False  # under SCHED_IDLE now
+        self._catching_up = False  # an idle writer switched to normal scheduling for now
+        self._catch_up_from = max(1, self.cfg.queue_size // scheduling.CATCH_UP_FROM)
+        self._rest_below = self.cfg.queue_size // scheduling.REST_BELOW
+        self.catch_ups = 0
+        self.idle_refused: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -147,11 +154,14 @@ class RecorderLink:
         start = {"config": self.config.model_dump(mode="json"), "writer_id": self.writer_id, "stamp": self.stamp}
         protocol.transport.write(wire.frame(wire.START, start))  # type: ignore[union-attr]
         try:
-            self.writer_pid = await self._ready
+            ready = await self._ready
         except BaseException:  # failed, or cancelled by shutdown: the writer sees its socket end and exits
             protocol.transport.close()  # type: ignore[union-attr]
             await loop.run_in_executor(None, self._proc.wait)
             raise
+        self.writer_pid = int(ready["pid"])
+        self._idle, self._catching_up = bool(ready.get("idle")), False
+        self.idle_refused = ready.get("idle_refused")
 
     async def close(self, timeout: float = 150.0) -> None:
         """Hand over what is buffered, tell the writer to finish, and wait until it has written all."""
@@ -162,6 +172,10 @@ class RecorderLink:
             self._respawning.cancel()  # a writer cancelled mid-start is told to end, and reaped
             with contextlib.suppress(asyncio.CancelledError):
                 await self._respawning
+        if self._idle and self.writer_pid is not None:
+            with contextlib.suppress(OSError):  # writing out what it holds must not wait for an idle moment
+                scheduling.set_idle(self.writer_pid, False)
+            self._idle = False
         if self._transport is not None:
             self._send_status()
             self._flush()
@@ -214,6 +228,8 @@ class RecorderLink:
         if payloads:
             self._buf_bytes += sum(len(p) for p in payloads.values() if p is not None)
         self._queued += 1
+        if self._idle and self._queued - self._done > self._catch_up_from:
+            self._schedule_writer(idle=False)
         if fut is not None:
             self._waiting.append((self._queued, fut))
         if self._buf_bytes >= FLUSH_BYTES:
@@ -263,6 +279,8 @@ class RecorderLink:
                 fut = self._waiting.popleft()[1]
                 if not fut.done():
                     fut.set_result(None)
+            if self._catching_up and self.queue_depth < self._rest_below:
+                self._schedule_writer(idle=True)
             self._maybe_drain()
         elif kind == wire.STATS:
             self._writer = {**body, **{k: self._writer_base[k] + body.get(k, 0) for k in _CUMULATIVE}}
@@ -276,6 +294,30 @@ class RecorderLink:
             self._ready.set_result(body)
         elif kind == wire.FAILED and self._ready is not None and not self._ready.done():
             self._ready.set_exception(RecorderStartError(str(body)))
+
+    def _schedule_writer(self, idle: bool) -> None:
+        """An idle writer whose backlog has grown long gets normal scheduling until it has caught up."""
+        if self.writer_pid is None:
+            return
+        try:
+            scheduling.set_idle(self.writer_pid, idle)
+        except OSError as e:  # gone (the respawn takes over), or refused after all: stay at nice alone
+            log.warning("could not change the writer process's scheduling: %s", e)
+            self._idle = self._catching_up = False
+            self.idle_refused = f"switching failed: {e.strerror or e}"
+            return
+        self._idle, self._catching_up = idle, not idle
+        if not idle:
+            self.catch_ups += 1
+            log.info("the writer is %d records behind: normal scheduling until it catches up", self.queue_depth)
+
+    @property
+    def writer_scheduling(self) -> str:
+        if self._idle:
+            return "idle"
+        if self._catching_up:
+            return "catching up"
+        return f"nice {self.cfg.writer_nice}"
 
     def _maybe_drain(self) -> None:
         """Once the writer has room again, hand it the spill file to replay."""
@@ -300,6 +342,7 @@ class RecorderLink:
         if protocol is not self._protocol:
             return
         self._transport = None
+        self._idle = self._catching_up = False
         if self._ready is not None and not self._ready.done():
             code = self._proc.poll() if self._proc else None
             self._ready.set_exception(RecorderStartError(f"the writer process exited during start-up (code {code})"))
@@ -373,6 +416,9 @@ class RecorderLink:
             "dropped": self.dropped,
             "drop_reasons": dict(self.drop_reasons),
             "queue_depth": self.queue_depth,
+            "writer_scheduling": self.writer_scheduling,
+            "writer_catch_ups": self.catch_ups,
+            "writer_idle_refused": self.idle_refused,
         }
         if self._own_error:
             status.update(error=self._own_error, error_since=self._own_error_since)
@@ -412,6 +458,9 @@ class RecorderLink:
             "recovered": w.get("recovered", 0),
             "error": self.error,
             "error_since": self.error_since,
+            "writer_scheduling": self.writer_scheduling,
+            "writer_catch_ups": self.catch_ups,
+            "writer_idle_refused": self.idle_refused,
             "durable": self.cfg.durable,
             "on_record_failure": self.cfg.on_record_failure,
         }

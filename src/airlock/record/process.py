@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Any
 
-from airlock.record import wire
+from airlock.record import scheduling, wire
 
 log = logging.getLogger("airlock.recorder")
 
@@ -87,6 +87,7 @@ class WriterHost:
         self.channel = channel
         config = Config.model_validate(start["config"])
         self.nice = config.recorder.writer_nice
+        self.idle_wanted = config.recorder.writer_idle and not config.recorder.durable
         data = DataDir.at(config.data_dir)
         writer_id = start["writer_id"]
         # The gateway's spill file is <writer_id>.spill; this process's own (only at a failing shutdown) differs.
@@ -111,6 +112,16 @@ class WriterHost:
         self._stats_lock = threading.Lock()
         self.rec.on_error_change = lambda: self.send_stats(force=True)  # healthz follows the disk at once
         self.rec.queue = SocketFeed(self, self.rec.queue.linger_s)  # type: ignore[assignment]
+
+    def start_idle(self) -> tuple[bool, str | None]:
+        """Put the whole process (the writer's thread included) under SCHED_IDLE if configured and
+        allowed; (whether it is, and why not)."""
+        if not self.idle_wanted:
+            return False, None
+        why_not = scheduling.idle_refused()
+        if why_not is None:
+            scheduling.set_idle(os.getpid(), True)
+        return why_not is None, why_not
 
     def _status_for_file(self) -> dict[str, Any]:
         """The gateway's counters (its pid, what it accepted and spilled) with this process's own spills
@@ -246,8 +257,9 @@ def main() -> int:
         start = channel.read_start()
         host = WriterHost(channel, start)
         if host.nice:  # recording yields the CPU to serving, and catches up in the gaps
-            os.nice(host.nice)
+            scheduling.set_nice(os.getpid(), host.nice)
         host.writer.start()  # the data directory, the writer's lock, recovery of earlier runs
+        idle, why_not = host.start_idle()
     except Exception as e:  # reported to the gateway, which refuses to start without its recorder
         channel.send(wire.FAILED, f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}")
         log.exception("the writer process could not start")
@@ -256,7 +268,7 @@ def main() -> int:
     # collector's way; and the young generation collected less often, as each batch makes many objects.
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
-    channel.send(wire.READY, os.getpid())
+    channel.send(wire.READY, {"pid": os.getpid(), "idle": idle, "idle_refused": why_not})
     host.send_stats(force=True)
     host.serve()
     with contextlib.suppress(OSError):

@@ -21,7 +21,7 @@ RECORDS = "records"  # body: a list of records
 STATUS = "status"  # the gateway's counters and metrics, for the status file
 DRAIN = "drain"  # a rotated spill file to replay and delete
 # writer -> gateway
-READY = "ready"  # started (recovery done); body: the writer's pid
+READY = "ready"  # started (recovery done); body: {pid, idle (under SCHED_IDLE), idle_refused (why not)}
 FAILED = "failed"  # could not start; body: why
 DONE = "done"  # body: records from the socket now in the write-ahead file, cumulative
 STATS = "stats"  # body: the writer's counters and its last error
