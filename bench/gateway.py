@@ -37,7 +37,7 @@ from pathlib import Path
 from gatewaybench.common import BENCH, STREAM_TOKENS, console
 from gatewaybench.egress import EgressSink
 from gatewaybench.litellm_proxy import litellm_egress, litellm_note
-from gatewaybench.machine import dir_size, machine_info
+from gatewaybench.machine import dir_size, machine_info, recorder_note
 from gatewaybench.procs import Procs, StartError, stop_on_signals
 from gatewaybench.report import Report, markdown, print_report
 from gatewaybench.streaming import run_streams
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace, procs: Procs, sink: EgressSink, workdir: Path)
     streams = asyncio.run(run_streams([t for t in targets if t.stream_url], args.stream_requests))
     procs.note_deaths(notes)
     time.sleep(1.5)  # let the recorder flush its last segment
+    notes.append(recorder_note(workdir / "airlock-data"))
     files, size = dir_size(workdir / "airlock-data")
     notes.append(f"Airlock's data dir held {files} files, {size / 1e6:.1f} MB after the run (recording on).")
     if not args.skip_litellm:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -44,3 +45,20 @@ def dir_size(path: Path) -> tuple[int, int]:
     """(files, bytes) under path."""
     files = [p for p in path.rglob("*") if p.is_file()] if path.exists() else []
     return len(files), sum(p.stat().st_size for p in files)
+
+
+def recorder_note(data_dir: Path) -> str:
+    """What Airlock's recorder said about itself at the end of the runs (its worker's status file):
+    how its writer process was scheduled, how often it had to catch up, and any spills or drops."""
+    notes = []
+    for path in sorted((data_dir / "run").glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            s = json.loads(path.read_text())
+            if s.get("stopped"):
+                continue
+            refused = f" (SCHED_IDLE refused: {s['writer_idle_refused']})" if s.get("writer_idle_refused") else ""
+            notes.append(
+                f"writer {s.get('writer_scheduling')}{refused}, {s.get('writer_catch_ups', 0)} catch-ups, "
+                f"{s.get('accepted', 0)} records accepted, {s.get('spilled', 0)} spilled, {s.get('dropped', 0)} dropped"
+            )
+    return "Airlock's recorder at the end: " + ("; ".join(notes) or "no live status file found") + "."

@@ -153,7 +153,8 @@ PATHS_TEXT = f"""\
 - **{PASSTHROUGH}**: `bench/passthrough.py`, aiohttp + uvloop, reads the body and relays the upstream's bytes;
   no parsing, no auth, no recording. The floor for any Python gateway on the same libraries.
 - **{AIRLOCK}**: `airlock serve`, one worker, bearer-key auth, routing, and the flight recorder on (temporary data dir;
-  the worker's writer process at its default priority, `writer_nice: 10`).
+  the worker's writer process at its default scheduling: `writer_nice: 10`, `writer_idle: true`; see the notes for
+  whether SCHED_IDLE was allowed, and any catch-ups).
 - **{LITELLM}**: LiteLLM's proxy (`litellm --config ... --num_workers 1`) with a master key, model `sim-large` mapped
   to `openai/sim-large` at the sim; `LITELLM_LOCAL_MODEL_COST_MAP=True`, HTTP(S) proxy variables pointing at a local
   sink that refuses and logs any outbound attempt.

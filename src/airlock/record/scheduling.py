@@ -3,8 +3,10 @@
 Where the system allows it (Linux), the writer runs under SCHED_IDLE: it gets the CPU time nothing
 else wants and is set aside the moment the gateway's loop, the upstream or the client has work. At
 plain lower priority (nice) it still took the core from the loop for a scheduler slice whenever it
-woke, which stalled every request in flight: measured with 8 connections on two cores, throughput
-+11 to +17% and p99 3.7 -> 2.1 ms under SCHED_IDLE.
+woke, which stalled every request in flight. Measured with 8 connections on two cores under SCHED_IDLE:
+with gateway, upstream and load generator in one scheduling group, throughput +11 to +17% and p99
+3.7 -> 2.1 ms; with each in an autogroup (session) of its own, as the benchmark runs them, throughput
++6% and p99 unchanged (an idle task only yields at once to tasks of its own group).
 
 An idle writer must not fall behind for good on a host that is busy for long, so the gateway watches
 its backlog: past a quarter of `recorder.queue_size` it switches the writer back to normal scheduling
