@@ -120,7 +120,12 @@ class WriterHost:
             return False, None
         why_not = scheduling.idle_refused()
         if why_not is None:
-            scheduling.set_idle(os.getpid(), True)
+            try:
+                scheduling.set_idle(os.getpid(), True)
+            except OSError as e:  # the writer still starts, at nice alone: scheduling is no reason to refuse
+                with contextlib.suppress(OSError):  # undo what was set, as far as it goes
+                    scheduling.set_idle(os.getpid(), False)
+                why_not = f"SCHED_IDLE not set: {e.strerror or e}"
         return why_not is None, why_not
 
     def _status_for_file(self) -> dict[str, Any]:
