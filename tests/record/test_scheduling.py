@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from test_link import config, record, run, until
 
+from airlock.cli.records import _writer_scheduling
+from airlock.gateway.metrics import render
 from airlock.record import scheduling
 from airlock.record.link import RecorderLink
 from airlock.store.embedded import DataDir
@@ -48,6 +50,7 @@ def test_the_writer_is_idle_where_allowed_and_says_why_not_elsewhere(tmp_path: P
                 assert policies(link.writer_pid) == {"normal"}
                 assert stats["writer_scheduling"] == "nice 10"
                 assert "SCHED_IDLE" in stats["writer_idle_refused"]
+                assert _writer_scheduling(stats).startswith("nice 10 (not idle: ")
         finally:
             await link.close()
 
@@ -90,6 +93,9 @@ def test_a_long_backlog_wakes_the_idle_writer_until_it_has_caught_up(tmp_path: P
             await until(lambda: link.stats()["written"] == 51)
             await until(lambda: link.stats()["writer_scheduling"] == "idle")
             assert policies(pid) == {"idle"} and link.catch_ups == 1 and link.stats()["spilled"] == 0
+            # what /metrics and `airlock status` make of it
+            assert "airlock_recorder_writer_catch_ups_total 1\n" in render([link.stats()])
+            assert _writer_scheduling(link.stats()) == "idle, caught up 1x"
         finally:
             await link.close()
 
