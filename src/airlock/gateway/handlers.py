@@ -6,6 +6,7 @@ response waits for the write-ahead file)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -182,8 +183,8 @@ class ModelCall:
             if not isinstance(e, AirlockError):
                 log.exception("request %s failed", self.ctx.request_id)
                 if self._streaming:  # the status line is out: no problem document can follow; cut the stream
-                    self.record.update(status="error", error_type="internal", error_message=f"{type(e).__name__}")
-                    if not self._committed:
+                    if not self._committed:  # a record handed over is not changed afterwards
+                        self.record.update(status="error", error_type="internal", error_message=type(e).__name__)
                         self._committed = True
                         self.state.recorder.submit(self.build_record())
                     self._abort()
@@ -290,7 +291,10 @@ class ModelCall:
             upstream.release()
         self.payloads["airlock.payload.response"] = b"".join(chunks)
         if await self._commit_after_stream():
-            await out.write_eof()
+            # A client that had every event may close before the chunked body's last bytes (an SDK that
+            # stops at [DONE] does): the exchange is complete, and its record, already handed over, stands.
+            with contextlib.suppress(ConnectionError):
+                await out.write_eof()
         return out
 
     # -- recording -------------------------------------------------------------------------------
