@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -176,6 +177,16 @@ class ReplayRunner:
         self._url = f"http://127.0.0.1:{port}/v1"
         limit = asyncio.Semaphore(self.concurrency)
         saves = SQLiteState(self.data.state_db)
+        saving = threading.Lock()  # one connection, saved to from the default executor's threads
+
+        def save(status: str, result: dict[str, Any], trace_id: str) -> None:
+            with saving:
+                saves.conn.execute(
+                    "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
+                    " WHERE run = ? AND trace_id = ?",
+                    (status, orjson.dumps(result).decode(), self.name, trace_id),
+                )
+
         try:
             async with aiohttp.ClientSession(trust_env=False) as session:
                 await self._probe(session, state.router)
@@ -184,12 +195,7 @@ class ReplayRunner:
                 async def one(trace_id: str) -> None:
                     async with limit:
                         status, result = await self.replay_trace(session, trace_id)
-                        await asyncio.to_thread(
-                            saves.conn.execute,
-                            "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
-                            " WHERE run = ? AND trace_id = ?",
-                            (status, orjson.dumps(result).decode(), self.name, trace_id),
-                        )
+                        await asyncio.to_thread(save, status, result, trace_id)
                         if status == "done":
                             self.progress.done += 1
                             self.progress.diverged += result.get("diverged_at") is not None
