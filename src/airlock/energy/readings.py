@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airlock.errors import ReadingConflict
 from airlock.store.embedded import SQLiteState
 
 
@@ -30,12 +31,6 @@ class ReadingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     readings: list[ReadingIn] = Field(min_length=1, max_length=10_000)
-
-
-class ReadingConflict(Exception):
-    def __init__(self, reading: Reading) -> None:
-        super().__init__(f"{reading.device} at {reading.t_ns}")
-        self.reading = reading
 
 
 class EnergyReadings:

@@ -10,10 +10,7 @@ from typing import Any, Protocol
 import orjson
 
 from airlock.energy.readings import Reading
-
-
-class EnergyUnavailable(Exception):
-    pass
+from airlock.errors import EnergyUnavailable
 
 
 class EnergySource(Protocol):

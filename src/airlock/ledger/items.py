@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from airlock.errors import ItemConflict
 from airlock.store.embedded import SQLiteState
 
 # Categories a service may post. The ledger adds its own: inference (model calls, from the record) and
@@ -90,12 +91,6 @@ class ItemsIn(BaseModel):
 class Accepted:
     id: str
     created: bool  # False: the same item was already accepted (a retried POST)
-
-
-class ItemConflict(Exception):
-    def __init__(self, item_id: str) -> None:
-        super().__init__(item_id)
-        self.item_id = item_id
 
 
 _COLUMNS = (

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from airlock.config.schema import Config
+from airlock.errors import QueryError
 from airlock.query.copies import ensure_copies
 from airlock.query.cost import NS_PER_DAY, register_prices
 from airlock.query.fields import Fields, q
@@ -25,10 +26,6 @@ from airlock.store.embedded import DataDir
 _FILTER = re.compile(r"^\s*([^=!<>~\s][^=!<>~]*?)\s*(!=|>=|<=|=|>|<|~)\s*(.*?)\s*$", re.S)
 SORTS = ("spans", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "input_tokens", "output_tokens", "cost_usd")
 MEASURES = ("spans", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "input_tokens", "output_tokens", "cost_usd")
-
-
-class QueryError(ValueError):
-    """A query that cannot be run as asked (a bad filter, an unknown sort)."""
 
 
 @dataclass(frozen=True)

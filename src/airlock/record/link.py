@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from airlock.config.schema import Config
+from airlock.errors import RecorderStartError
 from airlock.record import scheduling, wire
 from airlock.record.recorder import Spill, spill_record
 from airlock.store.embedded.layout import DataDir
@@ -52,10 +53,6 @@ def _mark_stopped(data: DataDir, writer_id: str) -> None:
         os.replace(tmp, path)
     except (OSError, orjson.JSONDecodeError):
         pass
-
-
-class RecorderStartError(RuntimeError):
-    """The writer process could not start (an unusable data directory, say)."""
 
 
 class _Protocol(asyncio.Protocol):

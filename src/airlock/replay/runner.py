@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from airlock.config.schema import Config
-from airlock.errors import AirlockError
+from airlock.errors import AirlockError, ReplayError
 from airlock.gateway.app import build_app, build_state
 from airlock.ledger import call_cost, find_model, price_in_effect
 from airlock.record.headers import REPLAY_TENANT
@@ -38,12 +38,6 @@ from airlock.replay.messages import Answer, parse_answer, same_tool_calls
 from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader, SQLiteState
 from airlock.store.embedded.blobs import read_blob
 from airlock.store.interface import TraceFilter
-
-
-class ReplayError(AirlockError):
-    status = 400
-    slug = "replay"
-    title = "The replay cannot run"
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zstandard
 
+from airlock.errors import GatewayRunning
 from airlock.query.copies import copies_dir
 from airlock.record import frames
 from airlock.record.schema import PAYLOAD_COLUMNS
@@ -35,10 +36,6 @@ from airlock.sampling.retention import SampledRetention
 from airlock.store.embedded import DataDir
 from airlock.store.embedded.blobs import _ENTRY, _FRAME_HEAD
 from airlock.store.embedded.segments import _write_atomic, live_segments
-
-
-class GatewayRunning(Exception):
-    """A writer of this data directory is alive."""
 
 
 @dataclass

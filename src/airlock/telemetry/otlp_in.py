@@ -22,6 +22,8 @@ import orjson
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from airlock.errors import OtlpDecodeError
+
 SOURCE = "otlp"
 MAX_ATTRIBUTES = 256  # per span, resource attributes included; the rest are dropped and counted
 MAX_VALUE_CHARS = 4096
@@ -62,10 +64,6 @@ COLUMN_ATTRIBUTES: dict[str, tuple[str, type]] = {
     "error.type": ("error_type", _STR),
     "http.response.status_code": ("http_status", _INT),
 }
-
-
-class OtlpDecodeError(ValueError):
-    """The payload is not an OTLP trace export request."""
 
 
 @dataclass

@@ -17,16 +17,10 @@ from typing import Any
 
 from airlock.config.schema import Config, ModelSpec
 from airlock.config.schema import Preflight as PreflightConfig
-from airlock.errors import AirlockError
+from airlock.errors import ContextWindowExceeded
 from airlock.tokens.chat import count_request, request_text
 from airlock.tokens.drift import margins
 from airlock.tokens.scripts import dominant_script, script_mix
-
-
-class ContextWindowExceeded(AirlockError):
-    status = 400
-    slug = "context-window-exceeded"
-    title = "The request would not fit the model's context window"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from typing import Protocol
 import orjson
 import tiktoken
 
+from airlock.errors import TokenizerUnavailable
+
 # Split patterns are facts from each family's published tokenizer definition.
 _CL100K_PAT = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|"""
@@ -67,13 +69,6 @@ class Tokenizer(Protocol):
     family: str
 
     def count(self, text: str) -> int: ...
-
-
-class TokenizerUnavailable(KeyError):
-    """A tokenizer that is unknown, or whose vocabulary file is missing or not the expected one."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "tokenizer unavailable"
 
 
 @dataclass(frozen=True)

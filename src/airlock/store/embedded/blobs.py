@@ -30,6 +30,8 @@ from typing import Any
 import pyarrow as pa
 import zstandard
 
+from airlock.errors import BlobCorrupt
+
 # frame: [u32 compressed length][u32 blob count] then count x [32-byte sha256][u32 raw length], then zstd data
 _FRAME_HEAD = struct.Struct("<II")
 _ENTRY = struct.Struct("<32sI")
@@ -47,10 +49,6 @@ INDEX_SCHEMA = pa.schema(
     ]
 )
 IndexRow = tuple[str, str, int, int, int, int]
-
-
-class BlobCorrupt(Exception):
-    """A stored blob whose bytes no longer hash to its name."""
 
 
 class PackWriter:
