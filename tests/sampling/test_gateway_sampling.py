@@ -14,8 +14,8 @@ import httpx
 import orjson
 import pyarrow.parquet as pq
 
-from airlock.sampling.store import SampledReader
 from airlock.store.embedded import BlobReader, DataDir
+from airlock.store.embedded.sampling import SampledReader
 from airlock.store.embedded.segments import live_segments
 from helpers import API_KEY, Gateway, Sim, write_config
 

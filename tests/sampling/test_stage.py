@@ -18,8 +18,8 @@ from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.sampling.report import sampling_status
 from airlock.sampling.retention import SampledRetention
 from airlock.sampling.stage import SamplingPass
-from airlock.sampling.store import SampledReader
 from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments
+from airlock.store.embedded.sampling import SampledReader
 from airlock.store.embedded.segments import live_segments
 
 T0 = 1_700_000_000 * 10**9
@@ -229,7 +229,7 @@ def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_paylo
 
 
 def test_the_samplers_files_are_merged_as_passes_pile_up(tmp_path: Path) -> None:
-    from airlock.sampling.store import decisions_dir
+    from airlock.store.embedded.sampling import decisions_dir
 
     data = DataDir.at(tmp_path)
     data.create()

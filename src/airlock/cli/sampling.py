@@ -94,7 +94,7 @@ def gc_cmd(data_dir: str | None, config_path: str | None) -> None:
 def show_cmd(data_dir: str | None, config_path: str | None, trace: str) -> None:
     """The sampling decision for one trace: kept or dropped, why, its probability and adjusted count.
     TRACE: a trace id or a unique prefix."""
-    from airlock.sampling.store import SampledReader
+    from airlock.store.embedded.sampling import SampledReader
 
     data = _data_dir(data_dir, config_path)
     rows = SampledReader(data).sql(

@@ -21,8 +21,8 @@ from airlock.energy.batch import batch_buckets, mean_concurrency
 from airlock.energy.profiles import Profiles
 from airlock.energy.readings import EnergyReadings
 from airlock.ledger.lines import config_tables
-from airlock.sampling.store import create_trace_weights_view
 from airlock.store.embedded import DataDir, DuckDBSpanReader
+from airlock.store.embedded.sampling import create_trace_weights_view
 
 DIMENSIONS = {
     "model_tier": "tier",

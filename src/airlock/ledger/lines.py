@@ -31,8 +31,8 @@ import pyarrow as pa
 from airlock.config.schema import Config
 from airlock.ledger.items import LedgerItems, PostedCategory
 from airlock.ledger.prices import price_rows
-from airlock.sampling.store import create_trace_weights_view
 from airlock.store.embedded import DataDir, DuckDBSpanReader
+from airlock.store.embedded.sampling import create_trace_weights_view
 
 ROW_BYTES = 512  # what a span row and its hops take in the segments beside its payloads (an estimate)
 

@@ -20,8 +20,8 @@ from airlock.errors import QueryError
 from airlock.query.copies import ensure_copies
 from airlock.query.cost import NS_PER_DAY, register_prices
 from airlock.query.fields import Fields, q
-from airlock.sampling.store import trace_weights_sql
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.sampling import trace_weights_sql
 
 _FILTER = re.compile(r"^\s*([^=!<>~\s][^=!<>~]*?)\s*(!=|>=|<=|=|>|<|~)\s*(.*?)\s*$", re.S)
 SORTS = ("spans", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "input_tokens", "output_tokens", "cost_usd")

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from airlock.sampling.store import SampledReader, SamplingState
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.sampling import SampledReader, SamplingState
 
 
 @dataclass

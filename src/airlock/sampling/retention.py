@@ -13,8 +13,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airlock.sampling.store import trace_weights_sql
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.sampling import trace_weights_sql
 
 
 class SampledRetention:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from airlock.config.schema import Config
 from airlock.sampling.reading import FactReader
 from airlock.sampling.sampler import Decision, Sampler
-from airlock.sampling.store import SamplingState, merge_small_files, write_pass
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.sampling import SamplingState, merge_small_files, write_pass
 from airlock.store.embedded.segments import live_segments
 
 
