@@ -103,7 +103,9 @@ def test_through_the_gateway(tmp_path: Path, sims: dict[str, Sim]) -> None:
         assert problem["window"] == 400 and problem["script"] == "Hangul"
         row = wait_recorded(gw.data_dir, 1, where=f"request_id = '{r.headers['x-request-id']}'")[0]
         assert row["error_type"] == "context-window-exceeded"
-        assert orjson.loads(row["airlock.decisions"])[0]["verdict"] == "rejected"
+        decisions = {d["kind"]: d for d in orjson.loads(row["airlock.decisions"])}
+        assert decisions["preflight"]["verdict"] == "rejected" and decisions["preflight"]["outcome"] == "deny"
+        assert decisions["route"]["route"] == "chat" and decisions["route"]["reason"]
     finally:
         gw.stop()
 
@@ -122,8 +124,8 @@ def test_truncation_through_the_gateway_sends_fewer_turns(tmp_path: Path, sims: 
         r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"}, json=body)
         assert r.status_code == 200
         row = wait_recorded(gw.data_dir, 1, where=f"request_id = '{r.headers['x-request-id']}'")[0]
-        decision = orjson.loads(row["airlock.decisions"])[0]
-        assert decision["verdict"] == "truncated" and decision["dropped_messages"] > 0
+        decision = {d["kind"]: d for d in orjson.loads(row["airlock.decisions"])}["preflight"]
+        assert decision["verdict"] == "truncated" and decision["outcome"] == "modify" and decision["dropped_messages"] > 0
         sent = orjson.loads(BlobReader(DataDir.at(gw.data_dir)).get(row["airlock.payload.upstream_request"]))
         assert len(sent["messages"]) == len(body["messages"]) - decision["dropped_messages"]
     finally:

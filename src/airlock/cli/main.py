@@ -41,7 +41,7 @@ def cli() -> None:
 @click.option("--host", default=None, help="Override server.host.")
 def serve(config_path: str, workers: int | None, port: int | None, host: str | None) -> None:
     """Run the gateway."""
-    from airlock.gateway import serve as run
+    from airlock.gateway.server import serve as run
 
     config = load_or_exit(config_path)
     server = config.server.model_copy(update={k: v for k, v in (("port", port), ("host", host)) if v is not None})

@@ -329,8 +329,16 @@ class Telemetry(Strict):
     otlp_export: OtlpExport | None = None
 
 
+class StoreSettings(Strict):
+    """Which backend holds each concern of the store. Today every concern is embedded (one data
+    directory: SQLite, Parquet, pack files); the server backends plug in here."""
+
+    backend: Literal["embedded"] = "embedded"
+
+
 class Config(Strict):
     data_dir: str = "./data"
+    store: StoreSettings = StoreSettings()
     node: Node = Node()
     server: Server = Server()
     recorder: Recorder = Recorder()

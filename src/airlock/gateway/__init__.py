@@ -1,6 +1,6 @@
-"""The gateway: an OpenAI-compatible front that forwards, fails over and hands every exchange to the recorder."""
+"""The gateway: an OpenAI-compatible front that forwards, fails over and hands every exchange to the
+recorder. `airlock.gateway.server.serve` runs it (through airlock.compose, which wires it)."""
 
-from airlock.gateway.app import build_app, build_state
-from airlock.gateway.server import serve
+from airlock.gateway.app import Surface, build_app, build_state
 
-__all__ = ["build_app", "build_state", "serve"]
+__all__ = ["Surface", "build_app", "build_state"]

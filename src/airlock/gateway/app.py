@@ -1,19 +1,18 @@
-"""Building a gateway worker: its state, its routes, and its lifecycle."""
+"""A gateway worker's state, its own routes, and its lifecycle. It knows nothing of the analyses built
+on the record: their HTTP surfaces and background work come in as `Surface`s from airlock.compose."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import duckdb
 import orjson
 from aiohttp import web
 
 from airlock.config.schema import Config
-from airlock.energy.http import add_energy_routes
 from airlock.errors import AirlockError, MethodNotAllowed, NotFound
 from airlock.gateway.auth import Authenticator
 from airlock.gateway.egress import EgressClient
@@ -23,17 +22,12 @@ from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
 from airlock.gateway.problems import problem_response
 from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
-from airlock.ledger.http import add_ledger_routes
+from airlock.guards import GuardChain
 from airlock.record.ids import new_span_id
 from airlock.record.link import RecorderLink
-from airlock.sampling.service import run_sampler
-from airlock.store.embedded import DataDir, DuckDBSpanReader, SQLiteState
-from airlock.telemetry import install as install_telemetry
-from airlock.tokens.preflight import Preflight
+from airlock.store import Stores
 
 STATE_KEY = web.AppKey("airlock_state", GatewayState)
-CALIBRATION_KEY = web.AppKey("airlock_calibration", asyncio.Task)
-SAMPLER_KEY = web.AppKey("airlock_sampler", asyncio.Task)
 log = logging.getLogger("airlock.gateway")
 
 
@@ -41,29 +35,26 @@ def new_writer_id(node: str) -> str:
     return f"{re.sub(r'[^A-Za-z0-9-]', '-', node)}_{os.getpid()}_{os.urandom(3).hex()}"
 
 
-def build_state(config: Config, environ: dict[str, str] | None = None) -> GatewayState:
-    data = DataDir.at(config.data_dir)
-    data.create()
+def build_state(
+    config: Config, stores: Stores, guards: GuardChain, environ: dict[str, str] | None = None
+) -> GatewayState:
+    """A worker's gateway, on stores already opened and guards already chosen (by airlock.compose)."""
     writer_id = new_writer_id(config.node.name)
-    state_db = SQLiteState(data.state_db)
-    state_db.conn.execute(
-        "INSERT INTO writers(writer_id, node, region, pid) VALUES (?, ?, ?, ?)",
-        (writer_id, config.node.name, config.node.region, os.getpid()),
-    )
-    state_db.close()
+    stores.writers.register_writer(writer_id, config.node.name, config.node.region, os.getpid())
     stamp = {"airlock.node": config.node.name, "airlock.node.region": config.node.region}
-    recorder = RecorderLink(config, data, writer_id, stamp)  # its writer process starts with the app
+    recorder = RecorderLink(config, stores.data, writer_id, stamp)  # its writer process starts with the app
     metrics = GatewayMetrics()
     egress = EgressClient([u.base_url for u in config.upstreams], config.server.upstream_pool_size)
     return GatewayState(
         config=config,
+        stores=stores,
         recorder=recorder,
         router=Router(config, environ),
         auth=Authenticator(config, environ),
         egress=egress,
         metrics=metrics,
         forwarder=Forwarder(egress, metrics, config.node.name),
-        preflight=Preflight(config),
+        guards=guards,
     )
 
 
@@ -71,7 +62,13 @@ def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
 
 
-def build_app(state: GatewayState) -> web.Application:
+# What a capability adds to a worker's app: its routes, and start/stop hooks for its background work.
+Surface = Callable[[web.Application, GatewayState], None]
+
+
+def build_app(state: GatewayState, surfaces: Sequence[Surface] = ()) -> web.Application:
+    """The gateway's own endpoints (model API, models, health, metrics), then each surface's, then the
+    catch-all that answers 404/405 as problem+json."""
     app = web.Application(client_max_size=state.config.server.max_body_bytes)
     app[STATE_KEY] = state
     known_paths = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/healthz", "/metrics"}
@@ -117,39 +114,15 @@ def build_app(state: GatewayState) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    add_ledger_routes(app, state)
-    add_energy_routes(app, state)
-    install_telemetry(app, state)  # POST /v1/traces (OTLP in) and the OTLP exporter
+    # The recorder starts before any surface's background work and stops after all of it.
+    app.on_startup.append(lambda app: state.recorder.start(status_source=state.metrics.snapshot))
+    for add_surface in surfaces:
+        add_surface(app, state)
     app.router.add_route("*", "/{tail:.*}", fallback)
 
-    async def calibrate() -> None:
-        """Keep the pre-flight margins current from the record, off the event loop."""
-        reader = DuckDBSpanReader(state.recorder.data)
-        while True:
-            try:
-                await asyncio.to_thread(state.preflight.calibration.refresh, reader)
-            except (duckdb.Error, OSError) as e:
-                log.warning("pre-flight calibration not refreshed: %s", e)
-            await asyncio.sleep(state.config.tokens.preflight.calibrate_every_s)
-
-    async def on_startup(app: web.Application) -> None:
-        await state.recorder.start(status_source=state.metrics.snapshot)
-        if state.config.tokens.preflight.mode != "off":
-            app[CALIBRATION_KEY] = asyncio.get_running_loop().create_task(calibrate())
-        if state.config.sampling.enabled:  # tail sampling over the written record, in one worker
-            app[SAMPLER_KEY] = asyncio.get_running_loop().create_task(run_sampler(state.config, state.recorder.data))
-
     async def on_cleanup(app: web.Application) -> None:
-        task = app.get(CALIBRATION_KEY)
-        if task is not None:
-            task.cancel()
-        sampler = app.get(SAMPLER_KEY)
-        if sampler is not None:
-            sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
         await state.egress.close()
         await state.recorder.close()  # the writer process writes out everything it holds, then exits
 
-    app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

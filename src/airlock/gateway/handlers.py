@@ -1,7 +1,9 @@
 """The OpenAI-compatible model endpoints. One handler serves chat completions, completions and
-embeddings: authenticate, parse, route, forward with failover, relay (streaming or not), and hand
-the exchange to the recorder after the response, never before (except in durable mode, where the
-response waits for the write-ahead file)."""
+embeddings, as typed stages: authenticate, read and parse, select the route (with its reason), the
+guards (pre-flight first; each returns a verdict), forward with failover, relay (streaming or not),
+and hand the exchange to the recorder after the response, never before (except in durable mode,
+where the response waits for the write-ahead file). The route's decision and every guard's verdict
+go on the span, in `airlock.decisions`."""
 
 from __future__ import annotations
 
@@ -32,8 +34,6 @@ from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
 from airlock.record.ids import format_traceparent
-from airlock.tokens import TokenizerUnavailable
-from airlock.tokens.preflight import ContextWindowExceeded
 
 log = logging.getLogger("airlock.gateway")
 
@@ -64,6 +64,10 @@ class ModelCall:
         self.ctx = context_from(request)
         self.traceparent = format_traceparent(self.ctx.trace_id, self.ctx.span_id)
         self.record: dict[str, Any] = {}
+        self.decisions: list[dict[str, Any]] = []  # the route's, then each guard's, in order
+        self.body: dict[str, Any] = {}
+        self.raw = b""
+        self.route: ResolvedRoute | None = None
         self.payloads: dict[str, bytes] = {}
         self.hops: list[dict[str, Any]] = []
         self.ttft_ms: float | None = None
@@ -71,7 +75,32 @@ class ModelCall:
         self._committed = False
         self._streaming = False  # a streamed response has been started
 
+    # -- what guards see (airlock.guards.GuardedCall) ----------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return self.ep.name
+
+    @property
+    def tenant(self) -> str | None:
+        return self.ctx.tenant
+
+    def replace_body(self, body: dict[str, Any], raw: bytes) -> None:
+        self.body, self.raw = body, raw
+
     # -- steps -----------------------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        self.ctx.tenant = self.state.auth.tenant_for(self.request.headers.get("Authorization"))
+        if not self.state.recorder.accepting:
+            raise RecorderUnavailable(f"recorder error: {self.state.recorder.error}")
+
+    def select_route(self) -> ResolvedRoute:
+        route = self.state.router.resolve(self.body["model"])
+        self.route = route
+        self.record["airlock.route"] = route.name
+        self.decisions.append(self.state.router.decision(route))
+        return route
 
     async def read_body(self) -> bytes:
         limit = self.state.config.server.max_body_bytes
@@ -128,24 +157,6 @@ class ModelCall:
 
         return for_target, inject
 
-    async def preflight(self, route: ResolvedRoute, raw: bytes, body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        """The context-window check against the first target; counts only requests that may not fit."""
-        pf, target = self.state.preflight, route.targets[0]
-        if not pf.may_exceed(target.model, target.upstream_model, body, len(raw)):
-            return raw, body
-        args = (target.model, target.upstream_model, body)
-        # Counting a large prompt takes milliseconds: off the event loop (the tokenizers release the GIL).
-        try:
-            verdict = await asyncio.to_thread(pf.check, *args) if len(raw) > 32_768 else pf.check(*args)
-        except TokenizerUnavailable as e:
-            self.record["airlock.decisions"] = [{"kind": "preflight", "verdict": "skipped", "reason": str(e)}]
-            return raw, body
-        if verdict.decision is not None:
-            self.record["airlock.decisions"] = [verdict.decision]
-        if verdict.body is None:
-            return raw, body
-        return orjson.dumps(verdict.body), verdict.body
-
     # -- the whole exchange ----------------------------------------------------------------------
 
     async def run(self) -> web.StreamResponse:
@@ -153,14 +164,12 @@ class ModelCall:
         st.metrics.in_flight += 1
         self.record["status"] = "ok"
         try:
-            self.ctx.tenant = st.auth.tenant_for(self.request.headers.get("Authorization"))
-            if not st.recorder.accepting:
-                raise RecorderUnavailable(f"recorder error: {st.recorder.error}")
-            raw = await self.read_body()
-            body = self.parse(raw)
-            route = st.router.resolve(body["model"])
-            self.record["airlock.route"] = route.name
-            raw, body = await self.preflight(route, raw, body)
+            self.authenticate()
+            self.raw = await self.read_body()
+            self.body = self.parse(self.raw)
+            route = self.select_route()
+            await st.guards.run(self, self.decisions)
+            raw, body = self.raw, self.body
             stream = self.ep.streams and body.get("stream") is True
             self.record["airlock.request.stream"] = stream
             body_for, injected = self.body_maker(raw, body, stream)
@@ -190,8 +199,6 @@ class ModelCall:
                     self._abort()
                     raise
                 e = InternalError(f"{type(e).__name__} in the gateway; see its log for request {self.ctx.request_id}")
-            if isinstance(e, ContextWindowExceeded):
-                self.record["airlock.decisions"] = [{"kind": "preflight", "verdict": "rejected", **e.extra}]
             if isinstance(e, UpstreamsExhausted):
                 self.hops = e.extra.get("_hops", [])
             self.http_status = e.status
@@ -335,6 +342,7 @@ class ModelCall:
                 "ttft_ms": self.ttft_ms,
                 "http_status": self.http_status,
                 "airlock.tenant": ctx.tenant,
+                "airlock.decisions": self.decisions or None,
                 "gen_ai.operation.name": self.ep.operation,
                 "_raw_headers": self.request.raw_headers,
                 "_payloads": self.payloads,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from airlock.config.schema import Config, ModelSpec, Upstream
 from airlock.errors import ModelNotFound
@@ -25,6 +26,16 @@ class ResolvedTarget:
 class ResolvedRoute:
     name: str  # the alias, or the model name when addressed directly
     targets: tuple[ResolvedTarget, ...]
+    reason: str = ""  # why these targets, in this order
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """The routing decision as recorded in the span's `airlock.decisions`."""
+        return {"kind": "route", "verdict": "chosen", "outcome": "allow", "route": self.name, "reason": self.reason}
+
+
+def _order(targets: tuple[ResolvedTarget, ...]) -> str:
+    return ", ".join(f"{t.upstream.name}/{t.upstream_model}" for t in targets)
 
 
 class Router:
@@ -41,12 +52,25 @@ class Router:
         for up in config.upstreams:
             for m in up.models:
                 by_model.setdefault(m.name, []).append(target(up, m.name))
-        for name, targets in by_model.items():
-            self.routes[name] = ResolvedRoute(name, tuple(targets))
+        for name, found in by_model.items():
+            targets = tuple(found)
+            why = f"model {name!r} served directly by {_order(targets)}"
+            if len(targets) > 1:
+                why += " (failover in the order the upstreams are configured)"
+            self.routes[name] = ResolvedRoute(name, targets, why)
         for route in config.routes:  # an alias wins over a model of the same name
-            self.routes[route.alias] = ResolvedRoute(
-                route.alias, tuple(target(config.upstream(t.upstream), t.model) for t in route.targets)
-            )
+            targets = tuple(target(config.upstream(t.upstream), t.model) for t in route.targets)
+            why = f"alias {route.alias!r} in routes: {_order(targets)}"
+            if len(targets) > 1:
+                why += " (failover in the route's order)"
+            if route.alias in by_model:
+                why += f"; the alias wins over the model of the same name on {_order(tuple(by_model[route.alias]))}"
+            self.routes[route.alias] = ResolvedRoute(route.alias, targets, why)
+        # Each route's decision is built once and shared by every call that takes it.
+        self._decisions = {name: r.decision for name, r in self.routes.items()}
+
+    def decision(self, route: ResolvedRoute) -> dict[str, Any]:
+        return self._decisions.get(route.name) or route.decision
 
     def resolve(self, model: str) -> ResolvedRoute:
         try:

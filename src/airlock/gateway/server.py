@@ -9,25 +9,24 @@ import gc
 import logging
 import multiprocessing as mp
 import signal
-import sqlite3
 import sys
 
 from aiohttp import web
 
+from airlock.compose import build_gateway
 from airlock.config.schema import Config
-from airlock.gateway.app import build_app, build_state
-from airlock.record.link import RecorderStartError
+from airlock.errors import RecorderStartError, StoreError
 
 log = logging.getLogger("airlock.gateway")
 
 
 async def _serve(config: Config, reuse_port: bool, announce: bool, ready: mp.synchronize.Event | None) -> int:
     try:
-        state = build_state(config)
-    except (OSError, sqlite3.Error) as e:
-        print(f"airlock: the data directory {config.data_dir} is not usable: {e}", file=sys.stderr, flush=True)
+        app = build_gateway(config)
+    except StoreError as e:
+        print(f"airlock: {e.detail}", file=sys.stderr, flush=True)
         return 2
-    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     try:
         await runner.setup()  # starts the worker's writer process, which first recovers earlier runs
     except RecorderStartError as e:

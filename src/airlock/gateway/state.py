@@ -10,18 +10,20 @@ from airlock.gateway.egress import EgressClient
 from airlock.gateway.forward import Forwarder
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.routing import Router
+from airlock.guards import GuardChain
 from airlock.record.link import RecorderLink
-from airlock.tokens.preflight import Preflight
+from airlock.store import Stores
 
 
 @dataclass
 class GatewayState:
     config: Config
+    stores: Stores
     recorder: RecorderLink
     router: Router
     auth: Authenticator
     egress: EgressClient
     metrics: GatewayMetrics
     forwarder: Forwarder
-    preflight: Preflight
+    guards: GuardChain  # the model call's guards, in order
     durable_wait_s: float = 5.0

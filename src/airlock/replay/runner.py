@@ -27,9 +27,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from airlock.compose import build_gateway, gateway_state
 from airlock.config.schema import Config
 from airlock.errors import AirlockError, ReplayError
-from airlock.gateway.app import build_app, build_state
 from airlock.ledger import call_cost, find_model, price_in_effect
 from airlock.record.headers import REPLAY_TENANT
 from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
@@ -161,9 +161,10 @@ class ReplayRunner:
             ) from None
 
     async def run(self, traces: list[str], on_progress: Callable[[Progress], None] | None = None) -> Progress:
-        state = build_state(self.config)
+        app = build_gateway(self.config)
+        state = gateway_state(app)
         state.auth.add_key(self.key, REPLAY_TENANT)
-        runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
