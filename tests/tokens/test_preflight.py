@@ -125,7 +125,8 @@ def test_truncation_through_the_gateway_sends_fewer_turns(tmp_path: Path, sims: 
         assert r.status_code == 200
         row = wait_recorded(gw.data_dir, 1, where=f"request_id = '{r.headers['x-request-id']}'")[0]
         decision = {d["kind"]: d for d in orjson.loads(row["airlock.decisions"])}["preflight"]
-        assert decision["verdict"] == "truncated" and decision["outcome"] == "modify" and decision["dropped_messages"] > 0
+        assert decision["verdict"] == "truncated" and decision["outcome"] == "modify"
+        assert decision["dropped_messages"] > 0
         sent = orjson.loads(BlobReader(DataDir.at(gw.data_dir)).get(row["airlock.payload.upstream_request"]))
         assert len(sent["messages"]) == len(body["messages"]) - decision["dropped_messages"]
     finally:
