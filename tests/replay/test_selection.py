@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from airlock.cli.main import cli
 from airlock.config import load_config
-from airlock.errors import StoreConflict
+from airlock.errors import StoreConflict, StoreUnavailable
 from airlock.replay.runner import ReplayError, ReplayRunner, _claim_is_stale
 from airlock.store.embedded import DataDir
 from airlock.store.embedded.replay import SQLiteReplayRuns
@@ -148,3 +148,11 @@ def test_a_dead_runners_claim_is_stale() -> None:
     host = socket.gethostname()
     assert _claim_is_stale(f"{host}/{int(gone.stdout)}/x", None)
     assert not _claim_is_stale(f"{host}/{os.getpid()}/x", None)
+
+
+def test_a_state_database_that_cannot_be_opened_is_a_store_error(tmp_path: Path) -> None:
+    data = DataDir.at(tmp_path)
+    data.state_db.parent.mkdir(parents=True, exist_ok=True)
+    data.state_db.mkdir()  # a folder where the database file should be
+    with pytest.raises(StoreUnavailable, match="opening the state database"):
+        SQLiteReplayRuns(data)
