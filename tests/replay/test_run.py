@@ -4,6 +4,7 @@ differently, turn by turn, with recorded tool results, itself recorded and linke
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -254,6 +255,36 @@ def test_mean_interval_uses_students_t() -> None:
 
     mean, lo, hi = mean_ci([1.0, 3.0])
     assert mean == 2.0 and round(lo, 1) == -10.7 and round(hi, 1) == 14.7
+
+
+COUNTS = re.compile(r"(\d+) traces replayed, (\d+) diverged, (\d+) failed, (\d+) skipped")
+
+
+def test_a_finished_run_named_again_prints_the_first_runs_counts(recorded: dict) -> None:
+    args = ["replay", "run", "-c", str(recorded["config"]), "--target", "cand-large", "--name", "cli-run"]
+    first = CliRunner().invoke(cli, [*args, "--limit", "100"])
+    assert first.exit_code == 0, first.output
+    counted = COUNTS.search(first.output)
+    assert counted is not None and counted.group(2) == "1"  # the agent trace diverged
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    recount = COUNTS.search(again.output)
+    assert recount is not None and recount.groups() == counted.groups()
+    assert "cli-run was already finished" in again.output
+
+
+def test_report_html_into_a_missing_folder_creates_it(recorded: dict, tmp_path: Path) -> None:
+    page = tmp_path / "not" / "yet" / "r.html"
+    result = CliRunner().invoke(cli, ["replay", "report", "-d", str(recorded["data"]), "cand-run", "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None and "<table>" in page.read_text()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    refused = CliRunner().invoke(
+        cli, ["replay", "report", "-d", str(recorded["data"]), "cand-run", "--html", str(blocked / "r.html")]
+    )
+    assert refused.exit_code == 2 and "cannot write" in refused.output
+    assert not isinstance(refused.exception, OSError)
 
 
 def test_zz_a_corrupt_payload_is_reported_and_skipped(recorded: dict) -> None:

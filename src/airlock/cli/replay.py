@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from typing import Any
 
 import click
 import orjson
+from click.core import ParameterSource
 from rich.table import Table
 
-from airlock.cli.records import _data_dir, _reader, data_options, trace_filter, trace_filter_options
+from airlock.cli.records import _data_dir, data_options, trace_filter, trace_filter_options
 from airlock.cli.render import console as make_console
+from airlock.errors import ReplayError, StoreError
 from airlock.replay.fidelity import check_traces, replayable_fraction
-from airlock.store.embedded import BlobReader
+from airlock.store.embedded.replay import DuckDBReplaySelection
 
 
 @click.group()
@@ -20,21 +22,54 @@ def replay() -> None:
     """Replay recorded traffic against another model."""
 
 
+def all_option(fn: Any) -> Any:
+    return click.option(
+        "--all",
+        "take_all",
+        is_flag=True,
+        help="Every trace the selection matches. Without it the newest --limit are taken, or with --since or "
+        "--until and no --limit, the whole window.",
+    )(fn)
+
+
+def selection_limit(filters: dict[str, Any], take_all: bool) -> int | None:
+    """How many of the matching traces a replay command takes (None: all): --limit when given, all with
+    --all or with a time window (--since/--until) and no --limit, else the default --limit."""
+    limit_given = click.get_current_context().get_parameter_source("limit") not in (None, ParameterSource.DEFAULT)
+    if take_all and limit_given:
+        raise click.UsageError("give --limit N or --all, not both")
+    if limit_given and int(filters["limit"]) < 1:
+        raise click.BadParameter("give a positive number", param_hint="--limit")
+    if take_all or (not limit_given and (filters.get("since") or filters.get("until"))):
+        return None
+    return int(filters["limit"])
+
+
 @replay.command("check")
 @data_options
 @trace_filter_options
+@all_option
 @click.option("--json", "as_json", is_flag=True, help="The full result, with the replayable fraction.")
-def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, **filters: object) -> None:
+def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, take_all: bool, **filters: Any) -> None:
     """Which selected traces are fully replayable, and for each that is not, exactly what is missing."""
     data = _data_dir(data_dir, config_path)
-    flt = replace(trace_filter(**filters), originals_only=True)  # not the replays themselves
-    results = check_traces(_reader(data), BlobReader(data), flt)
+    if not data.root.exists():
+        raise click.UsageError(f"no data directory at {data.root}")
+    limit = selection_limit(filters, take_all)
+    try:
+        check = check_traces(DuckDBReplaySelection(data), trace_filter(**filters), limit)
+    except StoreError as e:
+        click.echo(f"airlock: {e.detail}", err=True)
+        sys.exit(1)
+    results, chosen = check.results, check.chosen
     fraction = replayable_fraction(results)
     if as_json:
         click.echo(
             orjson.dumps(
                 {
                     "traces": len(results),
+                    "matched": chosen.matched,
+                    "cut": chosen.cut,
                     "replayable": sum(r.replayable for r in results),
                     "replayable_fraction": fraction,
                     "results": [
@@ -65,11 +100,14 @@ def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, **fi
         t.add_row(r.trace_id[:16], str(len(r.spans)), ok, "\n".join(r.missing), "\n".join(r.caveats))
     make_console().print(t)
     click.echo(f"replayable fraction: {fraction:.3f}")
+    if chosen.cut:
+        click.echo(chosen.describe())
 
 
 @replay.command("run")
 @data_options
 @trace_filter_options
+@all_option
 @click.option("--target", required=True, help="The candidate: a route alias or model name from the config.")
 @click.option("--name", default=None, help="Name of the run (default: a timestamp). The same name resumes it.")
 @click.option("--concurrency", type=int, default=4, show_default=True)
@@ -87,7 +125,8 @@ def run_cmd(
     name: str | None,
     concurrency: int,
     on_divergence: str,
-    **filters: object,
+    take_all: bool,
+    **filters: Any,
 ) -> None:
     """Re-execute the selected traffic against the candidate. Tools are never called: recorded results are
     returned. The replay is recorded, tagged with its run name and linked to the originals."""
@@ -97,7 +136,7 @@ def run_cmd(
 
     from airlock.config import load_config
     from airlock.errors import ConfigError
-    from airlock.replay.runner import ReplayError, ReplayRunner, default_name
+    from airlock.replay.runner import ReplayRunner, default_name
 
     if data_dir:
         raise click.UsageError("replay run needs --config (it routes the candidate through the config's upstreams)")
@@ -105,13 +144,25 @@ def run_cmd(
         config = load_config(config_path or "airlock.yaml")
     except ConfigError as e:
         raise click.UsageError(f"config refused: {e.detail}") from None
+    limit = selection_limit(filters, take_all)
     runner = ReplayRunner(config, name or default_name(), target, on_divergence, concurrency)
     try:
-        pending = runner.prepare(trace_filter(**filters))
-    except ReplayError as e:
+        pending = runner.prepare(trace_filter(**filters), whole=limit is None)
+    except (ReplayError, StoreError) as e:
         click.echo(f"airlock: {e.detail}", err=True)
         sys.exit(1)
-    total = runner.progress.done + len(pending)
+    read_it = f"Read it with: airlock replay report -c {config_path or 'airlock.yaml'} {runner.name}"
+    p = runner.progress
+    if runner.finished and not pending:
+        click.echo(
+            f"replay {runner.name} was already finished: {p.done} traces replayed, {p.diverged} diverged, "
+            f"{p.failed} failed, {p.skipped} skipped. {read_it}"
+        )
+        return
+    if runner.chosen is not None and runner.chosen.cut:
+        click.echo(f"replay {runner.name}: {runner.chosen.describe()}")
+    already = p.done + p.skipped
+    total = already + len(pending)
     with Progress(
         TextColumn("[bold]replay {task.fields[name]}"),
         BarColumn(),
@@ -120,7 +171,7 @@ def run_cmd(
         console=make_console(),
     ) as bar:
         task = bar.add_task(
-            "replay", total=total, completed=runner.progress.done, name=runner.name, failed=0, diverged=0, skipped=0
+            "replay", total=total, completed=already, name=runner.name, failed=0, diverged=p.diverged, skipped=p.skipped
         )
 
         def update(p: object) -> None:
@@ -134,14 +185,13 @@ def run_cmd(
 
         try:
             asyncio.run(runner.run(pending, update))
-        except ReplayError as e:
+        except (ReplayError, StoreError) as e:
             click.echo(f"airlock: {e.detail}", err=True)
             sys.exit(1)
     p = runner.progress
     click.echo(
         f"replay {runner.name}: {p.done} traces replayed, {p.diverged} diverged, {p.failed} failed, "
-        f"{p.skipped} skipped. Read it with: airlock replay report -c {config_path or 'airlock.yaml'} "
-        f"{runner.name}"
+        f"{p.skipped} skipped. {read_it}"
     )
     if p.failed:
         sys.exit(1)
@@ -163,8 +213,16 @@ def report_cmd(data_dir: str | None, config_path: str | None, name: str, as_json
         report = build_report(_data_dir(data_dir, config_path), name)
     except KeyError as e:
         raise click.UsageError(str(e.args[0])) from None
+    except StoreError as e:
+        click.echo(f"airlock: {e.detail}", err=True)
+        sys.exit(1)
     if html_path:
-        Path(html_path).write_text(to_html(report), encoding="utf-8")
+        page = Path(html_path)
+        try:
+            page.parent.mkdir(parents=True, exist_ok=True)
+            page.write_text(to_html(report), encoding="utf-8")
+        except OSError as e:
+            raise click.UsageError(f"cannot write {html_path}: {e.strerror or e}") from None
     if as_json:
         click.echo(orjson.dumps(report.to_json()).decode())
         return

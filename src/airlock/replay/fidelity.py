@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 
-from airlock.store.embedded import BlobCorrupt, BlobReader
-from airlock.store.interface import SpanReader, TraceFilter
+from airlock.errors import BlobCorrupt
+from airlock.store.interface import TraceFilter
+from airlock.store.replay import ReplaySelection, TraceSelection
 
 MODEL_KINDS = ("model.chat", "model.completion", "model.embedding")
 
@@ -149,19 +150,37 @@ def check_span(span: dict[str, Any], found: dict[str, Any]) -> SpanFidelity:
     return result
 
 
-def check_traces(reader: SpanReader, blobs: BlobReader, flt: TraceFilter) -> list[TraceFidelity]:
-    """The fidelity of every trace the filter selects, newest first."""
-    traces = reader.traces(flt)
+@dataclass
+class FidelityCheck:
+    """The fidelity of each selected trace, newest first, and what the selection took of what it matched."""
+
+    results: list[TraceFidelity]
+    chosen: TraceSelection
+
+
+def check_traces(selection: ReplaySelection, flt: TraceFilter, limit: int | None) -> FidelityCheck:
+    """The fidelity of the newest `limit` original traces the filter matches (all of them when None)."""
+    chosen = selection.traces(flt, limit)
+    calls = selection.model_calls(chosen.trace_ids, MODEL_KINDS)
+    payloads = selection.payloads(
+        [
+            d
+            for spans in calls.values()
+            for s in spans
+            for d in (s.get("airlock.payload.upstream_request"), s.get("airlock.payload.response"))
+            if d
+        ]
+    )
     out = []
-    for t in traces:
-        spans = [s for s in reader.spans_of_trace(t["trace_id"]) if s["kind"] in MODEL_KINDS]
+    for trace_id in chosen.trace_ids:
+        spans = calls.get(trace_id, [])
         digests = [
             d
             for s in spans
             for d in (s.get("airlock.payload.upstream_request"), s.get("airlock.payload.response"))
             if d
         ]
-        found = blobs.get_many(digests)
+        found: dict[str, Any] = dict(payloads.get_many(digests))
         checked = []
         for s in spans:
             if replayed_span(s):
@@ -170,8 +189,8 @@ def check_traces(reader: SpanReader, blobs: BlobReader, flt: TraceFilter) -> lis
                 note = SpanFidelity(s["span_id"], s["kind"], s.get("gen_ai.request.model"), replayed=False)
                 note.caveats.append(f"not replayed: a {s['kind']} call recorded as {s['status']}")
                 checked.append(note)
-        out.append(TraceFidelity(t["trace_id"], checked))
-    return out
+        out.append(TraceFidelity(trace_id, checked))
+    return FidelityCheck(out, chosen)
 
 
 def replayable_fraction(results: list[TraceFidelity]) -> float:

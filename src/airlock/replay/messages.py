@@ -38,13 +38,13 @@ def parse_answer(raw: bytes) -> Answer:
     if isinstance(doc, dict):
         choices = doc.get("choices")
         choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
         content = message.get("content") if message else choice.get("text")
         answer.content = content if isinstance(content, str) else None
         answer.finish_reason = choice.get("finish_reason")
         for call in message.get("tool_calls") or []:
             if isinstance(call, dict):
-                fn = call.get("function") if isinstance(call.get("function"), dict) else {}
+                fn: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
                 answer.tool_calls.append(
                     {"id": call.get("id"), "name": fn.get("name"), "arguments": fn.get("arguments")}
                 )

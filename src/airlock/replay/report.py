@@ -10,7 +10,9 @@ from typing import Any
 
 import orjson
 
-from airlock.store.embedded import BlobReader, DataDir, DuckDBSpanReader, SQLiteState
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.replay import DuckDBReplaySelection, SQLiteReplayRuns
+from airlock.store.replay import ReplayRunRepository, ReplaySelection
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 
@@ -146,21 +148,24 @@ class Report:
 
 
 def build_report(data: DataDir, name: str) -> Report:
-    state = SQLiteState(data.state_db)
+    """The report of the named run in this data directory (KeyError when there is none)."""
+    runs = SQLiteReplayRuns(data)
     try:
-        run = state.conn.execute("SELECT target FROM replay_runs WHERE name = ?", (name,)).fetchone()
-        if run is None:
-            raise KeyError(f"no replay named {name!r}")
-        items = state.conn.execute(
-            "SELECT trace_id, status, result FROM replay_items WHERE run = ?", (name,)
-        ).fetchall()
+        return report_of(runs, DuckDBReplaySelection(data), name)
     finally:
-        state.close()
-    report = Report(name, run[0], {})
+        runs.close()
+
+
+def report_of(runs: ReplayRunRepository, selection: ReplaySelection, name: str) -> Report:
+    """The report of the named run, from its stored items and from the record (KeyError when there is none)."""
+    run = runs.load(name)
+    if run is None:
+        raise KeyError(f"no replay named {name!r}")
+    report = Report(name, run.target, {})
     deltas: dict[str, list[float]] = {"input_tokens": [], "output_tokens": [], "latency_ms": [], "cost_usd": []}
-    for trace_id, status, result in items:
+    for item in runs.items(name):
+        trace_id, status, doc = item.trace_id, item.status, item.result
         report.items[status] = report.items.get(status, 0) + 1
-        doc = orjson.loads(result) if result else {}
         if status != "done":
             report.traces.append({"trace_id": trace_id, "status": status, **doc})
             continue
@@ -208,7 +213,7 @@ def build_report(data: DataDir, name: str) -> Report:
                 "replay_trace_id": doc.get("replay_trace_id"),
             }
         )
-    deltas["latency_ms"], report.tool_results_identical = _from_the_record(data, name)
+    deltas["latency_ms"], report.tool_results_identical = _from_the_record(selection, name)
     report.deltas = {k: mean_ci(v) for k, v in deltas.items()}
     return report
 
@@ -229,28 +234,20 @@ def _tool_results(raw: bytes | None) -> list[tuple[Any, Any]]:
     )
 
 
-def _from_the_record(data: DataDir, name: str) -> tuple[list[float], Rate]:
+def _from_the_record(selection: ReplaySelection, name: str) -> tuple[list[float], Rate]:
     """What the record says of the replay, independently of the runner: each replayed call's duration
     against its original's (both measured by the gateway, the same way), and whether the tool results in
     the bytes the candidate was sent equal those in the bytes the original model was sent."""
-    reader = DuckDBSpanReader(data)
-    pairs = reader.sql(
-        "SELECT r.duration_ms AS replay_ms, o.duration_ms AS original_ms,"
-        ' r."airlock.payload.upstream_request" AS r_req, o."airlock.payload.upstream_request" AS o_req'
-        ' FROM spans r JOIN spans o ON r."airlock.replay.of" = o.span_id'
-        ' WHERE r."airlock.replay.run" = ? AND o."airlock.replay.run" IS NULL AND r.kind = \'model.chat\''
-        " AND coalesce(r.attributes['replay_role'], '') <> 'judge'",
-        [name],
-    )
-    latency = [
-        p["replay_ms"] - p["original_ms"] for p in pairs if p["replay_ms"] is not None and p["original_ms"] is not None
-    ]
-    found = BlobReader(data).get_many([d for p in pairs for d in (p["r_req"], p["o_req"]) if d])
+    pairs = selection.recorded_pairs(name)
+    latency = [p.replay_ms - p.original_ms for p in pairs if p.replay_ms is not None and p.original_ms is not None]
+    digests = [d for p in pairs for d in (p.replay_request, p.original_request) if d]
+    found = selection.payloads(digests).get_many(digests)
     identical = Rate(0, 0)
     for p in pairs:
-        original = _tool_results(found.get(p["o_req"]) if isinstance(found.get(p["o_req"]), bytes) else None)
+        original_raw = found.get(p.original_request or "")
+        original = _tool_results(original_raw if isinstance(original_raw, bytes) else None)
         if original:
-            sent = found.get(p["r_req"])
+            sent = found.get(p.replay_request or "")
             identical.n += 1
             identical.hits += isinstance(sent, bytes) and _tool_results(sent) == original
     return latency, identical

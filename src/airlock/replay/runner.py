@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import threading
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -29,15 +29,18 @@ from aiohttp import web
 
 from airlock.compose import build_gateway, gateway_state
 from airlock.config.schema import Config
-from airlock.errors import AirlockError, ReplayError
+from airlock.errors import AirlockError, ReplayError, StoreConflict
 from airlock.ledger import call_cost, find_model, price_in_effect
 from airlock.record.headers import REPLAY_TENANT
 from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
 from airlock.replay.fidelity import check_span, replayed_span
 from airlock.replay.messages import Answer, parse_answer, same_tool_calls
-from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader, SQLiteState
-from airlock.store.embedded.blobs import read_blob
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.replay import DuckDBReplaySelection, SQLiteReplayRuns
 from airlock.store.interface import TraceFilter
+from airlock.store.replay import NewReplayRun, Payloads, ReplayRun, ReplayRunRepository, ReplaySelection, TraceSelection
+
+STALE_CLAIM = timedelta(hours=1)  # a claim not renewed for this long is taken to be a dead runner's
 
 
 @dataclass
@@ -59,7 +62,7 @@ def schema_verdict(request: dict[str, Any], answer: Answer) -> bool | None:
         return False
     if fmt["type"] == "json_object":
         return isinstance(doc, dict)
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     schema = (fmt.get("json_schema") or {}).get("schema") or {}
     try:
@@ -72,73 +75,95 @@ def schema_verdict(request: dict[str, Any], answer: Answer) -> bool | None:
 
 
 class ReplayRunner:
+    """One named replay run: `prepare` creates it (or finds it, to resume), `run` replays its traces.
+    Two runners never run one name at once: `run` claims the run in the repository first."""
+
     def __init__(
-        self, config: Config, name: str, target: str, on_divergence: str = "continue", concurrency: int = 4
+        self,
+        config: Config,
+        name: str,
+        target: str,
+        on_divergence: str = "continue",
+        concurrency: int = 4,
+        *,
+        selection: ReplaySelection | None = None,
+        runs: Callable[[], ReplayRunRepository] | None = None,
     ) -> None:
         self.config = config
         self.name = name
         self.target = target
         self.on_divergence = on_divergence
         self.concurrency = concurrency
-        self.data = DataDir.at(config.data_dir)
-        self.reader = DuckDBSpanReader(self.data)
-        self.blobs = BlobReader(self.data)
+        data = DataDir.at(config.data_dir)
+        self.selection: ReplaySelection = selection or DuckDBReplaySelection(data)
+        self._open_runs: Callable[[], ReplayRunRepository] = runs or (lambda: SQLiteReplayRuns(data))
         self.key = "sk-replay-" + secrets.token_hex(16)  # lives only in this process
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self.progress = Progress()
+        self.chosen: TraceSelection | None = None  # what prepare selected, when it created the run
+        self.finished = False  # prepare found the run finished before
         self._url = ""
         self._target_spec: Any = None
+        self._spans: dict[str, list[dict[str, Any]]] = {}
+        self._payload_set: Payloads | None = None
 
     # -- the run's state ---------------------------------------------------------------------------
 
-    def prepare(self, flt: TraceFilter) -> list[str]:
-        """Create the run (or find it, to resume) and return the traces still to replay."""
-        state = SQLiteState(self.data.state_db)
+    def prepare(self, flt: TraceFilter, *, whole: bool = False) -> list[str]:
+        """Create the run (or find it, to resume) and return the traces still to replay. A new run takes
+        the newest `flt.limit` traces the filter matches, or all of them when `whole`; `chosen` then says
+        how many it took of how many. `progress` starts from what the run already holds."""
+        runs = self._open_runs()
         try:
-            row = state.conn.execute("SELECT target FROM replay_runs WHERE name = ?", (self.name,)).fetchone()
-            if row is None:
-                traces = [t["trace_id"] for t in self.reader.traces(replace(flt, originals_only=True))]
-                if not traces:
+            run = runs.load(self.name)
+            if run is None:
+                self.chosen = self.selection.traces(flt, None if whole else flt.limit)
+                if not self.chosen.trace_ids:
                     raise ReplayError("the selection matches no recorded traces")
-                state.conn.execute("BEGIN")
-                state.conn.execute(
-                    "INSERT INTO replay_runs(name, target, selection, options) VALUES (?, ?, ?, ?)",
-                    (
-                        self.name,
-                        self.target,
-                        orjson.dumps(flt.__dict__).decode(),
-                        orjson.dumps({"on_divergence": self.on_divergence}).decode(),
-                    ),
-                )
-                state.conn.executemany(
-                    "INSERT INTO replay_items(run, trace_id, status) VALUES (?, ?, 'pending')",
-                    [(self.name, t) for t in traces],
-                )
-                state.conn.execute("COMMIT")
-            elif row[0] != self.target:
-                raise ReplayError(f"replay {self.name!r} exists with target {row[0]!r}; use another --name")
-            else:
-                stored = orjson.loads(
-                    state.conn.execute("SELECT options FROM replay_runs WHERE name = ?", (self.name,)).fetchone()[0]
-                )
-                if stored.get("on_divergence") != self.on_divergence:
-                    raise ReplayError(
-                        f"replay {self.name!r} was started with --on-divergence "
-                        f"{stored.get('on_divergence')}; resume it the same way or use another --name"
+                selection = {**asdict(flt), "limit": self.chosen.limit, "matched": self.chosen.matched}
+                try:
+                    runs.create(
+                        NewReplayRun(
+                            self.name,
+                            self.target,
+                            selection,
+                            {"on_divergence": self.on_divergence},
+                            self.chosen.trace_ids,
+                        )
                     )
-            pending = [
-                r[0]
-                for r in state.conn.execute(
-                    "SELECT trace_id FROM replay_items WHERE run = ? AND status IN ('pending', 'failed')"
-                    " ORDER BY trace_id",
-                    (self.name,),
-                )
-            ]
-            self.progress.done = state.conn.execute(
-                "SELECT count(*) FROM replay_items WHERE run = ? AND status IN ('done', 'skipped')", (self.name,)
-            ).fetchone()[0]
-            return pending
+                except StoreConflict:  # another runner created it between our look and our insert
+                    self.chosen = None
+                    run = runs.load(self.name)
+            if run is not None:
+                self._same_as_stored(run)
+                self.finished = run.finished_at is not None
+            counts = runs.counts(self.name)
+            self.progress = Progress(done=counts.done, diverged=counts.diverged, skipped=counts.skipped)
+            return runs.unfinished(self.name)
         finally:
-            state.close()
+            runs.close()
+
+    def _same_as_stored(self, run: ReplayRun) -> None:
+        if run.target != self.target:
+            raise ReplayError(f"replay {self.name!r} exists with target {run.target!r}; use another --name")
+        stored = run.options.get("on_divergence")
+        if stored != self.on_divergence:
+            raise ReplayError(
+                f"replay {self.name!r} was started with --on-divergence {stored}; "
+                "resume it the same way or use another --name"
+            )
+
+    def _claim(self, runs: ReplayRunRepository) -> None:
+        """Take the run for this runner, over a dead runner's claim but never over a live one's."""
+        run = runs.load(self.name)
+        if run is None:
+            raise ReplayError(f"no replay named {self.name!r}: prepare it first")
+        holder = run.claimed_by
+        busy = f"replay {self.name!r} is being run by {holder}; wait for it to end or use another --name"
+        if holder is not None and not _claim_is_stale(holder, run.claimed_at):
+            raise ReplayError(busy)
+        if not runs.claim(self.name, self.owner, holder):
+            raise ReplayError(busy.replace(f" by {holder}", " by another runner"))
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -161,6 +186,23 @@ class ReplayRunner:
             ) from None
 
     async def run(self, traces: list[str], on_progress: Callable[[Progress], None] | None = None) -> Progress:
+        runs = self._open_runs()
+        try:
+            await asyncio.to_thread(self._claim, runs)
+            try:
+                still = set(await asyncio.to_thread(runs.unfinished, self.name))
+                # another runner may have replayed some since prepare
+                return await self._run(runs, [t for t in traces if t in still], on_progress)
+            except StoreConflict as e:  # the claim was taken over while this runner saved
+                raise ReplayError(e.detail) from None
+            finally:
+                await asyncio.to_thread(runs.release, self.name, self.owner)
+        finally:
+            runs.close()
+
+    async def _run(
+        self, runs: ReplayRunRepository, traces: list[str], on_progress: Callable[[Progress], None] | None
+    ) -> Progress:
         app = build_gateway(self.config)
         state = gateway_state(app)
         state.auth.add_key(self.key, REPLAY_TENANT)
@@ -171,17 +213,6 @@ class ReplayRunner:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._url = f"http://127.0.0.1:{port}/v1"
         limit = asyncio.Semaphore(self.concurrency)
-        saves = SQLiteState(self.data.state_db)
-        saving = threading.Lock()  # one connection, saved to from the default executor's threads
-
-        def save(status: str, result: dict[str, Any], trace_id: str) -> None:
-            with saving:
-                saves.conn.execute(
-                    "UPDATE replay_items SET status = ?, result = ?, updated_at = CURRENT_TIMESTAMP"
-                    " WHERE run = ? AND trace_id = ?",
-                    (status, orjson.dumps(result).decode(), self.name, trace_id),
-                )
-
         try:
             async with aiohttp.ClientSession(trust_env=False) as session:
                 await self._probe(session, state.router)
@@ -190,7 +221,7 @@ class ReplayRunner:
                 async def one(trace_id: str) -> None:
                     async with limit:
                         status, result = await self.replay_trace(session, trace_id)
-                        await asyncio.to_thread(save, status, result, trace_id)
+                        await asyncio.to_thread(runs.save_item, self.name, self.owner, trace_id, status, result)
                         if status == "done":
                             self.progress.done += 1
                             self.progress.diverged += result.get("diverged_at") is not None
@@ -202,39 +233,29 @@ class ReplayRunner:
                             on_progress(self.progress)
 
                 await asyncio.gather(*(one(t) for t in traces))
-            saves.conn.execute("UPDATE replay_runs SET finished_at = CURRENT_TIMESTAMP WHERE name = ?", (self.name,))
+            await asyncio.to_thread(runs.finish, self.name, self.owner)
         finally:
-            saves.close()
             await runner.cleanup()
         return self.progress
 
     def _preload(self, traces: list[str]) -> None:
         """The selected traces' model calls and where their payloads are, in two queries for the whole run
         (one query per trace cost more than the replay itself)."""
-        self._spans: dict[str, list[dict[str, Any]]] = {t: [] for t in traces}
-        rows = self.reader.sql(
-            "SELECT * FROM spans WHERE trace_id IN (SELECT unnest(?)) AND kind = 'model.chat'"
-            ' AND "airlock.payload.upstream_request" IS NOT NULL ORDER BY start_ns, span_id',
-            [traces],
-        )
-        for row in rows:
-            self._spans[row["trace_id"]].append(row)
+        calls = self.selection.model_calls(traces, ("model.chat",))
+        self._spans = {t: [s for s in calls.get(t, []) if s.get("airlock.payload.upstream_request")] for t in traces}
         digests = [
-            d for r in rows for d in (r["airlock.payload.upstream_request"], r.get("airlock.payload.response")) if d
+            d
+            for spans in self._spans.values()
+            for s in spans
+            for d in (s["airlock.payload.upstream_request"], s.get("airlock.payload.response"))
+            if d
         ]
-        self._locations = self.blobs.locate(digests)
+        self._payload_set = self.selection.payloads(digests)
 
     def _payloads(self, digests: list[str]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for d in digests:
-            location = self._locations.get(d)
-            if location is None:
-                continue
-            try:
-                found[d] = read_blob(self.data.blobs, d, location)
-            except BlobCorrupt as e:
-                found[d] = e
-        return found
+        if self._payload_set is None:
+            return {}
+        return dict(self._payload_set.get_many(digests))
 
     async def replay_trace(self, session: aiohttp.ClientSession, trace_id: str) -> tuple[str, dict[str, Any]]:
         try:
@@ -453,6 +474,22 @@ class ReplayRunner:
 
 def _day(start_ns: int | None) -> date:
     return datetime.fromtimestamp(start_ns / 1e9, tz=UTC).date() if start_ns else date.today()
+
+
+def _claim_is_stale(holder: str, claimed_at: datetime | None) -> bool:
+    """Whether a claim is a dead runner's: on this host, when its process is gone; from another host,
+    when it has not been renewed for STALE_CLAIM."""
+    host, _, rest = holder.partition("/")
+    pid_text = rest.partition("/")[0]
+    if host == socket.gethostname() and pid_text.isdigit():
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    return claimed_at is None or datetime.now(UTC) - claimed_at > STALE_CLAIM
 
 
 def default_name() -> str:
