@@ -60,8 +60,9 @@ def test_genai_kinds_and_columns() -> None:
     assert row["kind"] == "model.chat" and row["gen_ai.request.model"] == "m"
     assert row["gen_ai.request.temperature"] == 0.2 and row["gen_ai.response.finish_reasons"] == ["stop"]
     assert "gen_ai.usage.output_tokens" not in row and row["attributes"]["gen_ai.usage.output_tokens"] == "not a number"
-    assert "airlock.tenant" not in row  # a payload never names the tenant; it stays a free attribute
-    assert row["attributes"]["airlock.tenant"] == "someone-else"
+    assert "airlock.tenant" not in row  # a payload never names the tenant, nor sets airlock.* attributes
+    assert "airlock.tenant" not in row["attributes"]
+    assert row["attributes"]["airlock.otlp.refused_attributes"] == "airlock.tenant"
 
 
 @pytest.mark.parametrize(

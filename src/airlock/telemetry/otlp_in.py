@@ -4,7 +4,9 @@ Each OTLP span becomes one span row: ids as lowercase hex, times in ns, status, 
 that have a column of their own in those columns, and every other span and resource attribute (for
 instance service.name) in the free `attributes` map. The span's kind column is the GenAI kind when
 gen_ai.operation.name names one, else 'otlp'. The tenant is never read from a payload: the caller
-stamps it from the bearer key.
+stamps it from the bearer key. Nor is anything else in Airlock's own namespace: a sender's `airlock.*`
+resource and span attributes are left out, and their names listed in `airlock.otlp.refused_attributes`,
+so no sender can pass its spans off as another tenant's (or as anything Airlock itself recorded).
 
 A payload that cannot be read at all raises OtlpDecodeError (a 400); a span that is readable but
 invalid (bad ids) is left out and counted in `Decoded.rejected`, as OTLP's partial success asks.
@@ -27,6 +29,8 @@ from airlock.errors import OtlpDecodeError
 SOURCE = "otlp"
 MAX_ATTRIBUTES = 256  # per span, resource attributes included; the rest are dropped and counted
 MAX_VALUE_CHARS = 4096
+RESERVED_PREFIX = "airlock."  # Airlock's own attribute namespace: never taken from a sender
+REFUSED_ATTRIBUTES = "airlock.otlp.refused_attributes"
 
 # gen_ai.operation.name -> the span kind Airlock's own spans of that sort carry
 GENAI_KINDS = {
@@ -148,9 +152,16 @@ def build_row(
         "otel.scope.name": scope or None,
     }
     free: dict[str, str] = {}
+    refused: set[str] = set()
     for key, value in resource.items():
+        if key.lower().startswith(RESERVED_PREFIX):
+            refused.add(key)
+            continue
         free[key] = _text(value)
     for key, value in attributes:
+        if key.lower().startswith(RESERVED_PREFIX):
+            refused.add(key)
+            continue
         column = COLUMN_ATTRIBUTES.get(key)
         if column is not None and value is not None:
             typed = _typed(value, column[1])
@@ -166,6 +177,8 @@ def build_row(
         free["otel.dropped_attributes"] = "true"
     if events:
         free["otel.events"] = _text(events)
+    if refused:
+        free[REFUSED_ATTRIBUTES] = _text(",".join(sorted(refused)))
     row["attributes"] = free
     operation = row.get("gen_ai.operation.name")
     row["kind"] = GENAI_KINDS.get(operation, SOURCE) if isinstance(operation, str) else SOURCE
