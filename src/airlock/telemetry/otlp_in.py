@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs installed
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from airlock.errors import OtlpDecodeError
@@ -378,6 +378,7 @@ def decode_json(body: bytes) -> Decoded:
                         for e in _list(s.get("events"))
                     ]
                     name = s.get("name")
+                    message = status.get("message")
                     build_row(
                         _json_id(_get(s, "traceId", "trace_id")),
                         _json_id(_get(s, "spanId", "span_id")),
@@ -387,7 +388,7 @@ def decode_json(body: bytes) -> Decoded:
                         _json_int(_get(s, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"),
                         _json_int(_get(s, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano"),
                         _json_status_code(status.get("code")),
-                        status.get("message") if isinstance(status.get("message"), str) else "",
+                        message if isinstance(message, str) else "",
                         _json_attrs(s.get("attributes")),
                         resource,
                         scope if isinstance(scope, str) else None,

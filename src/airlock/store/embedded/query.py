@@ -73,7 +73,8 @@ class DuckDBSpanReader:
         raise AssertionError("unreachable")
 
     def _where(self, flt: TraceFilter) -> tuple[str, list[Any]]:
-        clauses, params = ["TRUE"], []
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
         if flt.since_ns is not None:
             clauses.append("start_ns >= ?")
             params.append(flt.since_ns)
