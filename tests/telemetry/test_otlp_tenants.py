@@ -4,6 +4,7 @@ names the same trace. A's view of its trace (`traces list|show --tenant acme`) d
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,3 +100,32 @@ def test_a_sender_cannot_claim_a_tenant_in_attributes(gw: Gateway) -> None:
     assert "airlock.tenant" not in attrs and "Airlock.Task" not in attrs and attrs["service.name"] == "b-app"
     assert attrs["airlock.otlp.refused_attributes"] == "Airlock.Task,airlock.tenant"
     assert row["airlock.task"] is None
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Basic " + OTHER_KEY, OTHER_KEY, "Bearer " + OTHER_KEY + "x", "Bearer " + "k" * 6000],
+    ids=["none", "empty", "no-key", "basic", "no-scheme", "near-miss", "oversized"],
+)
+def test_a_missing_or_forged_key_records_nothing_as_anyone(gw: Gateway, authorization: str | None) -> None:
+    span_id = hashlib.sha256((authorization or "-").encode()).hexdigest()[:16]
+    headers = {} if authorization is None else {"Authorization": authorization}
+    r = httpx.post(f"{gw.url}/v1/traces", json=json_span(span_id), headers=headers)
+    assert r.status_code == 401 and r.headers["content-type"].startswith("application/problem+json"), r.text
+    rid = r.headers["x-request-id"]
+    refusal = wait_recorded(gw.data_dir, 1, where=f"request_id = '{rid}'")[0]
+    assert refusal["kind"] == "gateway.reject" and refusal["airlock.tenant"] is None
+    assert wait_recorded(gw.data_dir, 0, where=f"span_id = '{span_id}'") == []
+
+
+def test_markup_in_a_span_comes_back_as_json_text(gw: Gateway) -> None:
+    """The one HTTP answer that echoes recorded text (OTLP's partial success) is JSON, never markup."""
+    payload = json_span("0" * 16, name="<script>alert(1)</script>[/bold]")
+    r = httpx.post(f"{gw.url}/v1/traces", json=payload, headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert "<script>alert(1)</script>[/bold]" in r.json()["partialSuccess"]["errorMessage"]
+
+
+def json_span(span_id: str, name: str = "probe") -> dict[str, Any]:
+    span = {"traceId": TRACE, "spanId": span_id, "name": name, "startTimeUnixNano": "1", "endTimeUnixNano": "2"}
+    return {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
