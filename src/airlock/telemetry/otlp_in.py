@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,15 +97,29 @@ def _text(value: Any) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS]
 
 
-def _typed(value: Any, typ: type) -> Any:
-    """An attribute value as its column's type; None if it is not one."""
+# The values an integer column takes from a sender: counts are never negative, and every one fits the
+# column's int64. A value outside its range stays a free attribute, as text, as any other mistyped one.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "gen_ai.request.seed": (-(2**63), 2**63 - 1),
+    "http_status": (100, 599),
+}
+_COUNT_RANGE = (0, 2**63 - 1)
+
+
+def _typed(value: Any, typ: type, column: str) -> Any:
+    """An attribute value as its column's type; None if it is not one (or is out of the column's range)."""
     try:
         if typ is str:
             return value if isinstance(value, str) else _text(value)
         if typ is int and not isinstance(value, bool):
-            return int(value)
+            if isinstance(value, float) and not value.is_integer():
+                return None
+            n = int(value)
+            low, high = _INT_RANGES.get(column, _COUNT_RANGE)
+            return n if low <= n <= high else None
         if typ is float and not isinstance(value, bool):
-            return float(value)
+            x = float(value)
+            return x if math.isfinite(x) else None
     except (TypeError, ValueError, OverflowError):
         return None
     return None
@@ -164,7 +179,7 @@ def build_row(
             continue
         column = COLUMN_ATTRIBUTES.get(key)
         if column is not None and value is not None:
-            typed = _typed(value, column[1])
+            typed = _typed(value, column[1], column[0])
             if typed is not None:
                 row[column[0]] = typed
                 continue
