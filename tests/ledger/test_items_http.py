@@ -3,6 +3,7 @@ then says: a streamed call's bill in line items beside the posted ones."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 
 import httpx
@@ -16,6 +17,8 @@ from airlock.store.embedded import DataDir
 from helpers import API_KEY, OTHER_KEY, Gateway, Sim, wait_recorded, write_config
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+READINGS_KEY = "sk-test-gpu-host"  # energy readings take a key of their own, not a tenant's
+READINGS_AUTH = {"Authorization": f"Bearer {READINGS_KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,12 @@ def gw(sims: dict[str, Sim], tmp_path_factory: pytest.TempPathFactory) -> Iterat
             tmp,
             sims,
             model_extra={"prices": price},
-            energy={"gpus": [{"device": "gpu-0", "upstream": "sim-eu"}]},
+            energy={
+                "gpus": [{"device": "gpu-0", "upstream": "sim-eu"}],
+                "readings_keys": [
+                    {"name": "gpu-host", "key_sha256": hashlib.sha256(READINGS_KEY.encode()).hexdigest()}
+                ],
+            },
         )
     )
     yield g
@@ -107,14 +115,18 @@ def test_items_need_a_key_and_a_post(gw: Gateway) -> None:
 
 def test_energy_readings_are_stored_for_declared_devices(gw: Gateway) -> None:
     readings = [{"device": "gpu-0", "t_ns": 1_000 + i, "energy_mj": 5_000 + 7 * i} for i in range(3)]
-    r = post(gw, "/v1/energy/readings", {"readings": readings})
+
+    def push(body: object) -> httpx.Response:
+        return post(gw, "/v1/energy/readings", body, READINGS_AUTH)
+
+    r = push({"readings": readings})
     assert r.status_code == 201 and r.json() == {"accepted": 3, "new": 3}
-    assert post(gw, "/v1/energy/readings", {"readings": readings}).json() == {"accepted": 3, "new": 0}
+    assert push({"readings": readings}).json() == {"accepted": 3, "new": 0}
     changed = [{**readings[0], "energy_mj": 1}]
-    assert post(gw, "/v1/energy/readings", {"readings": changed}).status_code == 409
-    unknown = post(gw, "/v1/energy/readings", {"readings": [{**readings[0], "device": "gpu-9"}]})
+    assert push({"readings": changed}).status_code == 409
+    unknown = push({"readings": [{**readings[0], "device": "gpu-9"}]})
     assert unknown.status_code == 422 and "energy.gpus" in unknown.json()["detail"]
-    assert post(gw, "/v1/energy/readings", {"readings": [{"device": "gpu-0"}]}).status_code == 422
+    assert push({"readings": [{"device": "gpu-0"}]}).status_code == 422
     store = EnergyReadings(DataDir.at(gw.data_dir).state_db)
     try:
         assert [r.energy_mj for r in store.of("gpu-0")] == [5_000, 5_007, 5_014]

@@ -60,8 +60,9 @@ def test_genai_kinds_and_columns() -> None:
     assert row["kind"] == "model.chat" and row["gen_ai.request.model"] == "m"
     assert row["gen_ai.request.temperature"] == 0.2 and row["gen_ai.response.finish_reasons"] == ["stop"]
     assert "gen_ai.usage.output_tokens" not in row and row["attributes"]["gen_ai.usage.output_tokens"] == "not a number"
-    assert "airlock.tenant" not in row  # a payload never names the tenant; it stays a free attribute
-    assert row["attributes"]["airlock.tenant"] == "someone-else"
+    assert "airlock.tenant" not in row  # a payload never names the tenant, nor sets airlock.* attributes
+    assert "airlock.tenant" not in row["attributes"]
+    assert row["attributes"]["airlock.otlp.refused_attributes"] == "airlock.tenant"
 
 
 @pytest.mark.parametrize(
@@ -143,3 +144,37 @@ def test_protobuf_values_of_every_kind() -> None:
     attrs = decode_protobuf(req.SerializeToString()).rows[0]["attributes"]
     assert attrs["b"] == "false" and attrs["d"] == "1.5" and attrs["raw"] == "AAE=" and attrs["kv"] == '{"x":1}'
     assert orjson.loads(attrs["otel.events"])[0]["name"] == "exception"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "sent"),
+    [
+        ("gen_ai.usage.input_tokens", {"intValue": "-1000000"}, "-1000000"),
+        ("gen_ai.usage.output_tokens", {"intValue": str(2**70)}, str(2**70)),
+        ("gen_ai.usage.output_tokens", {"doubleValue": 1e300}, "1e+300"),
+        ("gen_ai.usage.output_tokens", {"doubleValue": 2.5}, "2.5"),
+        ("gen_ai.request.max_tokens", {"intValue": "-3"}, "-3"),
+        ("http.response.status_code", {"intValue": "-5"}, "-5"),
+        ("gen_ai.request.temperature", {"doubleValue": "nan"}, "nan"),
+        ("gen_ai.request.top_p", {"doubleValue": "inf"}, "inf"),
+    ],
+)
+def test_numbers_out_of_their_columns_range_stay_free_text(key: str, value: dict, sent: str) -> None:
+    """A sender's negative token count (which would lower its bill), a count over int64 (which lost the
+    whole value at write time) or a non-finite float never reaches a typed column."""
+    row = decode_json(_doc(attributes=[{"key": key, "value": value}])).rows[0]
+    column = {"http.response.status_code": "http_status"}.get(key, key)
+    assert column not in row
+    assert row["attributes"][key] == sent
+
+
+def test_numbers_in_range_reach_their_columns() -> None:
+    attrs = [
+        {"key": "gen_ai.usage.input_tokens", "value": {"doubleValue": 42.0}},
+        {"key": "gen_ai.request.seed", "value": {"intValue": "-7"}},
+        {"key": "http.response.status_code", "value": {"intValue": "503"}},
+        {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "0"}},
+    ]
+    row = decode_json(_doc(attributes=attrs)).rows[0]
+    assert (row["gen_ai.usage.input_tokens"], row["gen_ai.request.seed"], row["http_status"]) == (42, -7, 503)
+    assert row["gen_ai.usage.output_tokens"] == 0 and row["attributes"] == {}

@@ -215,18 +215,25 @@ def _decode_payload(found: dict[str, bytes | BlobCorrupt], digest: str | None, l
 @click.argument("trace")
 @click.option("--payloads/--no-payloads", default=True, show_default=True)
 @click.option("--max-chars", type=int, default=1500, show_default=True, help="Per payload.")
+@click.option("--tenant", default=None, help="Only this tenant's spans of the trace.")
 @click.option("--json", "as_json", is_flag=True)
 def traces_show(
-    data_dir: str | None, config_path: str | None, trace: str, payloads: bool, max_chars: int, as_json: bool
+    data_dir: str | None,
+    config_path: str | None,
+    trace: str,
+    payloads: bool,
+    max_chars: int,
+    tenant: str | None,
+    as_json: bool,
 ) -> None:
     """A trace's spans as a tree, each with its hops and payloads. TRACE: trace id, request id, or a prefix."""
     data = _data_dir(data_dir, config_path)
     reader = _reader(data)
-    trace_id = reader.find_trace(trace)
+    trace_id = reader.find_trace(trace, tenant=tenant)
     if trace_id is None:
-        raise click.UsageError(f"no single trace matches {trace!r}")
-    spans = reader.spans_of_trace(trace_id)
-    hops = reader.hops_of_trace(trace_id)
+        raise click.UsageError(f"no single trace matches {trace!r}" + (f" for tenant {tenant!r}" if tenant else ""))
+    spans = reader.spans_of_trace(trace_id, tenant=tenant)
+    hops = reader.hops_of_trace(trace_id, tenant=tenant)
     if as_json:
         click.echo(
             orjson.dumps(

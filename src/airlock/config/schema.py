@@ -217,6 +217,21 @@ class GpuBinding(Strict):
     upstream: str
 
 
+class ReadingsKey(Strict):
+    """A bearer key that may push GPU energy readings (node-level, so no tenant's key may) and do
+    nothing else: it is not a model API key."""
+
+    name: str = Field(min_length=1)  # who holds it, e.g. the GPU host's exporter
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    key_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReadingsKey:
+        if (self.key_sha256 is None) == (self.key_env is None):
+            raise ValueError("give exactly one of key_sha256 or key_env")
+        return self
+
+
 class EnergySettings(Strict):
     # Grid carbon intensity; set your region's. Default: the world average in 2023 (Ember, Global
     # Electricity Review 2024: about 480 gCO2e/kWh).
@@ -224,6 +239,7 @@ class EnergySettings(Strict):
     pue: float = Field(1.2, ge=1, le=3)  # applied to measured GPU energy (profiles carry their own)
     profiles: list[EnergyProfile] = Field(default_factory=list)
     gpus: list[GpuBinding] = Field(default_factory=list)  # measured mode: readings from these GPUs
+    readings_keys: list[ReadingsKey] = Field(default_factory=list)  # who may POST /v1/energy/readings
     sample_interval_ms: float = Field(200.0, gt=0)
     counter_update_ms: float = Field(100.0, gt=0)  # how often the GPU refreshes its energy counter
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:  # the gateway imports this module while it is itself being imported
     from airlock.gateway.state import GatewayState
+    from airlock.telemetry.exporter import OtlpExporter
 
 TRACES_PATH = "/v1/traces"
-EXPORTER_KEY = web.AppKey("airlock_otlp_exporter", Any)
-EXPORT_TASK_KEY = web.AppKey("airlock_otlp_export_task", asyncio.Task)
+EXPORTER_KEY: web.AppKey[OtlpExporter] = web.AppKey("airlock_otlp_exporter")
+EXPORT_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("airlock_otlp_export_task")
 
 
 def install(app: web.Application, state: GatewayState) -> None:

@@ -4,7 +4,9 @@ Each OTLP span becomes one span row: ids as lowercase hex, times in ns, status, 
 that have a column of their own in those columns, and every other span and resource attribute (for
 instance service.name) in the free `attributes` map. The span's kind column is the GenAI kind when
 gen_ai.operation.name names one, else 'otlp'. The tenant is never read from a payload: the caller
-stamps it from the bearer key.
+stamps it from the bearer key. Nor is anything else in Airlock's own namespace: a sender's `airlock.*`
+resource and span attributes are left out, and their names listed in `airlock.otlp.refused_attributes`,
+so no sender can pass its spans off as another tenant's (or as anything Airlock itself recorded).
 
 A payload that cannot be read at all raises OtlpDecodeError (a 400); a span that is readable but
 invalid (bad ids) is left out and counted in `Decoded.rejected`, as OTLP's partial success asks.
@@ -14,12 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs installed
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from airlock.errors import OtlpDecodeError
@@ -27,6 +30,8 @@ from airlock.errors import OtlpDecodeError
 SOURCE = "otlp"
 MAX_ATTRIBUTES = 256  # per span, resource attributes included; the rest are dropped and counted
 MAX_VALUE_CHARS = 4096
+RESERVED_PREFIX = "airlock."  # Airlock's own attribute namespace: never taken from a sender
+REFUSED_ATTRIBUTES = "airlock.otlp.refused_attributes"
 
 # gen_ai.operation.name -> the span kind Airlock's own spans of that sort carry
 GENAI_KINDS = {
@@ -92,15 +97,29 @@ def _text(value: Any) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS]
 
 
-def _typed(value: Any, typ: type) -> Any:
-    """An attribute value as its column's type; None if it is not one."""
+# The values an integer column takes from a sender: counts are never negative, and every one fits the
+# column's int64. A value outside its range stays a free attribute, as text, as any other mistyped one.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "gen_ai.request.seed": (-(2**63), 2**63 - 1),
+    "http_status": (100, 599),
+}
+_COUNT_RANGE = (0, 2**63 - 1)
+
+
+def _typed(value: Any, typ: type, column: str) -> Any:
+    """An attribute value as its column's type; None if it is not one (or is out of the column's range)."""
     try:
         if typ is str:
             return value if isinstance(value, str) else _text(value)
         if typ is int and not isinstance(value, bool):
-            return int(value)
+            if isinstance(value, float) and not value.is_integer():
+                return None
+            n = int(value)
+            low, high = _INT_RANGES.get(column, _COUNT_RANGE)
+            return n if low <= n <= high else None
         if typ is float and not isinstance(value, bool):
-            return float(value)
+            x = float(value)
+            return x if math.isfinite(x) else None
     except (TypeError, ValueError, OverflowError):
         return None
     return None
@@ -148,12 +167,19 @@ def build_row(
         "otel.scope.name": scope or None,
     }
     free: dict[str, str] = {}
+    refused: set[str] = set()
     for key, value in resource.items():
+        if key.lower().startswith(RESERVED_PREFIX):
+            refused.add(key)
+            continue
         free[key] = _text(value)
     for key, value in attributes:
+        if key.lower().startswith(RESERVED_PREFIX):
+            refused.add(key)
+            continue
         column = COLUMN_ATTRIBUTES.get(key)
         if column is not None and value is not None:
-            typed = _typed(value, column[1])
+            typed = _typed(value, column[1], column[0])
             if typed is not None:
                 row[column[0]] = typed
                 continue
@@ -166,6 +192,8 @@ def build_row(
         free["otel.dropped_attributes"] = "true"
     if events:
         free["otel.events"] = _text(events)
+    if refused:
+        free[REFUSED_ATTRIBUTES] = _text(",".join(sorted(refused)))
     row["attributes"] = free
     operation = row.get("gen_ai.operation.name")
     row["kind"] = GENAI_KINDS.get(operation, SOURCE) if isinstance(operation, str) else SOURCE
@@ -365,6 +393,7 @@ def decode_json(body: bytes) -> Decoded:
                         for e in _list(s.get("events"))
                     ]
                     name = s.get("name")
+                    message = status.get("message")
                     build_row(
                         _json_id(_get(s, "traceId", "trace_id")),
                         _json_id(_get(s, "spanId", "span_id")),
@@ -374,7 +403,7 @@ def decode_json(body: bytes) -> Decoded:
                         _json_int(_get(s, "startTimeUnixNano", "start_time_unix_nano"), "startTimeUnixNano"),
                         _json_int(_get(s, "endTimeUnixNano", "end_time_unix_nano"), "endTimeUnixNano"),
                         _json_status_code(status.get("code")),
-                        status.get("message") if isinstance(status.get("message"), str) else "",
+                        message if isinstance(message, str) else "",
                         _json_attrs(s.get("attributes")),
                         resource,
                         scope if isinstance(scope, str) else None,

@@ -73,7 +73,8 @@ class DuckDBSpanReader:
         raise AssertionError("unreachable")
 
     def _where(self, flt: TraceFilter) -> tuple[str, list[Any]]:
-        clauses, params = ["TRUE"], []
+        clauses: list[str] = ["TRUE"]
+        params: list[Any] = []
         if flt.since_ns is not None:
             clauses.append("start_ns >= ?")
             params.append(flt.since_ns)
@@ -102,15 +103,22 @@ class DuckDBSpanReader:
         return " AND ".join(clauses), params
 
     def traces(self, flt: TraceFilter) -> list[dict[str, Any]]:
-        """One row per trace with at least one span matching the filter."""
+        """One row per trace with at least one span matching the filter. With a tenant in the filter a
+        trace is that tenant's spans only: spans another tenant (or an unauthenticated request) recorded
+        under the same trace id never change its counts, times or tokens. Without one, `tenant` names
+        every tenant with spans in the trace, comma-separated."""
         where, params = self._where(flt)
+        scope = ""
+        if flt.tenant is not None:
+            scope = 'WHERE s."airlock.tenant" = ?'
+            params.append(flt.tenant)
         query = f"""
             WITH hit AS (SELECT DISTINCT trace_id FROM spans WHERE {where})
             SELECT s.trace_id,
                    min(s.start_ns) AS start_ns,
                    max(s.end_ns) AS end_ns,
                    count(*) AS spans,
-                   any_value(s."airlock.tenant") AS tenant,
+                   string_agg(DISTINCT s."airlock.tenant", ',' ORDER BY s."airlock.tenant") AS tenant,
                    any_value(s."airlock.task") AS task,
                    string_agg(DISTINCT s."gen_ai.request.model", ',') AS models,
                    sum(CASE WHEN s.status = 'error' THEN 1 ELSE 0 END) AS errors,
@@ -118,25 +126,40 @@ class DuckDBSpanReader:
                    sum(coalesce(s."gen_ai.usage.input_tokens", 0)) AS input_tokens,
                    sum(coalesce(s."gen_ai.usage.output_tokens", 0)) AS output_tokens,
                    sum(greatest(coalesce(s."airlock.attempts", 1) - 1, 0)) AS failovers
-            FROM spans s JOIN hit USING (trace_id)
+            FROM spans s JOIN hit USING (trace_id) {scope}
             GROUP BY s.trace_id
             ORDER BY start_ns DESC
             LIMIT {int(flt.limit)}
         """
         return self.sql(query, params)
 
-    def spans_of_trace(self, trace_id: str) -> list[dict[str, Any]]:
-        return self.sql("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", [trace_id])
+    def spans_of_trace(self, trace_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The trace's spans by start; with a tenant, that tenant's spans only."""
+        if tenant is None:
+            return self.sql("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id", [trace_id])
+        return self.sql(
+            'SELECT * FROM spans WHERE trace_id = ? AND "airlock.tenant" = ? ORDER BY start_ns, span_id',
+            [trace_id, tenant],
+        )
 
-    def hops_of_trace(self, trace_id: str) -> list[dict[str, Any]]:
-        return self.sql("SELECT * FROM hops WHERE trace_id = ? ORDER BY span_id, attempt", [trace_id])
+    def hops_of_trace(self, trace_id: str, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The trace's hops; with a tenant, the hops of that tenant's spans only."""
+        if tenant is None:
+            return self.sql("SELECT * FROM hops WHERE trace_id = ? ORDER BY span_id, attempt", [trace_id])
+        return self.sql(
+            "SELECT * FROM hops WHERE trace_id = ? AND span_id IN"
+            ' (SELECT span_id FROM spans WHERE trace_id = ? AND "airlock.tenant" = ?) ORDER BY span_id, attempt',
+            [trace_id, trace_id, tenant],
+        )
 
-    def find_trace(self, id_or_prefix: str) -> str | None:
-        """A trace id from a trace id, a span/request id, or a unique prefix of either."""
+    def find_trace(self, id_or_prefix: str, tenant: str | None = None) -> str | None:
+        """A trace id from a trace id, a span/request id, or a unique prefix of either; with a tenant,
+        among that tenant's spans only."""
+        scope = ' AND "airlock.tenant" = ?' if tenant is not None else ""
         rows = self.sql(
-            "SELECT DISTINCT trace_id FROM spans WHERE trace_id LIKE ? || '%' OR span_id LIKE ? || '%'"
-            " OR request_id = ? LIMIT 2",
-            [id_or_prefix, id_or_prefix, id_or_prefix],
+            "SELECT DISTINCT trace_id FROM spans WHERE (trace_id LIKE ? || '%' OR span_id LIKE ? || '%'"
+            f" OR request_id = ?){scope} LIMIT 2",
+            [id_or_prefix, id_or_prefix, id_or_prefix, *([tenant] if tenant is not None else [])],
         )
         return rows[0]["trace_id"] if len(rows) == 1 else None
 
