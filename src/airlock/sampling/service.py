@@ -8,13 +8,11 @@ import contextlib
 import fcntl
 import logging
 import os
-import sqlite3
-
-import duckdb
 
 from airlock.config.schema import Config
-from airlock.sampling.stage import SamplingPass
-from airlock.store.embedded import DataDir
+from airlock.errors import StoreError
+from airlock.sampling.stage import PassResult, SamplingPass
+from airlock.store.embedded.layout import DataDir
 
 log = logging.getLogger("airlock.sampling")
 
@@ -36,17 +34,18 @@ async def run_sampler(config: Config, data: DataDir) -> None:
     flight when cancelled is finished before the lock is let go, so two passes never overlap."""
     fd: int | None = None
     stage: SamplingPass | None = None
-    running: asyncio.Future[object] | None = None
+    running: asyncio.Future[PassResult] | None = None
     try:
         while True:
             if fd is None:
                 fd = take_sampler_lock(data)
             if fd is not None:
                 stage = stage or SamplingPass(config, data)
-                running = asyncio.ensure_future(asyncio.to_thread(stage.run))
+                pass_in_flight = asyncio.ensure_future(asyncio.to_thread(stage.run))
+                running = pass_in_flight
                 try:
-                    await asyncio.shield(running)  # a cancel must not orphan the thread's pass
-                except (OSError, duckdb.Error, sqlite3.Error, ValueError) as e:
+                    await asyncio.shield(pass_in_flight)  # a cancel must not orphan the thread's pass
+                except StoreError as e:
                     log.warning("sampler pass failed (will retry): %s", e)
                     stage = None  # the next pass starts again from what the state database holds
                 except Exception:  # a defect must not end sampling (and, with it, every compaction)
