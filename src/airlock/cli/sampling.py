@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,14 @@ def run_cmd(config_path: str | None, flush: bool) -> None:
     data = DataDir.at(config.data_dir)
     if not data.spans.exists():
         raise click.UsageError(f"no record at {data.root}")
-    fd = take_sampler_lock(data)
-    if fd is None:
+    lock = take_sampler_lock(data)
+    if lock is None:
         click.echo("a gateway worker is running the sampler on this data directory; nothing done", err=True)
         sys.exit(1)
     try:
         results = SamplingPass(config, data).run_until_caught_up(flush=flush)
     finally:
-        os.close(fd)
+        lock.release()
     decided = [d for r in results for d in r.decisions]
     kept = sum(d.keep and d.traces for d in decided)
     click.echo(

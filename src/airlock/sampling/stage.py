@@ -41,7 +41,7 @@ class PassResult:
 
 class SamplingPass:
     """Owns a Sampler across passes (the gateway keeps one alive; the CLI makes one per run). Only one
-    may run against a data directory at a time: the caller holds run/sampler.lock. Should another
+    may run against a data directory at a time: the caller holds the sampler lock. Should another
     process commit a pass all the same, this one notices before its next pass and starts again from the
     committed state, and a pass of its own that raced one loses at commit (StoreConflict) and is retried.
     `stores`: where the record and the sampler's state live (the embedded stores on `data` by default)."""

@@ -6,6 +6,7 @@ everything it reads and writes:
 - `SamplerFeed`: the span segments each writer has written past the sampler's cursor, and their rows;
 - `DecisionSink`: where a pass's decisions and drop summaries go;
 - `SampleReport`: the aggregates `airlock sample status` and `sample show` print;
+- `SamplerLock`: held by the one process that runs passes on a record;
 - `SamplingStateRepository`: the cursor, the pass log, the model and the waiting traces, committed
   together per pass, with a compare-and-set on the pass;
 - `RetentionReads` and `RecordCollector`: what compaction and `airlock sample gc` need to drop what
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -168,7 +169,14 @@ class StateSummary:
     last_pass_ns: int | None
     skipped: int
     pending: int
-    model: dict[str, Any] | None = field(default=None)
+    model: dict[str, Any] | None = None
+
+
+class SamplerLock(Protocol):
+    """The right to run sampler passes on a record, held by one process at a time until released (or
+    until the process ends)."""
+
+    def release(self) -> None: ...
 
 
 class SamplingStateRepository(Protocol):
@@ -270,7 +278,8 @@ class RecordCollector(Protocol):
 @dataclass(frozen=True)
 class SamplingStores:
     """The stores tail sampling runs on, built together for one record. `open_state` opens the state
-    repository (the caller closes it); the others hold no connection between calls."""
+    repository (the caller closes it); `take_lock` takes the sampler lock without waiting (None while
+    another process holds it); the others hold no connection between calls."""
 
     feed: SamplerFeed
     sink: DecisionSink
@@ -278,3 +287,4 @@ class SamplingStores:
     retention: RetentionReads
     collector: RecordCollector
     open_state: Callable[[], SamplingStateRepository]
+    take_lock: Callable[[], SamplerLock | None]

@@ -10,6 +10,8 @@ temporary name and renamed, and merged when they pile up; readers keep only the 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -464,6 +466,31 @@ class EmbeddedRetentionReads:
             con.close()
 
 
+class FileSamplerLock:
+    """An exclusive flock on run/sampler.lock (the kernel lets it go if the process dies)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, data: DataDir) -> FileSamplerLock | None:
+        """The lock, or None if another process holds it."""
+        with store_errors("taking the sampler lock"):
+            data.run.mkdir(parents=True, exist_ok=True)
+            fd = os.open(data.run / "sampler.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
 def embedded_sampling_stores(data: DataDir) -> SamplingStores:
     """Tail sampling's stores on one data directory."""
     from airlock.store.embedded.sampling_gc import EmbeddedRecordCollector
@@ -475,4 +502,5 @@ def embedded_sampling_stores(data: DataDir) -> SamplingStores:
         retention=EmbeddedRetentionReads(data),
         collector=EmbeddedRecordCollector(data),
         open_state=lambda: SQLiteSamplingState(data),
+        take_lock=lambda: FileSamplerLock.take(data),
     )
