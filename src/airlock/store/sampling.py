@@ -204,7 +204,9 @@ class SamplingStateRepository(Protocol):
         """The state row of every waiting trace, as committed."""
         ...
 
-    def summary(self) -> StateSummary: ...
+    def summary(self) -> StateSummary:
+        """Passes run, the last one's time, segments skipped, traces waiting and the model, read together."""
+        ...
 
     def commit(self, change: PassCommit) -> None:
         """Everything a pass changed, at once: a failure before it leaves the state as it was, so the pass
@@ -212,7 +214,9 @@ class SamplingStateRepository(Protocol):
         after the last committed one (another process ran a pass since this one read the state)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Let go of the repository's connection; it is not used again."""
+        ...
 
 
 class RetentionReads(Protocol):

@@ -6,7 +6,13 @@ segments/sampling/summaries/  dropped traces aggregated per hour, key and status
                               tokens, cost (what stays of them once their spans are gone)
 
 Files are named like span segments (sampler.<first pass>-<last pass>.parquet), written under a
-temporary name and renamed, and merged when they pile up; readers keep only the widest."""
+temporary name and renamed, and merged when they pile up; readers keep only the widest.
+
+The protocols of airlock.store.sampling, embedded: ParquetSamplerFeed (span segments), ParquetDecisionSink,
+DuckDBSampleReport, SQLiteSamplingState (migration 0005), EmbeddedRetentionReads, FileSamplerLock, and
+EmbeddedRecordCollector (sampling_gc.py); `embedded_sampling_stores(data)` builds them for one data
+directory. Each raises StoreError subclasses only (`store_errors`). `trace_weights_sql` and
+`create_trace_weights_view` give the other embedded readers (ledger, energy, query) each trace's weight."""
 
 from __future__ import annotations
 
