@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ def test_one_process_runs_the_sampler_per_data_directory(tmp_path: Path) -> None
     first = take_sampler_lock(data)
     assert first is not None
     assert take_sampler_lock(data) is None
-    os.close(first)
+    first.release()
     again = take_sampler_lock(data)
     assert again is not None
-    os.close(again)
+    again.release()

@@ -168,7 +168,8 @@ def test_a_crashed_pass_is_replayed_whole(tmp_path: Path) -> None:
 
 
 def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_payloads(tmp_path: Path) -> None:
-    from airlock.sampling.collect import GatewayRunning, collect
+    from airlock.errors import GatewayRunning
+    from airlock.sampling.collect import collect
     from airlock.store.embedded import BlobReader, PackWriter
 
     data = DataDir.at(tmp_path)
@@ -320,11 +321,11 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
 
 
 def test_a_failing_pass_does_not_end_the_sampler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Regression: a "database is locked" (sqlite3.OperationalError) escaped the gateway's sampler loop, which
-    then stopped for good, and with it every compaction of the data directory."""
+    """Regression: a "database is locked" (sqlite3.OperationalError, now the store's StoreUnavailable) escaped
+    the gateway's sampler loop, which then stopped for good, and with it every compaction of the data directory."""
     import asyncio
-    import sqlite3
 
+    from airlock.errors import StoreUnavailable
     from airlock.sampling.service import run_sampler
 
     data = DataDir.at(tmp_path)
@@ -336,7 +337,7 @@ def test_a_failing_pass_does_not_end_the_sampler(tmp_path: Path, monkeypatch: py
     def flaky(self: SamplingPass, *args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] <= 2:
-            raise sqlite3.OperationalError("database is locked") if calls["n"] == 1 else RuntimeError("a defect")
+            raise StoreUnavailable("database is locked") if calls["n"] == 1 else RuntimeError("a defect")
         return real_run(self, *args, **kwargs)
 
     monkeypatch.setattr(SamplingPass, "run", flaky)

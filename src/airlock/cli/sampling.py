@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,14 +47,14 @@ def run_cmd(config_path: str | None, flush: bool) -> None:
     data = DataDir.at(config.data_dir)
     if not data.spans.exists():
         raise click.UsageError(f"no record at {data.root}")
-    fd = take_sampler_lock(data)
-    if fd is None:
+    lock = take_sampler_lock(data)
+    if lock is None:
         click.echo("a gateway worker is running the sampler on this data directory; nothing done", err=True)
         sys.exit(1)
     try:
         results = SamplingPass(config, data).run_until_caught_up(flush=flush)
     finally:
-        os.close(fd)
+        lock.release()
     decided = [d for r in results for d in r.decisions]
     kept = sum(d.keep and d.traces for d in decided)
     click.echo(
@@ -71,7 +70,8 @@ def run_cmd(config_path: str | None, flush: bool) -> None:
 @data_options
 def gc_cmd(data_dir: str | None, config_path: str | None) -> None:
     """With the gateway stopped: drop dropped traces' spans from every segment and release their payloads."""
-    from airlock.sampling.collect import GatewayRunning, collect
+    from airlock.errors import GatewayRunning
+    from airlock.sampling.collect import collect
 
     data = _data_dir(data_dir, config_path)
     if not data.spans.exists():
@@ -94,12 +94,10 @@ def gc_cmd(data_dir: str | None, config_path: str | None) -> None:
 def show_cmd(data_dir: str | None, config_path: str | None, trace: str) -> None:
     """The sampling decision for one trace: kept or dropped, why, its probability and adjusted count.
     TRACE: a trace id or a unique prefix."""
-    from airlock.store.embedded.sampling import SampledReader
+    from airlock.store.embedded.sampling import embedded_sampling_stores
 
     data = _data_dir(data_dir, config_path)
-    rows = SampledReader(data).sql(
-        "SELECT * FROM sample_decisions WHERE starts_with(trace_id, ?) ORDER BY pass, traces DESC", [trace.lower()]
-    )
+    rows = embedded_sampling_stores(data).report.decisions_of(trace.lower())
     ids = {r["trace_id"] for r in rows}
     if len(ids) != 1:
         raise click.UsageError(f"{len(ids)} decided traces match {trace!r}" + ("" if ids else " (not decided yet?)"))

@@ -33,12 +33,12 @@ def sampling_demo(console: Console, config_path: Path, cli: str) -> None:
     if not config.sampling.enabled:
         return
     store = DataDir.at(config.data_dir)
-    fd = take_sampler_lock(store)
-    if fd is not None:
+    lock = take_sampler_lock(store)
+    if lock is not None:
         try:
             SamplingPass(config, store).run_until_caught_up(flush=True)
         finally:
-            os.close(fd)
+            lock.release()
     status = sampling_status(store, config.sampling.span_budget_per_hour)
     kept = {r["reason"]: r["traces"] for r in status.by_reason if r["outcome"] == "kept"}
     dropped = sum(r["traces"] for r in status.by_reason if r["outcome"] != "kept")

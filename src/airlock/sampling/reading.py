@@ -3,13 +3,11 @@ the configured prices, and whether a policy denied or an evaluation failed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 
 from airlock.config.schema import Config
 from airlock.ledger import call_cost, find_model, price_in_effect
@@ -44,15 +42,16 @@ class FactReader:
         self._eval_kinds = set(self.cfg.failed_eval.decision_kinds)
         self._eval_verdicts = set(self.cfg.failed_eval.verdicts)
 
-    def read(self, path: Path, batch_rows: int = 8192) -> Iterator[SpanFacts]:
-        """The spans of one segment, a batch at a time (a segment's size bounds the memory used)."""
-        f = pq.ParquetFile(path)
-        present = set(f.schema_arrow.names)
-        wanted = [c for c in (*_BASE_COLUMNS, *self.cfg.key) if c in present]
-        for batch in f.iter_batches(batch_size=batch_rows, columns=list(dict.fromkeys(wanted))):
-            for row in batch.to_pylist():
-                if row.get("trace_id"):
-                    yield self.facts(row)
+    @property
+    def columns(self) -> list[str]:
+        """The span columns facts are made from (a key column a segment lacks is read from attributes)."""
+        return list(dict.fromkeys((*_BASE_COLUMNS, *self.cfg.key)))
+
+    def read(self, rows: Iterable[dict[str, Any]]) -> Iterator[SpanFacts]:
+        """The facts of each span row that has a trace id."""
+        for row in rows:
+            if row.get("trace_id"):
+                yield self.facts(row)
 
     def facts(self, row: dict[str, Any]) -> SpanFacts:
         attrs = dict(row.get("attributes") or ())

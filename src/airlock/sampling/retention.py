@@ -7,40 +7,30 @@ trace in an estimate (the ledger weights its lines by the adjusted count)."""
 
 from __future__ import annotations
 
-import sqlite3
-
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airlock.store.embedded import DataDir
-from airlock.store.embedded.sampling import trace_weights_sql
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.sampling import EmbeddedRetentionReads
+from airlock.store.sampling import RetentionReads
 
 
 class SampledRetention:
-    def __init__(self, data: DataDir) -> None:
+    """The SegmentRetention compaction asks; `reads` is where the sampler's verdicts come from (the
+    embedded store on `data` by default)."""
+
+    def __init__(self, data: DataDir, reads: RetentionReads | None = None) -> None:
         self.data = data
+        self.reads = reads or EmbeddedRetentionReads(data)
 
     def compactable_through(self, writer_id: str) -> int:
         """The last segment of this writer the sampler has read and decided every trace begun in (-1: none)."""
-        try:
-            conn = sqlite3.connect(self.data.state_db, timeout=10.0)
-            try:
-                row = conn.execute("SELECT decided_seq FROM sampling_cursor WHERE writer = ?", (writer_id,)).fetchone()
-            finally:
-                conn.close()
-        except sqlite3.OperationalError:  # no sampler has run yet (its tables do not exist)
-            return -1
-        return int(row[0]) if row else -1
+        return self.reads.decided_through(writer_id)
 
     def retain(self, spans: pa.Table, hops: pa.Table) -> tuple[pa.Table, pa.Table]:
         if spans.num_rows == 0:
             return spans, hops
-        ids = pa.table({"trace_id": pc.unique(spans.column("trace_id"))})
-        try:
-            verdicts = self._verdicts(ids)
-        except duckdb.IOException:  # the sampler merged its files under us: list them again
-            verdicts = self._verdicts(ids)
+        verdicts = self.reads.verdicts(pc.unique(spans.column("trace_id")))
         if verdicts is None or verdicts.num_rows == 0:
             return spans, hops
         gone = verdicts.filter(pc.and_(pc.invert(verdicts["keep"]), pc.invert(verdicts["reserve"])))["trace_id"]
@@ -49,22 +39,6 @@ class SampledRetention:
         # Every span that stays carries how many traces its trace stands for: the adjusted count of a kept
         # trace, 0 for one kept only as replay reserve or only for a late error.
         return _stamp(spans, verdicts), hops
-
-    def _verdicts(self, ids: pa.Table) -> pa.Table | None:
-        """Per trace among `ids` that the sampler decided: kept?, in the reserve?, weight and reason."""
-        weights = trace_weights_sql(self.data)
-        if weights is None:
-            return None
-        con = duckdb.connect(":memory:")
-        try:
-            con.register("ids", ids)
-            return con.sql(
-                f"""SELECT w.trace_id, w.keep, w.reserve, w.weight AS rate,
-                           coalesce(w.reason, CASE WHEN w.reserve THEN 'replay reserve' ELSE 'dropped' END) AS reason
-                    FROM ({weights}) w JOIN ids USING (trace_id)"""
-            ).to_arrow_table()
-        finally:
-            con.close()
 
 
 def _stamp(spans: pa.Table, kept: pa.Table) -> pa.Table:

@@ -5,48 +5,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
-import sqlite3
-
-import duckdb
 
 from airlock.config.schema import Config
-from airlock.sampling.stage import SamplingPass
-from airlock.store.embedded import DataDir
+from airlock.errors import StoreError
+from airlock.sampling.stage import PassResult, SamplingPass
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.sampling import embedded_sampling_stores
+from airlock.store.sampling import SamplerLock, SamplingStores
 
 log = logging.getLogger("airlock.sampling")
 
 
-def take_sampler_lock(data: DataDir) -> int | None:
-    """An exclusive lock on run/sampler.lock, held while a process runs passes; None if another holds it."""
-    data.run.mkdir(parents=True, exist_ok=True)
-    fd = os.open(data.run / "sampler.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
+def take_sampler_lock(data: DataDir, stores: SamplingStores | None = None) -> SamplerLock | None:
+    """The lock held while a process runs passes on this record; None if another holds it."""
+    return (stores or embedded_sampling_stores(data)).take_lock()
 
 
-async def run_sampler(config: Config, data: DataDir) -> None:
+async def run_sampler(config: Config, data: DataDir, stores: SamplingStores | None = None) -> None:
     """Until cancelled: whichever gateway worker takes the lock runs a pass every interval. A pass in
     flight when cancelled is finished before the lock is let go, so two passes never overlap."""
-    fd: int | None = None
+    stores = stores or embedded_sampling_stores(data)
+    lock: SamplerLock | None = None
     stage: SamplingPass | None = None
-    running: asyncio.Future[object] | None = None
+    running: asyncio.Future[PassResult] | None = None
     try:
         while True:
-            if fd is None:
-                fd = take_sampler_lock(data)
-            if fd is not None:
-                stage = stage or SamplingPass(config, data)
-                running = asyncio.ensure_future(asyncio.to_thread(stage.run))
+            if lock is None:
                 try:
-                    await asyncio.shield(running)  # a cancel must not orphan the thread's pass
-                except (OSError, duckdb.Error, sqlite3.Error, ValueError) as e:
+                    lock = stores.take_lock()
+                except StoreError as e:
+                    log.warning("cannot take the sampler lock (will retry): %s", e)
+            if lock is not None:
+                stage = stage or SamplingPass(config, data, stores=stores)
+                pass_in_flight = asyncio.ensure_future(asyncio.to_thread(stage.run))
+                running = pass_in_flight
+                try:
+                    await asyncio.shield(pass_in_flight)  # a cancel must not orphan the thread's pass
+                except StoreError as e:
                     log.warning("sampler pass failed (will retry): %s", e)
                     stage = None  # the next pass starts again from what the state database holds
                 except Exception:  # a defect must not end sampling (and, with it, every compaction)
@@ -58,5 +54,5 @@ async def run_sampler(config: Config, data: DataDir) -> None:
         if running is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await running
-        if fd is not None:
-            os.close(fd)
+        if lock is not None:
+            lock.release()

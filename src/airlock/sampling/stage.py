@@ -9,11 +9,15 @@ import time
 from dataclasses import dataclass, field
 
 from airlock.config.schema import Config
+from airlock.sampling.facts import TraceState
 from airlock.sampling.reading import FactReader
 from airlock.sampling.sampler import Decision, Sampler
-from airlock.store.embedded import DataDir
-from airlock.store.embedded.sampling import SamplingState, merge_small_files, write_pass
-from airlock.store.embedded.segments import live_segments
+from airlock.sampling.summaries import drop_summaries
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.sampling import embedded_sampling_stores
+from airlock.store.sampling import PassCommit, SamplingStateRepository, SamplingStores
+
+_BATCH_ROWS = 8192  # span rows read at a time: a segment's size bounds the memory used
 
 
 @dataclass
@@ -37,15 +41,25 @@ class PassResult:
 
 class SamplingPass:
     """Owns a Sampler across passes (the gateway keeps one alive; the CLI makes one per run). Only one
-    may run against a data directory at a time: the caller holds run/sampler.lock."""
+    may run against a data directory at a time: the caller holds the sampler lock. Should another
+    process commit a pass all the same, this one notices before its next pass and starts again from the
+    committed state, and a pass of its own that raced one loses at commit (StoreConflict) and is retried.
+    `stores`: where the record and the sampler's state live (the embedded stores on `data` by default)."""
 
-    def __init__(self, config: Config, data: DataDir, max_spans_per_pass: int = 200_000) -> None:
+    def __init__(
+        self,
+        config: Config,
+        data: DataDir,
+        max_spans_per_pass: int = 200_000,
+        stores: SamplingStores | None = None,
+    ) -> None:
         self.config = config
         self.data = data
+        self.stores = stores or embedded_sampling_stores(data)
         self.sampler = Sampler(config.sampling)
         self.reader = FactReader(config)
         self.max_spans = max_spans_per_pass
-        self._loaded = False
+        self._loaded_at: int | None = None  # the last committed pass the sampler in memory reflects
 
     def run(self, now_ns: int | None = None, flush: bool = False) -> PassResult:
         """One pass. `flush` decides every waiting trace now (the traffic is over)."""
@@ -53,20 +67,30 @@ class SamplingPass:
             return self._run(now_ns, flush)
         except BaseException:
             # What this pass fed the sampler was not committed: start again from the committed state.
-            self.sampler = Sampler(self.config.sampling)
-            self._loaded = False
+            self._forget()
             raise
 
+    def _forget(self) -> None:
+        self.sampler = Sampler(self.config.sampling)
+        self._loaded_at = None
+
+    def _load(self, state: SamplingStateRepository) -> int:
+        """The last committed pass, with the sampler in memory brought to it."""
+        last = state.last_pass()
+        if self._loaded_at != last:
+            if self._loaded_at is not None:  # another process ran a pass since ours
+                self._forget()
+            self.sampler.load(state.model(), [TraceState.from_row(row) for row in state.pending()])
+            self._loaded_at = last
+        return last
+
     def _run(self, now_ns: int | None, flush: bool) -> PassResult:
-        state = SamplingState(self.data)
+        state = self.stores.open_state()
         try:
-            if not self._loaded:
-                self.sampler.load(*state.load())
-                self._loaded = True
-            result = PassResult(pass_no=state.last_pass() + 1)
+            result = PassResult(pass_no=self._load(state) + 1)
             cursors = state.cursors()
             advanced: dict[str, int] = {}
-            for seg in live_segments(self.data.spans):
+            for seg in self.stores.feed.segments_after(cursors):
                 through = advanced.get(seg.writer, cursors.get(seg.writer, -1))
                 if seg.last <= through:
                     continue
@@ -78,7 +102,8 @@ class SamplingPass:
                 else:
                     clock = time.time_ns() if now_ns is None else now_ns
                     origin = f"{seg.writer}:{seg.first}"
-                    for facts in self.reader.read(seg.path):
+                    rows = self.stores.feed.span_rows(seg, self.reader.columns, _BATCH_ROWS)
+                    for facts in self.reader.read(rows):
                         self.sampler.add(facts, clock, origin)
                         result.spans_read += 1
                     result.segments_read += 1
@@ -88,7 +113,7 @@ class SamplingPass:
             result.pending = len(self.sampler.pending)
             if not advanced and not result.decisions:
                 return result  # nothing new: no pass recorded
-            write_pass(self.data, result.pass_no, result.decisions)
+            self.stores.sink.write_pass(result.pass_no, result.decisions, drop_summaries(result.decisions))
             changed, removed = self.sampler.take_changes()
             stats = {
                 "spans_read": result.spans_read,
@@ -97,18 +122,20 @@ class SamplingPass:
                 "pending": result.pending,
                 "skipped": result.skipped,
             }
-            waiting = self.sampler.oldest_waiting()
             state.commit(
-                result.pass_no,
-                now,
-                {**cursors, **advanced},
-                waiting,
-                changed,
-                removed,
-                self.sampler.dump_model(),
-                stats,
+                PassCommit(
+                    pass_no=result.pass_no,
+                    at_ns=now,
+                    cursors={**cursors, **advanced},
+                    waiting=self.sampler.oldest_waiting(),
+                    changed={t.trace_id: t.to_row() for t in changed},
+                    removed=removed,
+                    model=self.sampler.dump_model(),
+                    stats=stats,
+                )
             )
-            merge_small_files(self.data)
+            self._loaded_at = result.pass_no
+            self.stores.sink.merge_small_files()
             return result
         finally:
             state.close()

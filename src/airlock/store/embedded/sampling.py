@@ -6,12 +6,21 @@ segments/sampling/summaries/  dropped traces aggregated per hour, key and status
                               tokens, cost (what stays of them once their spans are gone)
 
 Files are named like span segments (sampler.<first pass>-<last pass>.parquet), written under a
-temporary name and renamed, and merged when they pile up; readers keep only the widest."""
+temporary name and renamed, and merged when they pile up; readers keep only the widest.
+
+The protocols of airlock.store.sampling, embedded: ParquetSamplerFeed (span segments), ParquetDecisionSink,
+DuckDBSampleReport, SQLiteSamplingState (migration 0005), EmbeddedRetentionReads, FileSamplerLock, and
+EmbeddedRecordCollector (sampling_gc.py); `embedded_sampling_stores(data)` builds them for one data
+directory. Each raises StoreError subclasses only (`store_errors`). `trace_weights_sql` and
+`create_trace_weights_view` give the other embedded readers (ledger, energy, query) each trace's weight."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +29,19 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airlock.sampling.facts import TraceState
-from airlock.sampling.sampler import Decision
-from airlock.store.embedded import DataDir, DuckDBSpanReader, SQLiteState
+from airlock.errors import StoreConflict, StoreUnavailable
+from airlock.store.embedded.layout import DataDir
+from airlock.store.embedded.query import DuckDBSpanReader
 from airlock.store.embedded.segments import Segment, live_segments, segment_name
+from airlock.store.embedded.state import SQLiteState
+from airlock.store.sampling import (
+    DecidedTrace,
+    DropSummary,
+    FeedSegment,
+    PassCommit,
+    SamplingStores,
+    StateSummary,
+)
 
 _S, _I, _F, _B = pa.string(), pa.int64(), pa.float64(), pa.bool_()
 DECISION_SCHEMA = pa.schema(
@@ -80,34 +98,27 @@ def summaries_dir(data: DataDir) -> Path:
     return sampling_dir(data) / "summaries"
 
 
-def decision_table(decisions: list[Decision], pass_no: int) -> pa.Table:
+@contextmanager
+def store_errors(doing: str) -> Iterator[None]:
+    """Translate the embedded store's failures (SQLite, DuckDB, Parquet, the file system) into StoreError."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        raise StoreConflict(f"{doing}: {e}") from e
+    except (sqlite3.Error, duckdb.Error, pa.ArrowException, OSError) as e:
+        raise StoreUnavailable(f"{doing}: {e}") from e
+
+
+def decision_table(decisions: Sequence[DecidedTrace], pass_no: int) -> pa.Table:
     cols: dict[str, list[Any]] = {name: [] for name in DECISION_SCHEMA.names}
     for d in decisions:
         for name in DECISION_SCHEMA.names:
-            if name == "adjusted_count":
-                cols[name].append(d.adjusted_count)
-            elif name == "pass":
-                cols[name].append(pass_no)
-            else:
-                cols[name].append(getattr(d, name))
+            cols[name].append(pass_no if name == "pass" else getattr(d, name))
     return pa.table(cols, schema=DECISION_SCHEMA)
 
 
-def summary_table(decisions: list[Decision], pass_no: int) -> pa.Table:
-    """Dropped traces, aggregated: what totals need once their spans are gone."""
-    groups: dict[tuple[int, str, str], list[Any]] = {}
-    for d in decisions:
-        if d.keep:
-            continue
-        g = groups.setdefault((d.start_ns - d.start_ns % _HOUR_NS, d.key, d.status), [0, 0, 0, 0, 0, 0.0, 0])
-        g[0] += d.traces
-        g[1] += d.spans
-        g[2] += d.errors
-        g[3] += d.input_tokens
-        g[4] += d.output_tokens
-        g[5] += d.cost_usd
-        g[6] += int(d.reserve and d.traces)
-    rows = [dict(zip(SUMMARY_SCHEMA.names, [*k, *v, pass_no], strict=True)) for k, v in sorted(groups.items())]
+def summary_table(summaries: Sequence[DropSummary], pass_no: int) -> pa.Table:
+    rows = [{name: pass_no if name == "pass" else getattr(s, name) for name in SUMMARY_SCHEMA.names} for s in summaries]
     return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
 
 
@@ -118,34 +129,65 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     tmp.replace(path)
 
 
-def write_pass(data: DataDir, pass_no: int, decisions: list[Decision]) -> None:
-    """The pass's decisions and drop summaries; rewriting the same pass (a retry) replaces them."""
-    name = segment_name(_WRITER, pass_no, pass_no)
-    _write_atomic(summary_table(decisions, pass_no), summaries_dir(data) / name)
-    _write_atomic(decision_table(decisions, pass_no), decisions_dir(data) / name)
+class ParquetDecisionSink:
+    """Decisions and drop summaries as Parquet files beside the span segments (see the module's docstring)."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+
+    def write_pass(self, pass_no: int, decisions: Sequence[DecidedTrace], summaries: Sequence[DropSummary]) -> None:
+        """The pass's decisions and drop summaries; rewriting the same pass (a retry) replaces them."""
+        name = segment_name(_WRITER, pass_no, pass_no)
+        with store_errors(f"writing sampling pass {pass_no}"):
+            _write_atomic(summary_table(summaries, pass_no), summaries_dir(self.data) / name)
+            _write_atomic(decision_table(decisions, pass_no), decisions_dir(self.data) / name)
+
+    def merge_small_files(self) -> int:
+        """Merge a run of at least _MERGE_AT adjacent files of one level into one, as span compaction does,
+        so the file count grows with the log of the passes. One process runs the sampler; readers keep
+        only the widest file, so the moment both exist is invisible."""
+        merged = 0
+        with store_errors("merging the sampler's files"):
+            for folder, schema in (
+                (decisions_dir(self.data), DECISION_SCHEMA),
+                (summaries_dir(self.data), SUMMARY_SCHEMA),
+            ):
+                run: list[Segment] = []
+                for seg in live_segments(folder):
+                    if run and (seg.level != run[-1].level or seg.first != run[-1].last + 1):
+                        if len(run) >= _MERGE_AT:
+                            break
+                        run = []
+                    run.append(seg)
+                if len(run) < _MERGE_AT:
+                    continue
+                table = pa.concat_tables([pq.read_table(s.path) for s in run], promote_options="default")
+                _write_atomic(table.cast(schema), folder / segment_name(_WRITER, run[0].first, run[-1].last))
+                for s in run:
+                    s.path.unlink(missing_ok=True)
+                merged += len(run)
+        return merged
 
 
-def merge_small_files(data: DataDir) -> int:
-    """Merge a run of at least _MERGE_AT adjacent files of one level into one, as span compaction does,
-    so the file count grows with the log of the passes. One process runs the sampler; readers keep
-    only the widest file, so the moment both exist is invisible."""
-    merged = 0
-    for folder, schema in ((decisions_dir(data), DECISION_SCHEMA), (summaries_dir(data), SUMMARY_SCHEMA)):
-        run: list[Segment] = []
-        for seg in live_segments(folder):
-            if run and (seg.level != run[-1].level or seg.first != run[-1].last + 1):
-                if len(run) >= _MERGE_AT:
-                    break
-                run = []
-            run.append(seg)
-        if len(run) < _MERGE_AT:
-            continue
-        table = pa.concat_tables([pq.read_table(s.path) for s in run], promote_options="default")
-        _write_atomic(table.cast(schema), folder / segment_name(_WRITER, run[0].first, run[-1].last))
-        for s in run:
-            s.path.unlink(missing_ok=True)
-        merged += len(run)
-    return merged
+class ParquetSamplerFeed:
+    """The span segments as the sampler reads them."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+
+    def segments_after(self, cursors: Mapping[str, int]) -> list[FeedSegment]:
+        with store_errors("listing span segments"):
+            segments = live_segments(self.data.spans)
+        return [FeedSegment(s.writer, s.first, s.last) for s in segments if s.last > cursors.get(s.writer, -1)]
+
+    def span_rows(self, segment: FeedSegment, columns: Sequence[str], batch_rows: int) -> Iterator[dict[str, Any]]:
+        path = self.data.spans / segment_name(segment.writer, segment.first, segment.last)
+        with store_errors(f"reading span segment {path.name}"):
+            f = pq.ParquetFile(path)
+            present = set(f.schema_arrow.names)
+            wanted = [c for c in dict.fromkeys(columns) if c in present]
+            for batch in f.iter_batches(batch_size=batch_rows, columns=wanted):
+                yield from batch.to_pylist()
 
 
 def file_listing(folder: Path) -> str | None:
@@ -220,67 +262,158 @@ class SampledReader(DuckDBSpanReader):
         return con
 
 
-class SamplingState:
-    """The sampler's SQLite tables: cursor, waiting traces, model, pass log."""
+class DuckDBSampleReport:
+    """The sample report's aggregates, by DuckDB over the sampler's files."""
 
     def __init__(self, data: DataDir) -> None:
-        self.db = SQLiteState(data.state_db)
-        self.conn: sqlite3.Connection = self.db.conn
+        self.reader = SampledReader(data)
+
+    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with store_errors("reading the sampler's decisions"):
+            return self.reader.sql(query, params)
+
+    def by_outcome_and_reason(self) -> list[dict[str, Any]]:
+        return self._rows(
+            """SELECT CASE WHEN keep THEN 'kept' WHEN reserve THEN 'dropped (replay reserve)' ELSE 'dropped' END
+                      AS outcome,
+                      reason, count(*) FILTER (WHERE traces = 1) AS traces, sum(spans) AS spans,
+                      min(probability) AS min_p, max(probability) AS max_p
+               FROM sample_decisions GROUP BY 1, 2 ORDER BY 1 DESC, 3 DESC"""
+        )
+
+    def by_key(self) -> list[dict[str, Any]]:
+        return self._rows(
+            """SELECT key,
+                      sum(traces) AS traces, sum(adjusted_count * traces) AS traces_est,
+                      sum(spans) AS spans, sum(adjusted_count * spans) AS spans_est,
+                      sum(errors) AS errors, sum(adjusted_count * errors) AS errors_est,
+                      sum(input_tokens + output_tokens) AS tokens,
+                      sum(adjusted_count * (input_tokens + output_tokens)) AS tokens_est,
+                      sum(cost_usd) AS cost, sum(adjusted_count * cost_usd) AS cost_est,
+                      count(*) FILTER (WHERE keep AND traces = 1) AS kept
+               FROM sample_decisions GROUP BY key ORDER BY traces DESC"""
+        )
+
+    def drops(self) -> list[dict[str, Any]]:
+        return self._rows(
+            """SELECT key, status, sum(traces) AS traces, sum(spans) AS spans,
+                      sum(input_tokens + output_tokens) AS tokens, sum(cost_usd) AS cost,
+                      sum(reserved) AS reserved
+               FROM sample_summaries GROUP BY 1, 2 ORDER BY traces DESC"""
+        )
+
+    def newest_start_ns(self) -> int | None:
+        newest = self._rows("SELECT max(start_ns) AS t FROM sample_decisions")[0]["t"]
+        return None if newest is None else int(newest)
+
+    def kept_by_hour(self, since_ns: int) -> list[dict[str, Any]]:
+        return self._rows(
+            """SELECT start_ns - start_ns % 3600000000000 AS hour_ns, sum(spans) AS kept_spans,
+                      count(*) FILTER (WHERE traces = 1) AS kept_traces
+               FROM sample_decisions WHERE keep AND start_ns >= ? GROUP BY 1 ORDER BY 1""",
+            [since_ns],
+        )
+
+    def early_decisions(self) -> dict[str, int]:
+        rows = self._rows("SELECT early, count(*) AS n FROM sample_decisions WHERE early != '' GROUP BY 1")
+        return {r["early"]: int(r["n"]) for r in rows}
+
+    def decisions_of(self, trace_prefix: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT * FROM sample_decisions WHERE starts_with(trace_id, ?) ORDER BY pass, traces DESC", [trace_prefix]
+        )
+
+
+class SQLiteSamplingState:
+    """The sampler's SQLite tables (migration 0005): cursor, waiting traces, model, pass log."""
+
+    def __init__(self, data: DataDir) -> None:
+        with store_errors("opening the state database"):
+            self.db = SQLiteState(data.state_db)
+        self._conn = self.db.conn
 
     def close(self) -> None:
-        self.db.close()
+        with store_errors("closing the state database"):
+            self.db.close()
 
     def cursors(self) -> dict[str, int]:
-        return {w: int(s) for w, s in self.conn.execute("SELECT writer, through_seq FROM sampling_cursor")}
+        with store_errors("reading the sampler's cursor"):
+            return {w: int(s) for w, s in self._conn.execute("SELECT writer, through_seq FROM sampling_cursor")}
+
+    def decided_through(self, writer_id: str) -> int:
+        with store_errors("reading the sampler's cursor"):
+            row = self._conn.execute(
+                "SELECT decided_seq FROM sampling_cursor WHERE writer = ?", (writer_id,)
+            ).fetchone()
+        return int(row[0]) if row else -1
 
     def last_pass(self) -> int:
-        row = self.conn.execute("SELECT COALESCE(MAX(pass), 0) FROM sampling_passes").fetchone()
+        with store_errors("reading the sampler's pass log"):
+            row = self._conn.execute("SELECT COALESCE(MAX(pass), 0) FROM sampling_passes").fetchone()
         return int(row[0])
 
-    def load(self) -> tuple[dict[str, Any] | None, list[TraceState]]:
-        row = self.conn.execute("SELECT model FROM sampling_model WHERE id = 1").fetchone()
-        model = orjson.loads(row[0]) if row else None
-        pending = [
-            TraceState.from_row(orjson.loads(s)) for (s,) in self.conn.execute("SELECT state FROM sampling_pending")
-        ]
-        return model, pending
+    def model(self) -> dict[str, Any] | None:
+        with store_errors("reading the sampler's model"):
+            row = self._conn.execute("SELECT model FROM sampling_model WHERE id = 1").fetchone()
+        return orjson.loads(row[0]) if row else None
 
-    def commit(
-        self,
-        pass_no: int,
-        at_ns: int,
-        cursors: dict[str, int],
-        waiting: dict[str, int],
-        changed: Iterable[TraceState],
-        removed: Iterable[str],
-        model: dict[str, Any],
-        stats: dict[str, int],
-    ) -> None:
-        """Everything a pass changed, in one transaction: a crash before it replays the pass whole."""
-        c = self.conn
+    def pending(self) -> list[list[Any]]:
+        with store_errors("reading the sampler's waiting traces"):
+            return [orjson.loads(s) for (s,) in self._conn.execute("SELECT state FROM sampling_pending")]
+
+    def summary(self) -> StateSummary:
+        with store_errors("reading the sampler's state"):
+            passes, last, skipped = self._conn.execute(
+                "SELECT count(*), max(at_ns), coalesce(sum(skipped), 0) FROM sampling_passes"
+            ).fetchone()
+            pending = self._conn.execute("SELECT count(*) FROM sampling_pending").fetchone()[0]
+        return StateSummary(
+            passes=int(passes),
+            last_pass_ns=None if last is None else int(last),
+            skipped=int(skipped),
+            pending=int(pending),
+            model=self.model(),
+        )
+
+    def commit(self, change: PassCommit) -> None:
+        """Everything a pass changed, in one transaction: a crash before it replays the pass whole. The
+        pass must follow the last committed one (checked under the write lock), or StoreConflict."""
+        with store_errors(f"committing sampling pass {change.pass_no}"):
+            self._commit(change)
+
+    def _commit(self, change: PassCommit) -> None:
+        c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
+            last = int(c.execute("SELECT COALESCE(MAX(pass), 0) FROM sampling_passes").fetchone()[0])
+            if last != change.pass_no - 1:
+                raise StoreConflict(
+                    f"sampling pass {change.pass_no} was begun after pass {change.pass_no - 1}, but pass {last} "
+                    "is committed: another process ran the sampler"
+                )
+            waiting = change.waiting
             c.executemany(
                 "INSERT INTO sampling_cursor(writer, through_seq, decided_seq) VALUES (?, ?, ?)"
                 " ON CONFLICT(writer) DO UPDATE SET through_seq = excluded.through_seq,"
                 " decided_seq = excluded.decided_seq",
-                [(w, through, min(through, waiting.get(w, through + 1) - 1)) for w, through in cursors.items()],
+                [(w, through, min(through, waiting.get(w, through + 1) - 1)) for w, through in change.cursors.items()],
             )
-            c.executemany("DELETE FROM sampling_pending WHERE trace_id = ?", [(t,) for t in removed])
+            c.executemany("DELETE FROM sampling_pending WHERE trace_id = ?", [(t,) for t in change.removed])
             c.executemany(
                 "INSERT OR REPLACE INTO sampling_pending(trace_id, state) VALUES (?, ?)",
-                [(t.trace_id, orjson.dumps(t.to_row()).decode()) for t in changed],
+                [(t, orjson.dumps(row).decode()) for t, row in change.changed.items()],
             )
             c.execute(
                 "INSERT OR REPLACE INTO sampling_model(id, pass, model) VALUES (1, ?, ?)",
-                (pass_no, orjson.dumps(model).decode()),
+                (change.pass_no, orjson.dumps(change.model).decode()),
             )
+            stats = change.stats
             c.execute(
                 "INSERT INTO sampling_passes(pass, at_ns, spans_read, decided, kept, pending, skipped)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    pass_no,
-                    at_ns,
+                    change.pass_no,
+                    change.at_ns,
                     stats["spans_read"],
                     stats["decided"],
                     stats["kept"],
@@ -292,3 +425,88 @@ class SamplingState:
         except BaseException:
             c.execute("ROLLBACK")
             raise
+
+
+class EmbeddedRetentionReads:
+    """What compaction reads: the cursor from SQLite (a short connection per call, so a writer process holds
+    none open) and the verdicts from the decision files."""
+
+    def __init__(self, data: DataDir) -> None:
+        self.data = data
+
+    def decided_through(self, writer_id: str) -> int:
+        with store_errors("reading the sampler's cursor"):
+            try:
+                conn = sqlite3.connect(self.data.state_db, timeout=10.0)
+                try:
+                    row = conn.execute(
+                        "SELECT decided_seq FROM sampling_cursor WHERE writer = ?", (writer_id,)
+                    ).fetchone()
+                finally:
+                    conn.close()
+            except sqlite3.OperationalError:  # no sampler has run yet (its tables do not exist)
+                return -1
+        return int(row[0]) if row else -1
+
+    def verdicts(self, trace_ids: pa.Array) -> pa.Table | None:
+        ids = pa.table({"trace_id": trace_ids})
+        with store_errors("reading the sampler's decisions"):
+            try:
+                return self._verdicts(ids)
+            except duckdb.IOException:  # the sampler merged its files under us: list them again
+                return self._verdicts(ids)
+
+    def _verdicts(self, ids: pa.Table) -> pa.Table | None:
+        weights = trace_weights_sql(self.data)
+        if weights is None:
+            return None
+        con = duckdb.connect(":memory:")
+        try:
+            con.register("ids", ids)
+            return con.sql(
+                f"""SELECT w.trace_id, w.keep, w.reserve, w.weight AS rate,
+                           coalesce(w.reason, CASE WHEN w.reserve THEN 'replay reserve' ELSE 'dropped' END) AS reason
+                    FROM ({weights}) w JOIN ids USING (trace_id)"""
+            ).to_arrow_table()
+        finally:
+            con.close()
+
+
+class FileSamplerLock:
+    """An exclusive flock on run/sampler.lock (the kernel lets it go if the process dies)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, data: DataDir) -> FileSamplerLock | None:
+        """The lock, or None if another process holds it."""
+        with store_errors("taking the sampler lock"):
+            data.run.mkdir(parents=True, exist_ok=True)
+            fd = os.open(data.run / "sampler.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def embedded_sampling_stores(data: DataDir) -> SamplingStores:
+    """Tail sampling's stores on one data directory."""
+    from airlock.store.embedded.sampling_gc import EmbeddedRecordCollector
+
+    return SamplingStores(
+        feed=ParquetSamplerFeed(data),
+        sink=ParquetDecisionSink(data),
+        report=DuckDBSampleReport(data),
+        retention=EmbeddedRetentionReads(data),
+        collector=EmbeddedRecordCollector(data),
+        open_state=lambda: SQLiteSamplingState(data),
+        take_lock=lambda: FileSamplerLock.take(data),
+    )
