@@ -29,12 +29,12 @@ import pyarrow.parquet as pq
 import zstandard
 
 from airlock.errors import GatewayRunning
-from airlock.query.copies import copies_dir
 from airlock.record import frames
 from airlock.record.schema import PAYLOAD_COLUMNS
 from airlock.sampling.retention import SampledRetention
 from airlock.store.embedded import DataDir
 from airlock.store.embedded.blobs import _ENTRY, _FRAME_HEAD
+from airlock.store.embedded.copies import copies_dir
 from airlock.store.embedded.segments import _write_atomic, live_segments
 
 
