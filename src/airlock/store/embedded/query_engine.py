@@ -13,16 +13,15 @@ the token sums are joined to it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 
-from airlock.errors import StoreError, StoreUnavailable
 from airlock.query.fields import ATTR_PREFIX, attribute_key, is_numeric, span_column
 from airlock.query.spec import MEASURES, ORDER_OPS, Filter, bucket_width_ns
 from airlock.store.embedded.copies import CopySet, ensure_copies
+from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.sampling import trace_weights_sql
 from airlock.store.query import GroupedSpans, PriceLookup
@@ -125,17 +124,6 @@ def _register_prices(con: duckdb.DuckDBPyConnection, prices: PriceLookup, keys: 
             rows.append((upstream, model, day, *rates))
     if rows:
         con.executemany("INSERT INTO prices VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-
-
-@contextmanager
-def store_errors(what: str) -> Iterator[None]:
-    """DuckDB's and the file system's failures as the StoreError family."""
-    try:
-        yield
-    except (duckdb.IOException, OSError) as e:
-        raise StoreUnavailable(f"{what}: {e}") from e
-    except duckdb.Error as e:
-        raise StoreError(f"{what}: {e}") from e
 
 
 def retried_once(run: Callable[[], T]) -> T:

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 
 from airlock.query.fields import ATTR_PREFIX
 from airlock.store.embedded.copies import CopySet, ensure_copies
+from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
-from airlock.store.embedded.query_engine import Fields, filter_sql, parquet_listing, retried_once, store_errors
+from airlock.store.embedded.query_engine import Fields, filter_sql, parquet_listing, retried_once
 
 if TYPE_CHECKING:
     from airlock.query.spec import Filter
