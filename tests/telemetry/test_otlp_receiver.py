@@ -223,7 +223,8 @@ def test_query_and_traces_see_received_attributes(gw: Gateway) -> None:
     payload["resourceSpans"][0]["resource"]["attributes"].append({"key": "cohort", "value": {"stringValue": "beta-7"}})
     assert httpx.post(f"{gw.url}/v1/traces", json=payload, headers=AUTH).status_code == 200
     wait_recorded(gw.data_dir, 2, where="attributes['cohort'] = 'beta-7'")
-    result = run_query(DuckDBSpanQuery(DataDir.at(gw.data_dir)), QuerySpec(where=(Filter.parse("cohort=beta-7"),), by=("source",)))
+    spec = QuerySpec(where=(Filter.parse("cohort=beta-7"),), by=("source",))
+    result = run_query(DuckDBSpanQuery(DataDir.at(gw.data_dir)), spec)
     assert {r["source"]: r["spans"] for r in result.rows} == {None: 1, "otlp": 1}
 
 

@@ -11,8 +11,6 @@ from airlock.config.schema import Config
 from airlock.ledger.prices import call_cost, find_model, price_in_effect
 from airlock.store.query import PriceLookup, PriceRates
 
-NS_PER_DAY = 86_400 * 10**9
-
 
 def price_rates(config: Config, upstream: str, model: str, day: int) -> PriceRates | None:
     """USD per input, output, cached-input and reasoning token, and per call, for one model on one day."""

@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from airlock.config.schema import Config
-from airlock.query.cost import NS_PER_DAY, price_rates
+from airlock.query.cost import price_rates
 from airlock.query.fields import ATTR_PREFIX, field_label
 from airlock.query.spec import Filter
 from airlock.slices.stats import excess, p_values
+from airlock.store.query import NS_PER_DAY
 from airlock.store.slices import SliceCandidates
 
 # Span columns that can define a slice; ids, times, measures and the outcome's own columns cannot.

@@ -1,7 +1,8 @@
 """The storage interface, grouped by concern. The gateway and recorder are written against these
 protocols, and `airlock.store.embedded` is one implementation of them (Parquet segments, pack files,
 SQLite); a server-backed one (ClickHouse for spans, hops and the blob index, S3 for packs, PostgreSQL
-for state) can stand beside it without either of them changing."""
+for state) can stand beside it without either of them changing. What each analysis reads of the record has its
+own protocol module beside this one (query, slices, drift, export, demo, ...)."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ class PriceRates(NamedTuple):
     per_call: float
 
 
-# The rates for (upstream, model sent upstream, UTC day number since the epoch), or None if unpriced.
+NS_PER_DAY = 86_400 * 10**9  # a span's day is start_ns // NS_PER_DAY: the UTC day number since the epoch
+# The rates for (upstream, model sent upstream, day), or None if unpriced.
 PriceLookup = Callable[[str, str, int], PriceRates | None]
 
 

@@ -24,12 +24,11 @@ from airlock.store.embedded.copies import CopySet, ensure_copies
 from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.sampling import trace_weights_sql
-from airlock.store.query import GroupedSpans, PriceLookup
+from airlock.store.query import NS_PER_DAY, GroupedSpans, PriceLookup
 
 if TYPE_CHECKING:
     from airlock.query.spec import QuerySpec
 
-NS_PER_DAY = 86_400 * 10**9
 T = TypeVar("T")
 
 
