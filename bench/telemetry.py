@@ -4,7 +4,7 @@
     python bench/telemetry.py [--spans 10000000] [--slice-spans 1000000] [--otlp-spans 200000]
                               [--workdir /tmp/airlock-bench-telemetry] [--output bench/RESULTS-telemetry.md]
 
-The synthetic segments are written straight to a data directory with DuckDB (airlock.query.synthetic) and
+The synthetic segments are written straight to a data directory with DuckDB (airlock.store.embedded.synthetic) and
 kept in --workdir between runs (delete it to regenerate). Everything runs on 127.0.0.1.
 
 Sections are functions in SECTIONS, each returning markdown; the tail sampler's section (decisions per
@@ -39,10 +39,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from airlock.query import Filter, QuerySpec, run_query
-from airlock.query.copies import copies_dir
-from airlock.query.synthetic import Attribute, Planted, Workload, write_workload
 from airlock.slices import SliceOptions, find_slices
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.copies import copies_dir
+from airlock.store.embedded.query_engine import DuckDBSpanQuery
+from airlock.store.embedded.slices import ParquetSliceCandidates
+from airlock.store.embedded.synthetic import Attribute, Planted, Workload, write_workload
 from airlock.telemetry.otlp_in import decode_json, decode_protobuf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,7 +294,7 @@ def section_query(args: argparse.Namespace) -> str:
     workload = Workload(args.spans, QUERY_ATTRIBUTES, planted=[PLANTED], spans_per_segment=1_000_000)
     data, generated = _dataset(Path(args.workdir), f"query-{args.spans}", workload)
     shutil.rmtree(copies_dir(data), ignore_errors=True)
-    cold, _ = timed(lambda: run_query(data, QuerySpec(limit=1)))
+    cold, _ = timed(lambda: run_query(DuckDBSpanQuery(data), QuerySpec(limit=1)))
     queries = [
         ("group by user_id (1M distinct), top 20 by spans", QuerySpec(by=("user_id",))),
         ("group by user_id, top 20 by errors", QuerySpec(by=("user_id",), sort="errors")),
@@ -313,7 +315,7 @@ def section_query(args: argparse.Namespace) -> str:
     ]
     rows = []
     for label, spec in queries:
-        best, result = min(timed(lambda spec=spec: run_query(data, spec)) for _ in range(3))
+        best, result = min(timed(lambda spec=spec: run_query(DuckDBSpanQuery(data), spec)) for _ in range(3))
         rows.append([label, f"{best:.2f} s", f"{result.groups_total:,}"])  # type: ignore[attr-defined]
     # the design's baseline: the same group-by reading the map column of the record's own segments
     files = sorted(str(p) for p in data.spans.glob("*.parquet"))
@@ -377,8 +379,10 @@ def section_slices(args: argparse.Namespace) -> str:
     for name, workload in cases:
         data, _ = _dataset(Path(args.workdir), f"slices-{name}-{args.slice_spans}", workload)
         shutil.rmtree(copies_dir(data), ignore_errors=True)
-        cold, _ = timed(lambda data=data: find_slices(data, SliceOptions()))
-        warm, report = min(timed(lambda data=data: find_slices(data, SliceOptions())) for _ in range(3))
+        cold, _ = timed(lambda data=data: find_slices(ParquetSliceCandidates(data), SliceOptions()))
+        warm, report = min(
+            timed(lambda data=data: find_slices(ParquetSliceCandidates(data), SliceOptions())) for _ in range(3)
+        )
         top = report.slices[0].label() if report.slices else "(nothing reported)"  # type: ignore[attr-defined]
         rows.append(
             [
@@ -414,7 +418,7 @@ def section_slices(args: argparse.Namespace) -> str:
     con.close()
     data = DataDir.at(Path(args.workdir) / f"query-{args.spans}")
     if data.spans.exists():
-        warm, report = min(timed(lambda: find_slices(data, SliceOptions())) for _ in range(2))
+        warm, report = min(timed(lambda: find_slices(ParquetSliceCandidates(data), SliceOptions())) for _ in range(2))
         rows.append(
             [
                 f"{args.spans:,} spans, 8 dimensions (the query set), planted slice",

@@ -12,9 +12,10 @@ from click.testing import CliRunner
 from airlock.cli.main import cli
 from airlock.config.schema import Config
 from airlock.query import Filter, QueryError, QuerySpec, run_query
-from airlock.query.copies import copies_dir, promote_attributes
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.embedded import DataDir, ParquetSegments
+from airlock.store.embedded.copies import copies_dir, promote_attributes
+from airlock.store.embedded.query_engine import DuckDBSpanQuery
 
 T0 = 1_764_000_000 * 10**9
 
@@ -57,7 +58,7 @@ def data(tmp_path: Path) -> DataDir:
 
 
 def test_group_by_attribute_counts_match_the_rows(data: DataDir) -> None:
-    result = run_query(data, QuerySpec(by=("feature",), sort="spans"))
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(by=("feature",), sort="spans"))
     by = {r["feature"]: r for r in result.rows}
     rows = _rows()
     for feature in ("search", "chat", "billing"):
@@ -75,26 +76,26 @@ def test_filters_time_columns_attributes_and_missing(data: DataDir) -> None:
         until_ns=T0 + 150 * 10**9,
         where=(Filter.parse("tenant=acme"), Filter.parse("canary=yes"), Filter.parse("duration_ms>=60")),
     )
-    result = run_query(data, spec)
+    result = run_query(DuckDBSpanQuery(data), spec)
     expected = [i for i in range(50, 150) if i < 120 and i % 10 == 0 and i + 1 >= 60]
     assert result.rows[0]["spans"] == len(expected)
-    missing = run_query(data, QuerySpec(where=(Filter.parse("canary=null"),)))
+    missing = run_query(DuckDBSpanQuery(data), QuerySpec(where=(Filter.parse("canary=null"),)))
     assert missing.rows[0]["spans"] == 180
-    regex = run_query(data, QuerySpec(where=(Filter.parse("customer~^c4[0-9]$"),)))
+    regex = run_query(DuckDBSpanQuery(data), QuerySpec(where=(Filter.parse("customer~^c4[0-9]$"),)))
     assert regex.rows[0]["spans"] == 40
 
 
 def test_percentiles_and_sort_by_p95(data: DataDir) -> None:
-    result = run_query(data, QuerySpec(by=("tenant",), sort="p95_ms"))
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(by=("tenant",), sort="p95_ms"))
     assert [r["tenant"] for r in result.rows] == ["globex", "acme"]
     globex = result.rows[0]
     assert globex["p50_ms"] == pytest.approx(160.5)  # durations 121..200
-    cheap_path = run_query(data, QuerySpec(by=("tenant",), sort="spans"))
+    cheap_path = run_query(DuckDBSpanQuery(data), QuerySpec(by=("tenant",), sort="spans"))
     assert {r["tenant"]: r["p95_ms"] for r in cheap_path.rows}["globex"] == pytest.approx(globex["p95_ms"])
 
 
 def test_high_cardinality_group_shows_the_top_groups(data: DataDir) -> None:
-    result = run_query(data, QuerySpec(by=("customer", "feature"), sort="errors", limit=3))
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(by=("customer", "feature"), sort="errors", limit=3))
     assert result.groups_total == 150  # 50 customers x 3 features, each seen
     assert len(result.rows) == 3 and result.rows[0]["errors"] >= result.rows[-1]["errors"]
 
@@ -114,50 +115,50 @@ def test_cost_from_config_prices(data: DataDir) -> None:
             "api_keys": [{"tenant": "t", "key_env": "X"}],
         }
     )
-    result = run_query(data, QuerySpec(), config)
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(), config)
     assert result.rows[0]["cost_usd"] == pytest.approx(200 * (1000 * 2.0 + 100 * 10.0) / 1e6)
 
 
 def test_time_buckets(data: DataDir) -> None:
-    result = run_query(data, QuerySpec(by=("time:1m",), sort="spans", limit=10))
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(by=("time:1m",), sort="spans", limit=10))
     minute = 60 * 10**9
     expected: dict[int, int] = {}
     for i in range(200):
         bucket = (T0 + i * 10**9) // minute * minute
         expected[bucket] = expected.get(bucket, 0) + 1
     assert {r["time:1m"]: r["spans"] for r in result.rows} == expected
-    in_order = run_query(data, QuerySpec(by=("time:1m",), sort="time:1m", limit=10))
+    in_order = run_query(DuckDBSpanQuery(data), QuerySpec(by=("time:1m",), sort="time:1m", limit=10))
     assert [r["time:1m"] for r in in_order.rows] == sorted(expected)
     with pytest.raises(QueryError):
-        run_query(data, QuerySpec(by=("time:soon",)))
+        run_query(DuckDBSpanQuery(data), QuerySpec(by=("time:soon",)))
 
 
 def test_bad_filters_are_refused(data: DataDir) -> None:
     with pytest.raises(QueryError):
         Filter.parse("no operator here")
     with pytest.raises(QueryError):
-        run_query(data, QuerySpec(where=(Filter.parse("duration_ms>fast"),)))
+        run_query(DuckDBSpanQuery(data), QuerySpec(where=(Filter.parse("duration_ms>fast"),)))
     with pytest.raises(QueryError):
-        run_query(data, QuerySpec(sort="nonsense"))
+        run_query(DuckDBSpanQuery(data), QuerySpec(sort="nonsense"))
 
 
 def test_copies_follow_compaction(data: DataDir) -> None:
-    run_query(data, QuerySpec())
+    run_query(DuckDBSpanQuery(data), QuerySpec())
     ParquetSegments(data).compact("w1", 2)
-    result = run_query(data, QuerySpec(by=("feature",)))
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(by=("feature",)))
     assert result.spans_total == 200 and result.copies_built == 1
     assert [p.name for p in copies_dir(data).glob("*.parquet")] == ["w1.00000000-00000001.parquet"]  # inputs' gone
     assert {r["feature"]: r["spans"] for r in result.rows} == {"search": 67, "chat": 67, "billing": 66}
 
 
 def test_a_compaction_that_dropped_rows_gets_a_copy_of_its_own(data: DataDir) -> None:
-    run_query(data, QuerySpec())
+    run_query(DuckDBSpanQuery(data), QuerySpec())
     kept = [r for r in _rows() if r["attributes"]["feature"] != "chat"]  # a sampler dropped these
     ParquetSegments(data).write("w1.tmp", 0, pa.Table.from_pylist(kept, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table())
     (data.spans / "w1.tmp.00000000-00000000.parquet").rename(data.spans / "w1.00000000-00000001.parquet")
     for seq in range(2):
         (data.spans / f"w1.{seq:08d}-{seq:08d}.parquet").unlink()
-    result = run_query(data, QuerySpec(by=("feature",)))
+    result = run_query(DuckDBSpanQuery(data), QuerySpec(by=("feature",)))
     assert {r["feature"]: r["spans"] for r in result.rows} == {"search": 67, "billing": 66}
 
 

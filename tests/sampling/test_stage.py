@@ -19,6 +19,7 @@ from airlock.sampling.report import sampling_status
 from airlock.sampling.retention import SampledRetention
 from airlock.sampling.stage import SamplingPass
 from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments
+from airlock.store.embedded.query_engine import DuckDBSpanQuery
 from airlock.store.embedded.sampling import SampledReader
 from airlock.store.embedded.segments import live_segments
 
@@ -202,7 +203,7 @@ def test_gc_drops_dropped_traces_everywhere_and_releases_only_unreferenced_paylo
     from airlock.query import QuerySpec, run_query
 
     def traces_queried() -> int:
-        return run_query(data, QuerySpec(by=("trace_id",), limit=1)).groups_total
+        return run_query(DuckDBSpanQuery(data), QuerySpec(by=("trace_id",), limit=1)).groups_total
 
     assert traces_queried() == 200  # builds the query copies of the segments gc is about to rewrite
 
@@ -272,7 +273,7 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
     def query() -> dict[str, Any]:
         from airlock.query import QuerySpec, run_query
 
-        return run_query(data, QuerySpec(by=("airlock.tenant",), limit=10), cfg).rows
+        return run_query(DuckDBSpanQuery(data), QuerySpec(by=("airlock.tenant",), limit=10), cfg).rows
 
     from airlock.config.schema import EnergySettings
     from airlock.energy.report import energy_report

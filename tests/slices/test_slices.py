@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 from airlock.cli.main import cli
 from airlock.query import Filter
-from airlock.query.synthetic import Attribute, Planted, Workload, write_workload
 from airlock.slices import SliceOptions, find_slices
 from airlock.slices.finder import combinations_possible
 from airlock.slices.stats import excess, p_values
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.slices import ParquetSliceCandidates
+from airlock.store.embedded.synthetic import Attribute, Planted, Workload, write_workload
 
 ATTRIBUTES = [
     Attribute("region", 5, "airlock.upstream.region"),
@@ -41,7 +42,7 @@ def _data(tmp_path: Path, planted: list[Planted], seed: float = 0.42, spans: int
 
 def test_planted_region_and_version_comes_first(tmp_path: Path) -> None:
     data = _data(tmp_path, [Planted({"region": "r3", "prompt_version": "p2"}, error_rate=0.5)])
-    report = find_slices(data, SliceOptions())
+    report = find_slices(ParquetSliceCandidates(data), SliceOptions())
     top = report.slices[0]
     assert dict(top.conditions) == {"airlock.upstream.region": "r3", "airlock.prompt.version": "p2"}
     assert top.rate > 0.4 and top.rest_rate < 0.03 and top.p_adjusted < 1e-10
@@ -52,37 +53,39 @@ def test_planted_region_and_version_comes_first(tmp_path: Path) -> None:
 
 def test_a_three_way_slice_is_found(tmp_path: Path) -> None:
     data = _data(tmp_path, [Planted({"tenant": "t4", "locale": "l2", "feature": "f1"}, error_rate=0.7)])
-    report = find_slices(data, SliceOptions())
+    report = find_slices(ParquetSliceCandidates(data), SliceOptions())
     assert dict(report.slices[0].conditions) == {"airlock.tenant": "t4", "locale": "l2", "feature": "f1"}
 
 
 @pytest.mark.parametrize("seed", [0.1, 0.2, 0.3])
 def test_nothing_is_reported_on_traffic_with_no_slice(tmp_path: Path, seed: float) -> None:
-    report = find_slices(_data(tmp_path, [], seed=seed), SliceOptions())
+    report = find_slices(ParquetSliceCandidates(_data(tmp_path, [], seed=seed)), SliceOptions())
     assert report.failures > 1000 and report.tried > 1000
     assert report.slices == []
 
 
 def test_latency_metric_finds_the_slow_slice(tmp_path: Path) -> None:
     data = _data(tmp_path, [Planted({"feature": "f3", "tier": "t0"}, error_rate=0.02, slow_factor=3.0)])
-    assert find_slices(data, SliceOptions(metric="errors")).slices == []
-    report = find_slices(data, SliceOptions(metric="latency"))
+    assert find_slices(ParquetSliceCandidates(data), SliceOptions(metric="errors")).slices == []
+    report = find_slices(ParquetSliceCandidates(data), SliceOptions(metric="latency"))
     assert dict(report.slices[0].conditions) == {"feature": "f3", "tier": "t0"}
 
 
 def test_time_window(tmp_path: Path) -> None:
     data = _data(tmp_path, [Planted({"region": "r1", "prompt_version": "p1"})])
     start = 1_764_000_000 * 10**9
-    report = find_slices(data, SliceOptions(since_ns=start + 10_000 * 10**6, until_ns=start + 20_000 * 10**6))
+    report = find_slices(
+        ParquetSliceCandidates(data), SliceOptions(since_ns=start + 10_000 * 10**6, until_ns=start + 20_000 * 10**6)
+    )
     assert report.spans == 10_000
 
 
 def test_where_narrows_the_traffic(tmp_path: Path) -> None:
     data = _data(tmp_path, [Planted({"region": "r3", "prompt_version": "p2"})])
-    inside = find_slices(data, SliceOptions(where=(Filter.parse("tenant=t3"),)))
+    inside = find_slices(ParquetSliceCandidates(data), SliceOptions(where=(Filter.parse("tenant=t3"),)))
     assert 0 < inside.spans < 10_000  # one tenant of twelve
     assert dict(inside.slices[0].conditions) == {"airlock.upstream.region": "r3", "airlock.prompt.version": "p2"}
-    elsewhere = find_slices(data, SliceOptions(where=(Filter.parse("prompt_version!=p2"),)))
+    elsewhere = find_slices(ParquetSliceCandidates(data), SliceOptions(where=(Filter.parse("prompt_version!=p2"),)))
     assert elsewhere.slices == []
 
 
@@ -124,6 +127,8 @@ def test_cost_metric_prices_each_upstream(tmp_path: Path) -> None:
             "api_keys": [{"tenant": "t", "key_env": "X"}],
         }
     )
-    assert find_slices(data, SliceOptions(metric="cost")).slices == []  # tokens alone: nothing stands out
-    report = find_slices(data, SliceOptions(metric="cost"), config)
+    assert (
+        find_slices(ParquetSliceCandidates(data), SliceOptions(metric="cost")).slices == []
+    )  # tokens alone: nothing stands out
+    report = find_slices(ParquetSliceCandidates(data), SliceOptions(metric="cost"), config)
     assert report.slices[0].conditions == (("airlock.upstream", "u1"),)

@@ -12,10 +12,11 @@ import pyarrow as pa
 import pytest
 
 from airlock.config.schema import OtlpExport
-from airlock.errors import EgressRefused
+from airlock.errors import EgressRefused, StoreConflict
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments, SQLiteState
-from airlock.telemetry.exporter import Cursor, OtlpExporter, SegmentTail
+from airlock.store.export import Cursor
+from airlock.telemetry.exporter import ExportTail, OtlpExporter, embedded_tail
 from helpers import API_KEY, Gateway, Sim, wait_recorded, write_config
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -38,11 +39,11 @@ def _segment(first_id: int, n: int, source: str | None = None) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SPAN_SCHEMA)
 
 
-def _tail_all(tail: SegmentTail, limit: int) -> list[str]:
+def _tail_all(tail: ExportTail, limit: int) -> list[str]:
     seen = []
     while not (batch := tail.next_batch(limit)).empty:
         seen += [r["span_id"] for r in batch.rows]
-        tail.commit(batch.advance)
+        tail.commit(batch)
     return seen
 
 
@@ -54,12 +55,12 @@ def test_tail_sends_each_row_once_and_resumes_inside_a_segment(tmp_path: Path) -
     for seq in range(3):
         segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
     segments.write("w2", 0, _segment(100, 4, source="otlp"), HOP_SCHEMA.empty_table())
-    tail = SegmentTail(data, include_received=False)
+    tail = embedded_tail(data, include_received=False)
     batch = tail.next_batch(7)  # stops inside w1's second segment
-    tail.commit(batch.advance)
+    tail.commit(batch)
     assert batch.advance == {"w1": Cursor(0, "w1.00000001-00000001.parquet", 2)}
     tail.close()
-    tail = SegmentTail(data, include_received=False)  # a restart: the cursor is in SQLite
+    tail = embedded_tail(data, include_received=False)  # a restart: the cursor is in SQLite
     seen = [r["span_id"] for r in batch.rows] + _tail_all(tail, 4)
     assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(20, 25))]
     assert tail.cursor() == {"w1": Cursor(2), "w2": Cursor(0)}  # received spans are passed over, not sent
@@ -78,9 +79,9 @@ def test_a_compaction_that_drops_rows_loses_nothing_unsent(tmp_path: Path) -> No
     segments = ParquetSegments(data)
     for seq in range(3):
         segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
-    tail = SegmentTail(data, include_received=True)
+    tail = embedded_tail(data, include_received=True)
     batch = tail.next_batch(5)
-    tail.commit(batch.advance)
+    tail.commit(batch)
     assert tail.cursor() == {"w1": Cursor(0)}
     merged = pa.concat_tables([_segment(0, 5), _segment(10, 5), _segment(20, 5)])
     kept = merged.filter(pa.array([i % 2 == 0 for i in range(15)]))  # what a sampler kept
@@ -94,13 +95,33 @@ def test_a_compaction_that_drops_rows_loses_nothing_unsent(tmp_path: Path) -> No
     tail.close()
 
 
+def test_two_exporters_cannot_both_move_a_cursor_from_the_same_place(tmp_path: Path) -> None:
+    """Two processes that read the same batch: the first to commit moves the cursor, the second is refused
+    (StoreConflict) and changes nothing, so the cursor never goes back."""
+    data = DataDir.at(tmp_path)
+    data.create()
+    SQLiteState(data.state_db).close()
+    segments = ParquetSegments(data)
+    for seq in range(2):
+        segments.write("w1", seq, _segment(seq * 10, 3), HOP_SCHEMA.empty_table())
+    first, second = embedded_tail(data, include_received=True), embedded_tail(data, include_received=True)
+    ahead, behind = first.next_batch(6), second.next_batch(2)
+    first.commit(ahead)
+    with pytest.raises(StoreConflict):
+        second.commit(behind)
+    assert second.cursor() == first.cursor() == {"w1": Cursor(1)}
+    assert first.start_at_end() == 0 and second.next_batch(10).empty
+    first.close()
+    second.close()
+
+
 def test_first_start_without_backfill_skips_history(tmp_path: Path) -> None:
     data = DataDir.at(tmp_path)
     data.create()
     SQLiteState(data.state_db).close()
     segments = ParquetSegments(data)
     segments.write("w1", 0, _segment(0, 5), HOP_SCHEMA.empty_table())
-    tail = SegmentTail(data, include_received=False)
+    tail = embedded_tail(data, include_received=False)
     assert tail.start_at_end() == 1
     segments.write("w1", 1, _segment(10, 2), HOP_SCHEMA.empty_table())
     assert [r["span_id"] for r in tail.next_batch(10).rows] == [f"{i:016x}" for i in (10, 11)]

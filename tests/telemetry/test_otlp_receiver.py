@@ -211,6 +211,7 @@ def test_query_and_traces_see_received_attributes(gw: Gateway) -> None:
     """A free attribute from an x-airlock-attr-* header and one from an OTLP resource answer the same query."""
     from airlock.query import Filter, QuerySpec, run_query
     from airlock.store.embedded import DataDir
+    from airlock.store.embedded.query_engine import DuckDBSpanQuery
 
     with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=API_KEY, max_retries=0) as client:
         client.chat.completions.create(
@@ -222,7 +223,8 @@ def test_query_and_traces_see_received_attributes(gw: Gateway) -> None:
     payload["resourceSpans"][0]["resource"]["attributes"].append({"key": "cohort", "value": {"stringValue": "beta-7"}})
     assert httpx.post(f"{gw.url}/v1/traces", json=payload, headers=AUTH).status_code == 200
     wait_recorded(gw.data_dir, 2, where="attributes['cohort'] = 'beta-7'")
-    result = run_query(DataDir.at(gw.data_dir), QuerySpec(where=(Filter.parse("cohort=beta-7"),), by=("source",)))
+    spec = QuerySpec(where=(Filter.parse("cohort=beta-7"),), by=("source",))
+    result = run_query(DuckDBSpanQuery(DataDir.at(gw.data_dir)), spec)
     assert {r["source"]: r["spans"] for r in result.rows} == {None: 1, "otlp": 1}
 
 

@@ -125,6 +125,7 @@ def query(
 ) -> None:
     """Spans filtered and grouped by any column or attribute: count, errors, latency, tokens, cost."""
     from airlock.query import Filter, QueryError, QuerySpec, run_query
+    from airlock.store.embedded.query_engine import DuckDBSpanQuery
 
     data = _data_dir(data_dir, config_path)
     if not data.spans.exists():
@@ -139,7 +140,7 @@ def query(
             limit=limit,
         )
         started = time.monotonic()
-        result = run_query(data, spec, _config(config_path))
+        result = run_query(DuckDBSpanQuery(data), spec, _config(config_path))
     except QueryError as e:
         raise click.UsageError(str(e)) from None
     elapsed = time.monotonic() - started
@@ -181,6 +182,7 @@ def slices(
     """Attribute-value combinations whose error, latency or cost rate stands out, by excess failures."""
     from airlock.query import Filter, QueryError
     from airlock.slices import SliceOptions, find_slices, report_rows
+    from airlock.store.embedded.slices import ParquetSliceCandidates
 
     data = _data_dir(data_dir, config_path)
     if not data.spans.exists():
@@ -201,7 +203,7 @@ def slices(
     )
     started = time.monotonic()
     try:
-        report = find_slices(data, opts, _config(config_path))
+        report = find_slices(ParquetSliceCandidates(data), opts, _config(config_path))
     except QueryError as e:
         raise click.UsageError(str(e)) from None
     elapsed = time.monotonic() - started

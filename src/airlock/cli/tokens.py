@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import IO
 
 import click
 import orjson
@@ -51,7 +52,7 @@ def _tokenizer_for(model: str | None, tokenizer: str | None, config_path: str | 
 @click.option("--config", "-c", "config_path", default=None, help="Config for --model (default airlock.yaml).")
 @click.option("--json", "as_json", is_flag=True)
 def count_cmd(
-    file: click.utils.LazyFile, model: str | None, tokenizer: str | None, config_path: str | None, as_json: bool
+    file: IO[bytes], model: str | None, tokenizer: str | None, config_path: str | None, as_json: bool
 ) -> None:
     """Count the tokens of FILE (text, or a JSON chat/completions request with its formatting overhead)."""
     if bool(model) == bool(tokenizer):

@@ -27,7 +27,10 @@ from airlock.demo.costs import demo_cost_config, post_demo_costs, print_bill_sum
 from airlock.demo.texts import MIX, QUESTIONS
 from airlock.demo.workload import TaskResult, ask_support, run_task
 from airlock.sampling.demo import DEMO_SAMPLING, sampling_demo
-from airlock.store.embedded import DataDir, DuckDBSpanReader
+from airlock.store.demo import DemoRecord
+from airlock.store.embedded import DataDir
+from airlock.store.embedded.demo import DuckDBDemoRecord
+from airlock.store.embedded.slices import ParquetSliceCandidates
 from airlock.telemetry.demo import send_instrumented_traffic, show_slices
 from airlock.tokens.drift import drift_cells
 
@@ -52,7 +55,8 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 3
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited:\n{log.read_text()}")
+            args = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
+            raise RuntimeError(f"{' '.join(map(str, args))} exited:\n{log.read_text()}")
         try:
             httpx.get(url, timeout=1)
             return
@@ -197,47 +201,35 @@ def run_workload(base_url: str, tasks: int, eu_url: str, console: Console) -> li
         questions = [(loc, QUESTIONS[loc][i % len(QUESTIONS[loc])]) for loc, k in MIX.items() for i in range(k)]
         support = progress.add_task("support questions", total=len(questions), note="seven languages")
         with ThreadPoolExecutor(max_workers=8) as pool:
-            futures = [
+            answers = [
                 pool.submit(ask_support, base_url, KEYS["acme"], loc, text, i)
                 for i, (loc, text) in enumerate(questions)
             ]
-            for f in futures:
-                f.result()
+            for answer in answers:
+                answer.result()
                 progress.advance(support)
     return results
 
 
-def _wait_recorded(reader: DuckDBSpanReader, expected: int, timeout: float = 15) -> int:
+def _wait_recorded(reader: DemoRecord, expected: int, timeout: float = 15) -> int:
     deadline = time.monotonic() + timeout
     n = 0
     while time.monotonic() < deadline:
-        n = int(reader.sql("SELECT count(*) AS n FROM spans")[0]["n"])
+        n = reader.spans_recorded()
         if n >= expected:
             break
         time.sleep(0.1)
     return n
 
 
-def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult], data: Path, cli: str) -> None:
+def report(console: Console, reader: DemoRecord, results: list[TaskResult], data: Path, cli: str) -> None:
     ok = sum(r.outcome == "ok" for r in results)
     console.print(
         f"\n[bold]{len(results)} agent tasks[/bold]: {ok} completed, {len(results) - ok} failed or "
         f"abandoned; {sum(r.steps for r in results)} model calls, {sum(r.tool_calls for r in results)} "
         "tool results fed back."
     )
-    rows: list[dict[str, Any]] = reader.sql("""
-        SELECT coalesce("airlock.upstream.region", '(none: rejected or exhausted)') AS region,
-               count(*) AS calls,
-               sum(CASE WHEN status = 'ok' THEN 1 ELSE 0 END) AS ok,
-               sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors,
-               sum(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
-               sum(CASE WHEN "airlock.attempts" > 1 THEN 1 ELSE 0 END) AS failed_over,
-               sum(coalesce("gen_ai.usage.input_tokens", 0)) AS tokens_in,
-               sum(coalesce("gen_ai.usage.output_tokens", 0)) AS tokens_out,
-               sum(coalesce("gen_ai.usage.cache_read.input_tokens", 0)) AS cached,
-               quantile_cont(duration_ms, 0.5) AS p50_ms,
-               quantile_cont(duration_ms, 0.95) AS p95_ms
-        FROM spans WHERE "airlock.source" IS NULL GROUP BY 1 ORDER BY calls DESC""")
+    rows = reader.calls_by_region()
     t = Table(title="The record, by the region that answered")
     for col in (
         "region",
@@ -253,23 +245,23 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
         "p95",
     ):
         t.add_column(col, justify="left" if col == "region" else "right")
-    for r in rows:
+    for region in rows:
         t.add_row(
-            r["region"],
-            str(r["calls"]),
-            str(r["ok"]),
-            str(r["errors"]),
-            str(r["cancelled"]),
-            str(r["failed_over"]),
-            str(r["tokens_in"]),
-            str(r["cached"]),
-            str(r["tokens_out"]),
-            f"{r['p50_ms'] or 0:.1f} ms",
-            f"{r['p95_ms'] or 0:.1f} ms",
+            region.region,
+            str(region.calls),
+            str(region.ok),
+            str(region.errors),
+            str(region.cancelled),
+            str(region.failed_over),
+            str(region.tokens_in),
+            str(region.cached),
+            str(region.tokens_out),
+            f"{region.p50_ms or 0:.1f} ms",
+            f"{region.p95_ms or 0:.1f} ms",
         )
     console.print(t)
-    hops = reader.sql("SELECT upstream, outcome, count(*) AS n FROM hops GROUP BY 1, 2 ORDER BY 1, 2")
-    console.print("hops: " + ", ".join(f"{h['upstream']} {h['outcome']} x{h['n']}" for h in hops))
+    hops = reader.hop_outcomes()
+    console.print("hops: " + ", ".join(f"{h.upstream} {h.outcome} x{h.hops}" for h in hops))
     failed = [r for r in results if r.outcome != "ok"]
     if failed:
         ft = Table(title="Tasks that did not complete")
@@ -303,13 +295,9 @@ def report(console: Console, reader: DuckDBSpanReader, results: list[TaskResult]
     console.print(f"  {cli} traces list {d} --status error")
     console.print(f"  {cli} traces list {d} --attr locale=ja-JP --attr feature=scheduling")
     console.print(f"  {cli} traces show {d} {sample.trace_id[:12]}      # a task as a tree: hops, exact bytes")
-    digest = reader.sql(
-        'SELECT "airlock.payload.upstream_request" AS h FROM spans WHERE trace_id = ? '
-        'AND "airlock.payload.upstream_request" IS NOT NULL LIMIT 1',
-        [sample.trace_id],
-    )
+    digest = reader.upstream_request_digest(sample.trace_id)
     if digest:
-        console.print(f"  {cli} blob {d} {digest[0]['h'][:16]}         # the exact bytes sent upstream")
+        console.print(f"  {cli} blob {d} {digest[:16]}         # the exact bytes sent upstream")
     console.print(f"  {cli} tokens drift {d} --by model,script,upstream")
     console.print(f"  {cli} cost report {d} --by tenant,feature --forecast-tasks 100000   # the full bill per task")
     console.print(f"  {cli} cost task {d} {sample.task_id}      # one task's line items: inference is only part")
@@ -393,13 +381,16 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         otel = send_instrumented_traffic(f"http://127.0.0.1:{gw_port}/v1", KEYS["acme"])  # OTLP in, a planted slice
         console.print(f"support-bot (OpenTelemetry SDK): {otel.traces} traces, {otel.spans} spans sent over OTLP")
         expected = sum(max(r.steps, 1) for r in results) + sum(MIX.values()) + otel.traces + otel.spans
-        reader = DuckDBSpanReader(DataDir.at(root / "data"))
+        record = DataDir.at(root / "data")
+        reader = DuckDBDemoRecord(record)
         _wait_recorded(reader, expected)
         _stop(gateway)  # a clean stop flushes the last segment
         venv_cli = Path(sys.executable).parent / "airlock"
         cli = os.path.relpath(venv_cli) if venv_cli.exists() else "airlock"
         report(console, reader, results, Path(os.path.relpath(root / "data")), cli)
-        show_slices(console, root / "data", cli)  # before sampling: the finder reads the whole record
+        show_slices(
+            console, ParquetSliceCandidates(record), reader, root / "data", cli
+        )  # before sampling: the finder reads the whole record
         sampling_demo(console, config, cli)
         replay_demo(console, config, Path(os.path.relpath(root / "data")), cli)
         return 0

@@ -1,16 +1,6 @@
-"""`airlock query`: filter and group spans by any column or attribute, over a columnar query copy."""
+"""`airlock query`: filter and group spans by any column or attribute, through a SpanQuery store."""
 
-from airlock.query.copies import CopySet, ensure_copies
-from airlock.query.engine import MEASURES, SORTS, Filter, QueryError, QueryResult, QuerySpec, run_query
+from airlock.query.engine import run_query
+from airlock.query.spec import MEASURES, SORTS, Filter, QueryError, QueryResult, QuerySpec
 
-__all__ = [
-    "MEASURES",
-    "SORTS",
-    "CopySet",
-    "Filter",
-    "QueryError",
-    "QueryResult",
-    "QuerySpec",
-    "ensure_copies",
-    "run_query",
-]
+__all__ = ["MEASURES", "SORTS", "Filter", "QueryError", "QueryResult", "QuerySpec", "run_query"]

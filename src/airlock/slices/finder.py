@@ -21,21 +21,19 @@ on the spans no higher-ranked slice holds (an overlap of the top slice is an ech
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from airlock.config.schema import Config
-from airlock.query.copies import ATTR_PREFIX, ensure_copies
-from airlock.query.engine import Filter, QuerySpec, filter_sql
-from airlock.query.fields import Fields
+from airlock.query.cost import price_rates
+from airlock.query.fields import ATTR_PREFIX, field_label
+from airlock.query.spec import Filter
 from airlock.slices.stats import excess, p_values
-from airlock.store.embedded import DataDir
+from airlock.store.query import NS_PER_DAY
+from airlock.store.slices import SliceCandidates
 
 # Span columns that can define a slice; ids, times, measures and the outcome's own columns cannot.
 DIMENSION_COLUMNS = (
@@ -116,10 +114,6 @@ class _Dimension:
     values: list[str]
 
 
-def _dimension_label(column: str) -> str:
-    return column[len(ATTR_PREFIX) :] if column.startswith(ATTR_PREFIX) else column
-
-
 def _dictionary_codes(column: pa.ChunkedArray, min_support: int) -> tuple[np.ndarray, list[str]] | None:
     """Codes 0..k-1 for the values seen at least `min_support` times (a missing value is the value
     "(none)"), and k for every rarer value; None when there is nothing to slice on."""
@@ -172,8 +166,6 @@ def _cost(table: pa.Table, config: Config | None) -> tuple[np.ndarray, bool]:
     names = ("airlock.upstream", "airlock.upstream.model")
     if config is None or not all(n in table.column_names for n in names):
         return tokens_in + tokens_out, False
-    from airlock.query.cost import NS_PER_DAY, price_rates
-
     day = table.column("start_ns").to_numpy() // NS_PER_DAY
     keys = pa.table(
         {
@@ -198,48 +190,25 @@ def _cost(table: pa.Table, config: Config | None) -> tuple[np.ndarray, bool]:
     return (usd if priced else tokens_in + tokens_out), priced
 
 
-def _selected(paths: list[Path], columns: set[str], opts: SliceOptions) -> pa.Array:
-    """Which rows of the copies (in order) the window and the filters select: the same SQL as `airlock query`."""
-    spec = QuerySpec(since_ns=opts.since_ns, until_ns=opts.until_ns, where=opts.where)
-    where, params = filter_sql(spec, Fields(columns, "attributes" in columns))
-    listing = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET preserve_insertion_order = true")
-        sql = f"SELECT coalesce({where}, false) AS keep FROM read_parquet([{listing}], union_by_name=true)"
-        return pa.array(np.asarray(con.execute(sql, params).fetchnumpy()["keep"], dtype=bool))
-    finally:
-        con.close()
+MEASURE_COLUMNS = (
+    "start_ns",
+    "status",
+    "duration_ms",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "airlock.upstream",
+    "airlock.upstream.model",
+    "airlock.sample.rate",
+)
 
 
-def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.ndarray, list[_Dimension], str, bool]:
-    copies = ensure_copies(data)
-    if not copies.paths:
-        return np.zeros(0, dtype=bool), [], "", False
-    columns = copies.columns()
-    dims = [c for c in DIMENSION_COLUMNS if c in columns] + sorted(c for c in columns if c.startswith(ATTR_PREFIX))
-    measures = [
-        c
-        for c in (
-            "start_ns",
-            "status",
-            "duration_ms",
-            "gen_ai.usage.input_tokens",
-            "gen_ai.usage.output_tokens",
-            "airlock.upstream",
-            "airlock.upstream.model",
-            "airlock.sample.rate",
-        )
-        if c in columns
-    ]
-    parts = []
-    for path in copies.paths:
-        names = set(pq.read_schema(path).names)
-        wanted = list(dict.fromkeys(c for c in (*measures, *dims) if c in names))
-        parts.append(pq.read_table(path, columns=wanted, read_dictionary=dims))
-    table = pa.concat_tables(parts, promote_options="permissive")
-    if opts.where or opts.since_ns is not None or opts.until_ns is not None:
-        table = table.filter(_selected(copies.paths, columns, opts))
+def _load(
+    store: SliceCandidates, opts: SliceOptions, config: Config | None
+) -> tuple[np.ndarray, list[_Dimension], str, bool]:
+    table = store.candidate_spans(opts.since_ns, opts.until_ns, opts.where, MEASURE_COLUMNS, DIMENSION_COLUMNS)
+    dims = [c for c in DIMENSION_COLUMNS if c in table.column_names] + sorted(
+        c for c in table.column_names if c.startswith(ATTR_PREFIX)
+    )
     sampled = False
     if "airlock.sample.rate" in table.column_names:
         rate = table.column("airlock.sample.rate")
@@ -254,7 +223,7 @@ def _load(data: DataDir, opts: SliceOptions, config: Config | None) -> tuple[np.
     for d in dims:
         enc = _dictionary_codes(table.column(d), min_support)
         if enc is not None:
-            out.append(_Dimension(_dimension_label(d), enc[0], enc[1]))
+            out.append(_Dimension(field_label(d), enc[0], enc[1]))
     return failed, out, what, sampled
 
 
@@ -372,10 +341,11 @@ def _beyond_higher_ranks(
     return out
 
 
-def find_slices(data: DataDir, opts: SliceOptions, config: Config | None = None) -> SliceReport:
+def find_slices(store: SliceCandidates, opts: SliceOptions, config: Config | None = None) -> SliceReport:
+    """The slices of the store's spans that stand out on the metric, ranked by excess failures."""
     if opts.metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}")
-    failed, dims, what, sampled = _load(data, opts, config)
+    failed, dims, what, sampled = _load(store, opts, config)
     n, f = len(failed), int(failed.sum())
     report = SliceReport(opts.metric, what, n, f, 0)
     if sampled:

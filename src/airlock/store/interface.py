@@ -1,7 +1,8 @@
 """The storage interface, grouped by concern. The gateway and recorder are written against these
 protocols, and `airlock.store.embedded` is one implementation of them (Parquet segments, pack files,
 SQLite); a server-backed one (ClickHouse for spans, hops and the blob index, S3 for packs, PostgreSQL
-for state) can stand beside it without either of them changing."""
+for state) can stand beside it without either of them changing. What each analysis reads of the record has its
+own protocol module beside this one (query, slices, drift, export, demo, ...)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,6 @@ class SpanReader(Protocol):
     def spans_of_trace(self, trace_id: str) -> list[dict[str, Any]]: ...
     def hops_of_trace(self, trace_id: str) -> list[dict[str, Any]]: ...
     def find_trace(self, id_or_prefix: str) -> str | None: ...
-    def sql(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
 
 class StateStore(Protocol):

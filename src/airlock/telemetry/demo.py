@@ -23,6 +23,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode, Tracer
 from rich.console import Console
 
+from airlock.store.demo import DemoRecord
+from airlock.store.slices import SliceCandidates
+
 REGIONS = ("eu-west-1", "us-east-1", "ap-south-1")
 FAILING = ("ap-south-1", "v8")  # the planted slice: client region x prompt version
 QUESTIONS = ("Where is my refund?", "How do I reset my password?", "Can I change my plan?", "Is there an outage?")
@@ -95,15 +98,13 @@ def send_instrumented_traffic(base_url: str, api_key: str, requests: int = 180, 
     return InstrumentedRun(requests, spans, failed)
 
 
-def show_slices(console: Console, data_dir: Path, cli: str) -> None:
-    """The slice finder on the demo's record, and the commands to ask more of it."""
+def show_slices(console: Console, slices: SliceCandidates, record: DemoRecord, data_dir: Path, cli: str) -> None:
+    """The slice finder on the demo's record, and the commands to ask more of it (data_dir: the record's
+    folder, as the commands name it)."""
     from airlock.slices import SliceOptions, find_slices
-    from airlock.store.embedded import DataDir, DuckDBSpanReader
 
-    report = find_slices(DataDir.at(data_dir), SliceOptions(top=3))
-    failing = DuckDBSpanReader(DataDir.at(data_dir)).sql(
-        "SELECT trace_id FROM spans WHERE \"airlock.source\" = 'otlp' AND status = 'error' ORDER BY start_ns LIMIT 1"
-    )
+    report = find_slices(slices, SliceOptions(top=3))
+    failing = record.first_failed_received_trace()
     console.print(
         f"\n[bold]Slice finder[/bold] ({report.spans} spans, {report.failures} failed; Bonferroni over"
         f" {report.hypotheses:,} possible slices):"
@@ -120,5 +121,5 @@ def show_slices(console: Console, data_dir: Path, cli: str) -> None:
     console.print(f"  {cli} query {d} --by client.region,prompt_version --sort error_rate")
     console.print(f"  {cli} query {d} --where service.name=support-bot --by kind,status --format csv")
     if failing:
-        trace = failing[0]["trace_id"][:12]
+        trace = failing[:12]
         console.print(f"  {cli} traces show {d} {trace} --no-payloads   # the bot's spans and the gateway's, joined")

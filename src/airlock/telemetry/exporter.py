@@ -1,9 +1,9 @@
 """OTLP out: a background task that tails the record's span segments and sends new spans to the
 configured collector as OTLP/HTTP protobuf, off the request path.
 
-Where it got to is kept per writer in the state database (see SegmentTail), so a restart resends
-nothing. A batch is marked sent only after the collector accepted it (at least once: a crash between
-the two resends that one batch, and so does a compaction that caught up with the exporter). Of several
+Where it got to is kept per writer in an export cursor repository (see ExportTail), so a restart
+resends nothing. A batch is marked sent only after the collector accepted it (at least once: a crash
+between the two resends that one batch, and so does a compaction that caught up with the exporter). Of several
 gateway workers, the one holding run/otlp-export.lock exports; the others stand by.
 
 The exporter has its own egress client whose only allowed destination is the collector's address."""
@@ -16,125 +16,76 @@ import fcntl
 import gzip
 import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
-import pyarrow.parquet as pq
 
 from airlock.config.schema import OtlpExport
-from airlock.errors import EgressRefused
+from airlock.errors import EgressRefused, StoreConflict, StoreError
 from airlock.gateway.egress import EgressClient
-from airlock.store.embedded import DataDir, SQLiteState
-from airlock.store.embedded.segments import live_segments
+from airlock.store.embedded import DataDir
+from airlock.store.embedded.export import SegmentFeed, SQLiteExportCursors
+from airlock.store.export import Cursor, CursorMove, ExportBatch, ExportCursorRepository, ExportFeed
 from airlock.telemetry.otlp_out import export_request
 
 log = logging.getLogger("airlock.telemetry")
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """Where a writer's export stands: every segment up to seq_done sent, and `partial_rows` rows of the
-    segment file named `partial`."""
+class ExportTail:
+    """New spans since the cursors, per writer: a feed of what was written and the repository of how far
+    it was sent. A batch read from cursors that another exporter has since moved is refused on commit
+    (StoreConflict) and nothing is moved: its spans may have gone out twice, none is skipped."""
 
-    seq_done: int = -1
-    partial: str | None = None
-    partial_rows: int = 0
-
-
-@dataclass
-class Batch:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    advance: dict[str, Cursor] = field(default_factory=dict)  # writer -> its cursor once this batch is accepted
-    resent: int = 0  # rows sent again because a compaction merged them with unsent ones
-
-    @property
-    def empty(self) -> bool:
-        return not self.advance
-
-
-class SegmentTail:
-    """New span rows since the cursor, per writer, in segment order.
-
-    The unit is the segment: a segment file never changes once written, so "rows sent of this file" is
-    exact. Compaction merges a writer's adjacent segments, and with tail sampling it also drops the rows
-    of dropped traces, so row positions do not survive it; a merged segment that holds both sent and unsent
-    segments (the exporter fell behind, the collector was down) is therefore sent whole again: at least
-    once, never a loss. Normally the exporter (every few seconds) is far ahead of compaction (which waits
-    for 16 segments of a second each)."""
-
-    def __init__(self, data: DataDir, include_received: bool) -> None:
-        self.data = data
+    def __init__(self, feed: ExportFeed, cursors: ExportCursorRepository, include_received: bool) -> None:
+        self.feed = feed
+        self.cursors = cursors
         self.include_received = include_received
-        self.state = SQLiteState(data.state_db)
 
     def cursor(self) -> dict[str, Cursor]:
-        rows = self.state.conn.execute("SELECT writer, seq_done, partial, partial_rows FROM otlp_export_cursor")
-        return {w: Cursor(seq, partial, n) for w, seq, partial, n in rows.fetchall()}
+        return self.cursors.load()
 
-    def commit(self, advance: dict[str, Cursor]) -> None:
-        self.state.conn.executemany(
-            "INSERT INTO otlp_export_cursor(writer, seq_done, partial, partial_rows) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT(writer) DO UPDATE SET seq_done = excluded.seq_done, partial = excluded.partial,"
-            " partial_rows = excluded.partial_rows, updated_at = CURRENT_TIMESTAMP",
-            [(w, c.seq_done, c.partial, c.partial_rows) for w, c in advance.items()],
-        )
+    def commit(self, batch: ExportBatch) -> None:
+        """Mark the batch sent; StoreConflict if another exporter moved one of its writers' cursors first."""
+        self.cursors.advance({w: CursorMove(batch.since.get(w), c) for w, c in batch.advance.items()})
 
     def start_at_end(self) -> int:
         """On a first start (no cursor at all), mark everything already recorded as sent; returns segments skipped."""
-        if self.cursor():
+        if self.cursors.load():
             return 0
-        ends: dict[str, Cursor] = {}
-        segments = live_segments(self.data.spans)
-        for seg in segments:
-            ends[seg.writer] = Cursor(max(seg.last, ends.get(seg.writer, Cursor()).seq_done))
+        ends, skipped = self.feed.ends()
         if ends:
-            self.commit(ends)
-        return len(segments)
+            try:
+                self.cursors.advance({w: CursorMove(None, c) for w, c in ends.items()})
+            except StoreConflict:  # another exporter started first, and its cursors stand
+                return 0
+        return skipped
 
-    def next_batch(self, limit: int) -> Batch:
-        """Up to `limit` rows not yet sent. A segment that vanishes mid-read (compacted) ends the batch
-        early; the next call reads the merged segment."""
-        cursor = self.cursor()
-        batch = Batch()
-        by_writer: dict[str, list[Any]] = {}
-        for seg in live_segments(self.data.spans):
-            by_writer.setdefault(seg.writer, []).append(seg)
-        taken = 0
-        for writer, segments in sorted(by_writer.items()):
-            at = cursor.get(writer, Cursor())
-            for seg in segments:
-                if seg.last <= at.seq_done:
-                    continue
-                skip = at.partial_rows if at.partial == seg.path.name else 0
-                try:
-                    total = pq.ParquetFile(seg.path).metadata.num_rows
-                    want = min(total - skip, limit - taken)
-                    table = pq.read_table(seg.path).slice(skip, want)
-                except FileNotFoundError:
-                    return batch
-                if seg.first <= at.seq_done:
-                    batch.resent += want  # merged with segments already sent: sent whole again
-                rows = table.to_pylist()
-                if not self.include_received:
-                    rows = [r for r in rows if r.get("airlock.source") != "otlp"]
-                batch.rows.extend(rows)
-                taken += want
-                done = skip + want >= total
-                at = Cursor(seg.last) if done else Cursor(at.seq_done, seg.path.name, skip + want)
-                batch.advance[writer] = at
-                if taken >= limit:
-                    return batch
-        return batch
+    def next_batch(self, limit: int) -> ExportBatch:
+        """Up to `limit` spans not yet sent (spans received over OTLP passed over unless included)."""
+        batch = self.feed.next_batch(self.cursors.load(), limit)
+        if self.include_received:
+            return batch
+        return replace(batch, rows=[r for r in batch.rows if r.get("airlock.source") != "otlp"])
 
     def close(self) -> None:
-        self.state.close()
+        self.cursors.close()
+
+
+def embedded_tail(data: DataDir, include_received: bool) -> ExportTail:
+    """The tail over the embedded store: span segments and the state database's cursors."""
+    return ExportTail(SegmentFeed(data), SQLiteExportCursors(data.state_db), include_received)
 
 
 class OtlpExporter:
     def __init__(
-        self, cfg: OtlpExport, data: DataDir, counters: dict[str, int], environ: dict[str, str] | None = None
+        self,
+        cfg: OtlpExport,
+        data: DataDir,
+        counters: dict[str, int],
+        environ: Mapping[str, str] | None = None,
+        tail: ExportTail | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.cfg = cfg
@@ -147,7 +98,7 @@ class OtlpExporter:
         for header, var in cfg.headers_env.items():
             if env.get(var):
                 self.headers[header] = env[var]
-        self.tail = SegmentTail(data, cfg.include_received)
+        self.tail = tail if tail is not None else embedded_tail(data, cfg.include_received)
         self._lock_fd: int | None = None
         self.last_error: str | None = None
 
@@ -163,7 +114,7 @@ class OtlpExporter:
         self._lock_fd = fd
         return True
 
-    def _encode(self, batch: Batch) -> bytes:
+    def _encode(self, batch: ExportBatch) -> bytes:
         body = export_request(batch.rows, self.cfg.service_name).SerializeToString()
         return gzip.compress(body, compresslevel=5) if self.cfg.gzip else body
 
@@ -186,7 +137,12 @@ class OtlpExporter:
             if batch.rows:
                 body = await asyncio.to_thread(self._encode, batch)
                 await self.send(body)
-            await asyncio.to_thread(self.tail.commit, batch.advance)
+            try:
+                await asyncio.to_thread(self.tail.commit, batch)
+            except StoreConflict as e:
+                log.warning(
+                    "OTLP export: %s; its batch of %d spans may have been sent twice", e.detail, len(batch.rows)
+                )
             self.counters["exported"] += len(batch.rows)
             if batch.resent:
                 log.warning("OTLP export: %d spans sent again (compacted together with unsent ones)", batch.resent)
@@ -206,7 +162,7 @@ class OtlpExporter:
                 except EgressRefused as e:
                     log.error("OTLP export refused: %s", e.detail)
                     backoff = self.cfg.interval_s
-                except (OSError, aiohttp.ClientError, TimeoutError) as e:
+                except (OSError, aiohttp.ClientError, TimeoutError, StoreError) as e:
                     self.counters["export_failures"] += 1
                     self.last_error = f"{type(e).__name__}: {e}"
                     backoff = min(max(backoff * 2, 1.0), 60.0)

@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
-from airlock.store.interface import SpanReader
+from airlock.store.drift import DRIFT_DIMENSIONS, TOKEN_SIDES, DriftReader
 
 COVERAGE, CONFIDENCE = 0.95, 0.95
-DIMENSIONS = {
-    # The name Airlock sent upstream: what the pre-flight check looks margins up by (a provider may
-    # answer with a dated snapshot name instead).
-    "model": 'coalesce("airlock.upstream.model", "gen_ai.response.model", "gen_ai.request.model")',
-    "script": "coalesce(\"airlock.script\", 'none')",
-    "upstream": '"airlock.upstream"',
-    "tokenizer": '"airlock.local.tokenizer"',
-    "tenant": '"airlock.tenant"',
-}
+DIMENSIONS = DRIFT_DIMENSIONS
 MAPPING_SUSPECT = 0.10  # a steady drift this large is more likely a wrong tokenizer than noise
 SHIFT = 0.05  # a change of median drift this large between the two halves of the window is flagged
 
@@ -95,36 +86,25 @@ def summarise(cell: Cell) -> Cell:
     return cell
 
 
-def drift_cells(reader: SpanReader, by: list[str], since_ns: int | None = None, what: str = "input") -> list[Cell]:
+def drift_cells(reader: DriftReader, by: list[str], since_ns: int | None = None, what: str = "input") -> list[Cell]:
     """Cells of drift for input (prompt) or output (completion) tokens, largest first."""
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {', '.join(DIMENSIONS)}")
-    provider = '"gen_ai.usage.input_tokens"' if what == "input" else '"gen_ai.usage.output_tokens"'
-    local = '"airlock.local.input_tokens"' if what == "input" else '"airlock.local.output_tokens"'
-    keys = ", ".join(f'{DIMENSIONS[d]} AS "{d}"' for d in by) or "'all' AS \"all\""
-    where = f"{provider} IS NOT NULL AND {local} > 0 AND status = 'ok'"
-    params: list[Any] = []
-    if since_ns is not None:
-        where += " AND start_ns >= ?"
-        params.append(since_ns)
-    rows = reader.sql(
-        f"SELECT {keys}, start_ns, CAST({provider} AS DOUBLE) / {local} - 1 AS ratio FROM spans WHERE {where}"
-        " ORDER BY start_ns",
-        params,
-    )
-    cells: dict[tuple[str, ...], Cell] = {}
+    if what not in TOKEN_SIDES:
+        raise ValueError(f"drift is of {' or '.join(TOKEN_SIDES)} tokens, not {what!r}")
     names = by or ["all"]
-    for r in rows:
-        key = tuple(str(r[d]) for d in names)
+    cells: dict[tuple[str, ...], Cell] = {}
+    for r in reader.token_ratios(by, since_ns, what):
+        key = r.key if by else ("all",)
         cell = cells.get(key)
         if cell is None:
             cell = cells[key] = Cell(dict(zip(names, key, strict=True)), [], [])
-        cell.ratios.append(float(r["ratio"]))
-        cell.times.append(int(r["start_ns"]))
+        cell.ratios.append(r.ratio)
+        cell.times.append(r.start_ns)
     return sorted((summarise(c) for c in cells.values()), key=lambda c: (-abs(c.p50), -c.n))
 
 
-def margins(reader: SpanReader, since_ns: int | None = None) -> dict[tuple[str, str], Cell]:
+def margins(reader: DriftReader, since_ns: int | None = None) -> dict[tuple[str, str], Cell]:
     """The calibration the pre-flight check applies: cells by (model, script)."""
     return {(c.key["model"], c.key["script"]): c for c in drift_cells(reader, ["model", "script"], since_ns)}

@@ -9,7 +9,9 @@ from typing import Any
 import duckdb
 
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store.drift import DRIFT_DIMENSIONS, TOKEN_SIDES, TokenRatio
 from airlock.store.embedded.blobs import INDEX_SCHEMA, BlobCorrupt, read_blob, valid_prefix
+from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.segments import live_segments
 from airlock.store.interface import TraceFilter
@@ -28,12 +30,27 @@ ALIASES = {
 }
 
 
+# The drift dimensions (airlock.store.drift) as expressions over a span.
+DRIFT_KEYS = {
+    # The name Airlock sent upstream: what the pre-flight check looks margins up by (a provider may
+    # answer with a dated snapshot name instead).
+    "model": 'coalesce("airlock.upstream.model", "gen_ai.response.model", "gen_ai.request.model")',
+    "script": "coalesce(\"airlock.script\", 'none')",
+    "upstream": '"airlock.upstream"',
+    "tokenizer": '"airlock.local.tokenizer"',
+    "tenant": '"airlock.tenant"',
+}
+assert set(DRIFT_KEYS) == set(DRIFT_DIMENSIONS)
+
+
 def q(name: str) -> str:
     """A quoted identifier (column names hold dots)."""
     return '"' + name.replace('"', '""') + '"'
 
 
 class DuckDBSpanReader:
+    """SpanReader and DriftReader over the live segments, through DuckDB views spans, hops and blob_index."""
+
     def __init__(self, data: DataDir) -> None:
         self.data = data
 
@@ -59,6 +76,8 @@ class DuckDBSpanReader:
         return self._connect()
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a DuckDB query over the views (a query racing a compaction is retried once). Not part
+        of any store protocol: for this backend's own modules and its tests."""
         for attempt in range(2):
             con = self._connect()
             try:
@@ -162,6 +181,27 @@ class DuckDBSpanReader:
             [id_or_prefix, id_or_prefix, id_or_prefix, *([tenant] if tenant is not None else [])],
         )
         return rows[0]["trace_id"] if len(rows) == 1 else None
+
+    def token_ratios(self, by: Sequence[str], since_ns: int | None, side: str) -> list[TokenRatio]:
+        unknown = [d for d in by if d not in DRIFT_KEYS]
+        if unknown or side not in TOKEN_SIDES:
+            raise ValueError(f"no drift by {unknown} of {side} tokens")
+        provider = f'"gen_ai.usage.{side}_tokens"'
+        local = f'"airlock.local.{side}_tokens"'
+        keys = "".join(f"{DRIFT_KEYS[d]} AS k{i}, " for i, d in enumerate(by))
+        where = f"{provider} IS NOT NULL AND {local} > 0 AND status = 'ok'"
+        params: list[Any] = []
+        if since_ns is not None:
+            where += " AND start_ns >= ?"
+            params.append(since_ns)
+        query = (
+            f"SELECT {keys}start_ns, CAST({provider} AS DOUBLE) / {local} - 1 AS ratio FROM spans WHERE {where}"
+            " ORDER BY start_ns"
+        )
+        with store_errors("token drift"):
+            rows = self.sql(query, params)
+        width = range(len(by))
+        return [TokenRatio(tuple(str(r[f"k{i}"]) for i in width), int(r["start_ns"]), float(r["ratio"])) for r in rows]
 
 
 class BlobReader:

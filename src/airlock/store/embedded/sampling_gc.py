@@ -58,7 +58,7 @@ class EmbeddedRecordCollector:
         return fds
 
     def prune_segments(self, retain: Retain) -> PruneResult:
-        from airlock.query.copies import copies_dir  # (airlock.query reads this module's package)
+        from airlock.store.embedded.copies import copies_dir
 
         data, result = self.data, PruneResult()
         with store_errors("rewriting span segments"):

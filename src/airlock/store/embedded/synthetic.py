@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from airlock.store.embedded import DataDir
+from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.segments import segment_name
 
 HOUR_NS = 3_600 * 10**9

@@ -1,5 +1,5 @@
 """The query copy: for each live span segment, a columnar copy in which every free attribute is a
-column of its own ("attributes.<key>"), read by `airlock query` and the slice finder.
+column of its own ("attributes.<key>"), read by the embedded SpanQuery and SliceCandidates.
 
 Why: the record keeps free attributes in one map column, and a lookup in a map reads every key of
 every row (DuckDB scans the map's entries per row). On 10 million spans with six attributes a group-by
@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from airlock.store.embedded import DataDir
+from airlock.query.fields import ATTR_PREFIX
+from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.segments import Segment, list_segments, live_segments
 
-ATTR_PREFIX = "attributes."
 MAX_PROMOTED = 256
 LEFT_OUT = frozenset(
     {
