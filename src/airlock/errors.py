@@ -16,7 +16,9 @@
     │   ├── ItemConflict      409       a ledger item id already stored with another body
     │   ├── ReadingConflict   409       an energy reading already stored with another value
     │   └── GatewayRunning    409       an offline maintenance step while a writer holds the data directory
+    ├── RequestTimeout        408       headers or body not received within the server's client timeouts
     ├── PayloadTooLarge       413       body over server.max_body_bytes
+    ├── HeadersTooLarge       431       a header line (or the request line) too long, or too many headers
     ├── UnsupportedMediaType  415       a body in a content type or encoding the endpoint does not take
     ├── Unprocessable         422       well-formed JSON that fails validation (lists each error)
     ├── InternalError         500       a defect; logged with its traceback, recorded, answered as problem+json
@@ -113,6 +115,18 @@ class PayloadTooLarge(AirlockError):
     status = 413
     slug = "payload-too-large"
     title = "Request body too large"
+
+
+class RequestTimeout(AirlockError):
+    status = 408
+    slug = "request-timeout"
+    title = "The request did not arrive in time"
+
+
+class HeadersTooLarge(AirlockError):
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
 
 
 class UnsupportedMediaType(AirlockError):

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from airlock.config.schema import Config
 from airlock.gateway.app import build_app, build_state
+from airlock.gateway.protocol import ClientTimeouts, GuardedAppRunner
 from airlock.record.link import RecorderStartError
 
 log = logging.getLogger("airlock.gateway")
@@ -27,7 +28,13 @@ async def _serve(config: Config, reuse_port: bool, announce: bool, ready: mp.syn
     except (OSError, sqlite3.Error) as e:
         print(f"airlock: the data directory {config.data_dir} is not usable: {e}", file=sys.stderr, flush=True)
         return 2
-    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+    runner = GuardedAppRunner(
+        build_app(state),
+        timeouts=ClientTimeouts(headers_s=config.server.headers_timeout_s, body_s=config.server.body_timeout_s),
+        keepalive_timeout=config.server.idle_timeout_s,
+        handler_cancellation=True,
+        access_log=None,
+    )
     try:
         await runner.setup()  # starts the worker's writer process, which first recovers earlier runs
     except RecorderStartError as e:
