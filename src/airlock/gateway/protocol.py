@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -79,7 +80,7 @@ def _raw_problem(err: AirlockError) -> bytes:
     request_id = new_span_id()
     body = problem_body(err, instance=f"/requests/{request_id}")
     head = (
-        f"HTTP/1.1 {err.status} {err.title}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
+        f"HTTP/1.1 {err.status} {HTTPStatus(err.status).phrase}\r\nContent-Type: {PROBLEM_CONTENT_TYPE}\r\n"
         f"Content-Length: {len(body)}\r\nx-request-id: {request_id}\r\nConnection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
