@@ -73,7 +73,8 @@ def test_unparseable_requests_are_problem_json_logged_once_without_the_key(
             assert headers["content-type"].startswith("application/problem+json"), name
             assert headers.get("x-request-id"), name
             problem = json.loads(body)
-            assert problem["status"] == status and problem["type"].startswith("urn:airlock:problem:"), name
+            slug = "headers-too-large" if status == 431 else "bad-request"
+            assert problem["status"] == status and problem["type"] == f"urn:airlock:problem:{slug}", name
             assert API_KEY not in body.decode(), name
         assert httpx.get(f"{gw.url}/healthz").status_code == 200  # still serving
     finally:

@@ -137,20 +137,23 @@ class GuardedRequestHandler(RequestHandler):
     def _headers_expired(self) -> None:
         self._deadline = None
         if self._awaiting_headers and self.transport is not None:
-            self._time_out(f"the request's headers did not all arrive within {self._timeouts.headers_s:g} s")
+            self._time_out(f"the request's headers did not all arrive within {self._timeouts.headers_s:g} s", True)
 
     def _body_expired(self) -> None:
         self._deadline = None
         body, self._body = self._body, None
         if body is not None and not body.is_eof() and self.transport is not None:
-            self._time_out(f"the request's body did not all arrive within {self._timeouts.body_s:g} s")
+            # Answered only while its handler is still waiting for it: once a response has begun, or after
+            # it (aiohttp reading out the rest of an unread body), the connection is just closed.
+            request = self._current_request
+            answer = request is not None and request.writer.output_size == 0
+            self._time_out(f"the request's body did not all arrive within {self._timeouts.body_s:g} s", answer)
 
-    def _time_out(self, detail: str) -> None:
-        """Answer 408 unless a response has begun, and close the connection (a handler still reading the
-        body is cancelled with it)."""
-        request = self._current_request
+    def _time_out(self, detail: str, answer: bool) -> None:
+        """Answer 408 if `answer`, and close the connection (a handler still reading the body is cancelled
+        with it)."""
         transport = self.transport
-        if transport is not None and (request is None or request.writer.output_size == 0):
+        if transport is not None and answer:
             transport.write(_raw_problem(RequestTimeout(detail)))
         log.info("closed a connection from %s: %s", self.peername, detail)
         self.force_close()
