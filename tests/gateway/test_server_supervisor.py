@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from airlock.errors import AddressInUse
 from airlock.gateway.address import claim_address
-from airlock.gateway.supervisor import RestartPolicy, describe_exit
+from airlock.gateway.supervisor import SUPERVISOR_STATE, RestartPolicy, describe_exit, worker_health
 from helpers import free_port
 
 
@@ -47,3 +51,24 @@ def test_an_address_is_claimed_once_and_not_where_something_listens() -> None:
         taken.listen()
         with pytest.raises(AddressInUse, match=rf"cannot listen on 127\.0\.0\.1:{port}"):
             claim_address("127.0.0.1", port)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_health_is_degraded_while_a_worker_is_missing_and_ignores_a_dead_supervisors_file(tmp_path: Path) -> None:
+    state = tmp_path / SUPERVISOR_STATE
+    last_exit = {"pid": 1234, "exit_code": None, "signal": "SIGKILL", "at": 0.0}
+    doc = {"pid": os.getpid(), "expected": 2, "pids": [os.getpid(), _dead_pid()], "restarts": 1, "given_up": 0}
+    state.write_bytes(json.dumps({**doc, "last_exit": last_exit}).encode())
+    health = worker_health(tmp_path)
+    assert health["status"] == "degraded"
+    assert health["workers"] == {"expected": 2, "alive": 1, "restarts": 1, "given_up": 0, "last_exit": last_exit}
+    state.write_bytes(json.dumps({**doc, "pids": [os.getpid(), os.getpid()]}).encode())
+    assert "status" not in worker_health(tmp_path) and worker_health(tmp_path)["workers"]["alive"] == 2
+    state.write_bytes(json.dumps({**doc, "pid": _dead_pid()}).encode())
+    assert worker_health(tmp_path) == {}  # a supervisor killed before it could remove its file
+    assert worker_health(tmp_path / "nowhere") == {}
