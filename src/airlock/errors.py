@@ -15,8 +15,11 @@
     ├── Conflict              409       an idempotent write repeated with a different body
     │   ├── ItemConflict      409       a ledger item id already stored with another body
     │   ├── ReadingConflict   409       an energy reading already stored with another value
-    │   └── GatewayRunning    409       an offline maintenance step while a writer holds the data directory
+    │   ├── GatewayRunning    409       an offline maintenance step while a writer holds the data directory
+    │   └── AddressInUse      409       `serve` on a host:port another gateway (or program) already listens on
+    ├── RequestTimeout        408       headers or body not received within the server's client timeouts
     ├── PayloadTooLarge       413       body over server.max_body_bytes
+    ├── HeadersTooLarge       431       a header line (or the request line) too long, or too many headers
     ├── UnsupportedMediaType  415       a body in a content type or encoding the endpoint does not take
     ├── Unprocessable         422       well-formed JSON that fails validation (lists each error)
     ├── InternalError         500       a defect; logged with its traceback, recorded, answered as problem+json
@@ -115,6 +118,18 @@ class PayloadTooLarge(AirlockError):
     title = "Request body too large"
 
 
+class RequestTimeout(AirlockError):
+    status = 408
+    slug = "request-timeout"
+    title = "The request did not arrive in time"
+
+
+class HeadersTooLarge(AirlockError):
+    status = 431
+    slug = "headers-too-large"
+    title = "Request header fields too large"
+
+
 class UnsupportedMediaType(AirlockError):
     status = 415
     slug = "unsupported-media-type"
@@ -180,6 +195,11 @@ class ReadingConflict(Conflict):
 class GatewayRunning(Conflict):
     slug = "gateway-running"
     title = "A writer of this data directory is alive"
+
+
+class AddressInUse(Conflict):
+    slug = "address-in-use"
+    title = "Another gateway or program listens on this address"
 
 
 class TokenizerUnavailable(AirlockError, KeyError):

@@ -90,7 +90,10 @@ def test_serve_with_bad_config_does_not_start(tmp_path: Path) -> None:
 
 
 def test_serve_reports_a_port_in_use_and_an_unusable_data_dir(tmp_path: Path) -> None:
+    import os
     import socket
+
+    env = {**os.environ, "VLLM_KEY": "upstream-secret", "ACME_KEY": "sk-acme"}
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -99,13 +102,17 @@ def test_serve_reports_a_port_in_use_and_an_unusable_data_dir(tmp_path: Path) ->
         cfg = tmp_path / "airlock.yaml"
         cfg.write_text(GOOD.replace("data_dir: ./data", f"data_dir: ./data\nserver: {{port: {port}}}"))
         run = subprocess.run(
-            [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30
+            [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
         )
         assert run.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in run.stderr
     (tmp_path / "blocked").write_text("a file, not a directory")
     cfg.write_text(GOOD.replace("data_dir: ./data", "data_dir: ./blocked/data"))
     run = subprocess.run(
-        [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "airlock", "serve", "-c", str(cfg)], capture_output=True, text=True, timeout=30, env=env
     )
     assert run.returncode == 2 and "data directory" in run.stderr and "not usable" in run.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,12 +16,14 @@ from airlock.cli.sampling import sample
 from airlock.cli.telemetry import query, slices
 from airlock.cli.tokens import tokens
 from airlock.config import load_config
+from airlock.config.load import environment_problems
+from airlock.config.schema import Config
 from airlock.errors import ConfigError
 
 DEFAULT_CONFIG = "airlock.yaml"
 
 
-def load_or_exit(path: str) -> object:
+def load_or_exit(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as e:
@@ -44,6 +47,10 @@ def serve(config_path: str, workers: int | None, port: int | None, host: str | N
     from airlock.gateway.server import serve as run
 
     config = load_or_exit(config_path)
+    problems = environment_problems(config, os.environ)
+    if problems:
+        click.echo(f"airlock: config refused: {config_path}: " + "; ".join(problems), err=True)
+        sys.exit(2)
     server = config.server.model_copy(update={k: v for k, v in (("port", port), ("host", host)) if v is not None})
     config = config.model_copy(update={"server": server})
     sys.exit(run(config, workers))
@@ -123,6 +130,8 @@ def config() -> None:
 def config_check(path: str) -> None:
     """Validate a config file without starting anything."""
     cfg = load_or_exit(path)
+    for problem in environment_problems(cfg, os.environ):  # `serve` refuses these; here they only warn
+        click.echo(f"airlock: warning: {path}: {problem}", err=True)
     click.echo(
         f"{path}: ok ({len(cfg.upstreams)} upstreams, {len(cfg.routes)} routes, "
         f"{len(cfg.api_keys)} API keys, data in {cfg.data_dir})"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from airlock.config.schema import Config
 from airlock.errors import ConfigError
@@ -16,14 +19,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (YAML allows it; we don't)."""
 
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
         seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=deep)
+    return mapping
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -49,7 +53,7 @@ def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _format(err: dict[str, Any], root: yaml.Node | None) -> str:
+def _format(err: ErrorDetails, root: yaml.Node | None) -> str:
     loc = tuple(p for p in err["loc"] if p not in ("function-after",))
     path = ".".join(str(p) for p in loc) or "(top level)"
     line = _line_of(root, loc)
@@ -73,10 +77,70 @@ def parse_config(text: str, source: str = "airlock.yaml") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the file must be a mapping of keys (data_dir, upstreams, ...)")
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
         lines = [_format(err, root) for err in e.errors()]
         raise ConfigError(f"{source}: " + "; ".join(lines), errors=lines) from e
+    shared = shared_keys(config, root)
+    if shared:
+        raise ConfigError(f"{source}: " + "; ".join(shared), errors=shared)
+    return config
+
+
+def _line_label(root: yaml.Node | None, loc: tuple[int | str, ...]) -> str:
+    line = _line_of(root, loc)
+    return f"line {line}" if line else ""
+
+
+def shared_keys(config: Config, root: yaml.Node | None = None) -> list[str]:
+    """One line per api_keys entry that repeats an earlier entry's key (the same key_sha256, or the same
+    key_env variable), naming both entries and their lines: a key that two tenants share would leave the
+    tenant a caller is billed as to the order of the list."""
+    first: dict[tuple[str, str], int] = {}
+    out = []
+    for i, key in enumerate(config.api_keys):
+        field, value = ("key_sha256", key.key_sha256) if key.key_sha256 else ("key_env", key.key_env or "")
+        j = first.setdefault((field, value), i)
+        if j != i:
+            here, there = _line_label(root, ("api_keys", i, field)), _line_label(root, ("api_keys", j, field))
+            out.append(
+                f"{here + ': ' if here else ''}api_keys.{i}.{field}: tenant {key.tenant!r} has the same key as "
+                f"api_keys.{j} (tenant {config.api_keys[j].tenant!r}{', ' + there if there else ''}); "
+                "each key must belong to one tenant"
+            )
+    return out
+
+
+def environment_problems(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """What the environment leaves wrong, one line each: a key_env or api_key_env naming a variable that is
+    unset or empty (unless its entry is marked key_optional / api_key_optional), and a key_env whose value
+    is the key of another api_keys entry. `config check` warns of these; `serve` refuses to start."""
+    out = []
+    for i, up in enumerate(config.upstreams):
+        if up.api_key_env and not environ.get(up.api_key_env) and not up.api_key_optional:
+            out.append(
+                f"upstreams.{i}.api_key_env: {up.api_key_env} is not set, so upstream {up.name!r} would be "
+                "called with no key (set it, or mark the upstream api_key_optional: true)"
+            )
+    owner: dict[str, int] = {key.key_sha256: i for i, key in enumerate(config.api_keys) if key.key_sha256}
+    for i, key in enumerate(config.api_keys):
+        if not key.key_env:
+            continue
+        secret = environ.get(key.key_env)
+        if not secret:
+            if not key.key_optional:
+                out.append(
+                    f"api_keys.{i}.key_env: {key.key_env} is not set, so tenant {key.tenant!r} has no key "
+                    "(set it, or mark the entry key_optional: true)"
+                )
+            continue
+        j = owner.setdefault(hashlib.sha256(secret.encode()).hexdigest(), i)
+        if j != i:
+            out.append(
+                f"api_keys.{i}.key_env: the key in {key.key_env} (tenant {key.tenant!r}) is also the key of "
+                f"api_keys.{j} (tenant {config.api_keys[j].tenant!r}); each key must belong to one tenant"
+            )
+    return out
 
 
 def load_config(path: str | Path) -> Config:

@@ -16,12 +16,12 @@ class Strict(BaseModel):
 class Price(Strict):
     """USD per million tokens of each kind, plus a per-request fee; effective from a date."""
 
-    input_per_mtok: float = Field(0.0, ge=0)
-    output_per_mtok: float = Field(0.0, ge=0)
-    cached_read_per_mtok: float | None = Field(None, ge=0)
-    cache_write_per_mtok: float | None = Field(None, ge=0)
-    reasoning_per_mtok: float | None = Field(None, ge=0)
-    per_request: float = Field(0.0, ge=0)
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+    cached_read_per_mtok: float | None = Field(default=None, ge=0)
+    cache_write_per_mtok: float | None = Field(default=None, ge=0)
+    reasoning_per_mtok: float | None = Field(default=None, ge=0)
+    per_request: float = Field(default=0.0, ge=0)
     effective_from: date | None = None
 
 
@@ -29,7 +29,7 @@ class ModelSpec(Strict):
     name: str = Field(min_length=1)
     upstream_model: str | None = None  # the name the upstream knows it by, if different
     tokenizer: str | None = None  # a tokenizer id, e.g. cl100k_base
-    context_window: int | None = Field(None, gt=0)
+    context_window: int | None = Field(default=None, gt=0)
     unsupported_params: list[str] = Field(default_factory=list)  # request keys this model refuses
     prices: list[Price] = Field(default_factory=list)
 
@@ -45,9 +45,10 @@ class Upstream(Strict):
     jurisdiction: str
     deployment: DeploymentType = "self_hosted"
     api_key_env: str | None = None  # the *name* of an environment variable, never the secret
+    api_key_optional: bool = False  # true: serve even when that variable is unset (the upstream takes no key)
     models: list[ModelSpec] = Field(min_length=1)
-    timeout_s: float = Field(60.0, gt=0)
-    connect_timeout_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -77,8 +78,9 @@ class Route(Strict):
 
 class ApiKey(Strict):
     tenant: str = Field(min_length=1)
-    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     key_env: str | None = None
+    key_optional: bool = False  # true: serve even when key_env is unset (this tenant then has no key)
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKey:
@@ -95,26 +97,32 @@ class Node(Strict):
 
 class Server(Strict):
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    workers: int = Field(1, ge=1, le=64)
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
-    upstream_pool_size: int = Field(256, gt=0)
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    upstream_pool_size: int = Field(default=256, gt=0)
+    # Client timeouts. A request's headers must all arrive within headers_timeout_s of its first byte, and
+    # its body within body_timeout_s of its headers (else 408 and the connection is closed); a connection
+    # with no request under way is closed after idle_timeout_s (before its first request, and between them).
+    headers_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    idle_timeout_s: float = Field(default=75.0, gt=0)
 
 
 class Recorder(Strict):
-    queue_size: int = Field(20_000, gt=0)
-    batch_max_records: int = Field(2_000, gt=0)
-    segment_max_records: int = Field(50_000, gt=0)
-    segment_max_age_s: float = Field(1.0, gt=0)
-    compact_min_segments: int = Field(16, ge=2)
-    compact_interval_s: float = Field(5.0, gt=0)
+    queue_size: int = Field(default=20_000, gt=0)
+    batch_max_records: int = Field(default=2_000, gt=0)
+    segment_max_records: int = Field(default=50_000, gt=0)
+    segment_max_age_s: float = Field(default=1.0, gt=0)
+    compact_min_segments: int = Field(default=16, ge=2)
+    compact_interval_s: float = Field(default=5.0, gt=0)
     durable: bool = False  # a record reaches the fsynced write-ahead file before its response completes
-    group_sync_ms: float = Field(2.0, ge=0)
+    group_sync_ms: float = Field(default=2.0, ge=0)
     on_record_failure: Literal["serve", "refuse"] = "serve"
     stream_usage: Literal["inject", "passthrough"] = "inject"
     # Each worker's writer runs as a process of its own at this much lower priority (0: the same), so
     # that on a busy host recording yields the CPU to serving and catches up in the gaps.
-    writer_nice: int = Field(10, ge=0, le=19)
+    writer_nice: int = Field(default=10, ge=0, le=19)
     # ... and, where the system allows it, under SCHED_IDLE: only CPU time nothing else wants, switched
     # back to normal scheduling while its backlog is long (see record/scheduling.py). Not in durable mode.
     writer_idle: bool = True
@@ -133,10 +141,10 @@ class Preflight(Strict):
     (reject) or drop the oldest turns until it fits (truncate)."""
 
     mode: Literal["off", "reject", "truncate"] = "reject"
-    default_margin: float = Field(0.10, ge=0, le=2)  # used until a cell has enough observations
-    default_max_tokens: int = Field(1024, ge=0)  # assumed reply length when the request sets none
-    calibrate_every_s: float = Field(300.0, gt=0)
-    calibration_window_s: float = Field(7 * 86400.0, gt=0)
+    default_margin: float = Field(default=0.10, ge=0, le=2)  # used until a cell has enough observations
+    default_max_tokens: int = Field(default=1024, ge=0)  # assumed reply length when the request sets none
+    calibrate_every_s: float = Field(default=300.0, gt=0)
+    calibration_window_s: float = Field(default=7 * 86400.0, gt=0)
 
 
 class Tokens(Strict):
@@ -151,8 +159,8 @@ class ReplaySettings(Strict):
 class TelemetryStorage(Strict):
     """Airlock's own record as a line item: the bytes its data directory holds, times this price."""
 
-    usd_per_gib_month: float = Field(0.10, ge=0)  # block storage with snapshots; set your own
-    retention_days: float = Field(30.0, gt=0)  # how long a span's bytes are kept (and so paid for)
+    usd_per_gib_month: float = Field(default=0.10, ge=0)  # block storage with snapshots; set your own
+    retention_days: float = Field(default=30.0, gt=0)  # how long a span's bytes are kept (and so paid for)
 
 
 class Electricity(Strict):
@@ -160,7 +168,10 @@ class Electricity(Strict):
     report: measured or from profiles, PUE included) at this price."""
 
     usd_per_kwh: float = Field(ge=0)
-    deployments: list[DeploymentType] = Field(default_factory=lambda: ["self_hosted", "on_prem"])
+    deployments: list[DeploymentType] = Field(default_factory=lambda: list[DeploymentType](("self_hosted", "on_prem")))
+
+
+FailedAttempt = Literal["timeout", "http_5xx", "connect_error", "cancelled"]
 
 
 class LedgerSettings(Strict):
@@ -169,10 +180,8 @@ class LedgerSettings(Strict):
     telemetry_storage: TelemetryStorage = TelemetryStorage()
     # Failed upstream attempts the provider is assumed to bill (their input tokens): a timed-out call was
     # usually processed; a 5xx or a refused connection usually is not.
-    failed_attempts_billed: list[Literal["timeout", "http_5xx", "connect_error", "cancelled"]] = Field(
-        default_factory=lambda: ["timeout"]
-    )
-    revenue_per_task: float | None = Field(None, ge=0)  # USD earned per task, for gross margin
+    failed_attempts_billed: list[FailedAttempt] = Field(default_factory=lambda: list[FailedAttempt](("timeout",)))
+    revenue_per_task: float | None = Field(default=None, ge=0)  # USD earned per task, for gross margin
     electricity: Electricity | None = None
     revenue_per_task_by_feature: dict[str, float] = Field(default_factory=dict)
 
@@ -194,9 +203,9 @@ class EnergyProfile(Strict):
     preset: str | None = None
     tier: str | None = None  # a label to group by (e.g. 8b, 70b); defaults to the preset's
     points: list[BatchPoint] = Field(default_factory=list)  # interpolated on log(batch)
-    cache_hit_discount: float | None = Field(None, ge=0, le=1)  # share of prefill energy a cached token saves
-    idle_share: float | None = Field(None, ge=0, lt=1)  # share of GPU energy spent idle, spread over requests
-    pue: float | None = Field(None, ge=1, le=3)  # data-centre power usage effectiveness
+    cache_hit_discount: float | None = Field(default=None, ge=0, le=1)  # share of prefill energy a cached token saves
+    idle_share: float | None = Field(default=None, ge=0, lt=1)  # share of GPU energy spent idle, spread over requests
+    pue: float | None = Field(default=None, ge=1, le=3)  # data-centre power usage effectiveness
 
     @model_validator(mode="after")
     def _source(self) -> EnergyProfile:
@@ -235,29 +244,29 @@ class ReadingsKey(Strict):
 class EnergySettings(Strict):
     # Grid carbon intensity; set your region's. Default: the world average in 2023 (Ember, Global
     # Electricity Review 2024: about 480 gCO2e/kWh).
-    grid_gco2e_per_kwh: float = Field(480.0, ge=0)
-    pue: float = Field(1.2, ge=1, le=3)  # applied to measured GPU energy (profiles carry their own)
+    grid_gco2e_per_kwh: float = Field(default=480.0, ge=0)
+    pue: float = Field(default=1.2, ge=1, le=3)  # applied to measured GPU energy (profiles carry their own)
     profiles: list[EnergyProfile] = Field(default_factory=list)
     gpus: list[GpuBinding] = Field(default_factory=list)  # measured mode: readings from these GPUs
     readings_keys: list[ReadingsKey] = Field(default_factory=list)  # who may POST /v1/energy/readings
-    sample_interval_ms: float = Field(200.0, gt=0)
-    counter_update_ms: float = Field(100.0, gt=0)  # how often the GPU refreshes its energy counter
+    sample_interval_ms: float = Field(default=200.0, gt=0)
+    counter_update_ms: float = Field(default=100.0, gt=0)  # how often the GPU refreshes its energy counter
 
 
 class SlowPolicy(Strict):
     """Keep traces slower than a fixed bound, or than the rolling quantile of recent traces."""
 
-    over_ms: float | None = Field(None, gt=0)
-    quantile: float | None = Field(0.99, gt=0, lt=1)
+    over_ms: float | None = Field(default=None, gt=0)
+    quantile: float | None = Field(default=0.99, gt=0, lt=1)
 
 
 class CostlyPolicy(Strict):
     """Keep traces costlier (USD, from the configured prices) or hungrier (tokens) than a fixed bound, or
     than the rolling quantile of recent traces."""
 
-    over_usd: float | None = Field(None, gt=0)
-    over_tokens: int | None = Field(None, gt=0)
-    quantile: float | None = Field(0.99, gt=0, lt=1)
+    over_usd: float | None = Field(default=None, gt=0)
+    over_tokens: int | None = Field(default=None, gt=0)
+    quantile: float | None = Field(default=0.99, gt=0, lt=1)
 
 
 class RarePolicy(Strict):
@@ -266,10 +275,10 @@ class RarePolicy(Strict):
     rare keeps may use at most `max_budget_share` of the hour's span budget."""
 
     enabled: bool = True
-    below: float = Field(0.001, gt=0, lt=1)
+    below: float = Field(default=0.001, gt=0, lt=1)
     attributes: list[str] | None = None
-    warmup_traces: int = Field(1000, ge=0)
-    max_budget_share: float = Field(0.2, ge=0, le=1)
+    warmup_traces: int = Field(default=1000, ge=0)
+    max_budget_share: float = Field(default=0.2, ge=0, le=1)
 
 
 class FailedEvalPolicy(Strict):
@@ -285,21 +294,23 @@ class Sampling(Strict):
     """Tail sampling of whole traces over the written record (off by default: the record stays complete)."""
 
     enabled: bool = False
-    interval_s: float = Field(5.0, gt=0)  # how often the gateway's sampler pass runs
-    decision_wait_s: float = Field(30.0, ge=0)  # without a finished root, complete this long after its last span
+    interval_s: float = Field(default=5.0, gt=0)  # how often the gateway's sampler pass runs
+    decision_wait_s: float = Field(
+        default=30.0, ge=0
+    )  # without a finished root, complete this long after its last span
     key: list[str] = Field(default_factory=lambda: ["airlock.tenant", "gen_ai.request.model"])
-    span_budget_per_hour: int = Field(100_000, gt=0)
-    rate_window_s: float = Field(300.0, gt=0)  # how far back the per-key traffic rates look (decaying)
+    span_budget_per_hour: int = Field(default=100_000, gt=0)
+    rate_window_s: float = Field(default=300.0, gt=0)  # how far back the per-key traffic rates look (decaying)
     keep_statuses: list[str] = Field(default_factory=lambda: ["error"])
     keep_denied: bool = True  # a decision with verdict deny in airlock.decisions
     slow: SlowPolicy = SlowPolicy()
     costly: CostlyPolicy = CostlyPolicy()
     rare: RarePolicy = RarePolicy()
     failed_eval: FailedEvalPolicy = FailedEvalPolicy()
-    replay_reserve: float = Field(0.0, ge=0, le=1)  # share of dropped traces whose spans and payloads stay
-    max_pending_traces: int = Field(100_000, gt=0)
-    max_spans_per_trace: int = Field(10_000, gt=0)
-    max_keys: int = Field(10_000, gt=0)
+    replay_reserve: float = Field(default=0.0, ge=0, le=1)  # share of dropped traces whose spans and payloads stay
+    max_pending_traces: int = Field(default=100_000, gt=0)
+    max_spans_per_trace: int = Field(default=10_000, gt=0)
+    max_keys: int = Field(default=10_000, gt=0)
     seed: int = 0
 
 
@@ -315,9 +326,9 @@ class OtlpExport(Strict):
 
     endpoint: str  # e.g. http://otel-collector:4318/v1/traces; the only address the exporter may reach
     headers_env: dict[str, str] = Field(default_factory=dict)  # header -> NAME of an environment variable
-    interval_s: float = Field(5.0, gt=0)
-    max_spans_per_request: int = Field(2_000, gt=0, le=100_000)
-    timeout_s: float = Field(10.0, gt=0)
+    interval_s: float = Field(default=5.0, gt=0)
+    max_spans_per_request: int = Field(default=2_000, gt=0, le=100_000)
+    timeout_s: float = Field(default=10.0, gt=0)
     gzip: bool = True
     include_received: bool = False  # also send spans that arrived over OTLP (they came from a collector)
     backfill: bool = False  # on the exporter's very first start, also send the spans already recorded
@@ -402,7 +413,8 @@ class Config(Strict):
                 raise ValueError(
                     f"replay.judge must be served locally, never by a hosted API; {hosted} are public_cloud"
                 )
-        for item in (*self.energy.profiles, *self.energy.gpus):
+        bound: list[EnergyProfile | GpuBinding] = [*self.energy.profiles, *self.energy.gpus]
+        for item in bound:
             if item.upstream is not None and item.upstream not in served:
                 raise ValueError(f"energy: unknown upstream {item.upstream!r}")
         aliases = [r.alias for r in self.routes]

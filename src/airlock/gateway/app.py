@@ -22,6 +22,7 @@ from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
 from airlock.gateway.problems import problem_response
 from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
+from airlock.gateway.supervisor import worker_health
 from airlock.guards import GuardChain
 from airlock.record.ids import new_span_id
 from airlock.record.link import RecorderLink
@@ -93,6 +94,7 @@ def build_app(state: GatewayState, surfaces: Sequence[Surface] = ()) -> web.Appl
                 "accepting": rec.accepting,
                 "recorder_error": rec.error,
                 "queue_depth": rec.queue_depth,
+                **worker_health(rec.data.run),  # under `serve --workers N`: workers alive, restarts, last exit
             },
             status=200 if rec.accepting else 503,
         )

@@ -1,10 +1,10 @@
 """`airlock serve`: one worker process per core on one port (SO_REUSEPORT), each with its own
-recorder writing its own segments."""
+recorder writing its own segments, under a supervisor (gateway/supervisor.py) that replaces a worker
+that dies; the address is claimed first, so that no second serve shares it (gateway/address.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import multiprocessing as mp
@@ -15,7 +15,11 @@ from aiohttp import web
 
 from airlock.compose import build_gateway
 from airlock.config.schema import Config
-from airlock.errors import RecorderStartError, StoreError
+from airlock.errors import AddressInUse, RecorderStartError, StoreError
+from airlock.gateway.address import claim_address
+from airlock.gateway.protocol import ClientTimeouts, GuardedAppRunner
+from airlock.gateway.supervisor import Supervisor
+from airlock.store.embedded import DataDir
 
 log = logging.getLogger("airlock.gateway")
 
@@ -26,7 +30,13 @@ async def _serve(config: Config, reuse_port: bool, announce: bool, ready: mp.syn
     except StoreError as e:
         print(f"airlock: {e.detail}", file=sys.stderr, flush=True)
         return 2
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = GuardedAppRunner(
+        app,
+        timeouts=ClientTimeouts(headers_s=config.server.headers_timeout_s, body_s=config.server.body_timeout_s),
+        keepalive_timeout=config.server.idle_timeout_s,
+        handler_cancellation=True,
+        access_log=None,
+    )
     try:
         await runner.setup()  # starts the worker's writer process, which first recovers earlier runs
     except RecorderStartError as e:
@@ -84,41 +94,29 @@ def _worker_main(config: Config, ready: mp.synchronize.Event) -> None:
 
 def serve(config: Config, workers: int | None = None) -> int:
     n = workers or config.server.workers
-    if n == 1:
-        return run_worker(config, reuse_port=False, announce=True)
-    if config.server.port == 0:
+    host, port = config.server.host, config.server.port
+    if n > 1 and port == 0:
         print("airlock: --workers needs a fixed port, not 0", file=sys.stderr)
         return 2
-    ctx = mp.get_context("spawn")
-    procs = []
-    for _ in range(n):
-        ready = ctx.Event()
-        p = ctx.Process(target=_worker_main, args=(config, ready), daemon=False)
-        p.start()
-        procs.append((p, ready))
-
-    def forward(signum: int, _frame: object) -> None:
-        for p, _ in procs:
-            if p.is_alive():
-                with contextlib.suppress(ProcessLookupError):
-                    p.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for p, ready in procs:
-        while not ready.wait(0.1):
-            if not p.is_alive():  # a worker that could not start takes the others down with it
-                forward(signal.SIGTERM, None)
-                for q, _ in procs:
-                    q.join()
-                return p.exitcode or 1
-    print(
-        f"airlock: serving on http://{config.server.host}:{config.server.port} ({n} workers), "
-        f"recording to {config.data_dir}",
-        flush=True,
-    )
-    code = 0
-    for p, _ in procs:
-        p.join()
-        code = code or (p.exitcode or 0)
-    return code
+    claim = None
+    if port != 0:
+        try:
+            claim = claim_address(host, port)  # before any worker listens: one serve per address
+        except AddressInUse as e:
+            print(f"airlock: {e.detail}", file=sys.stderr, flush=True)
+            return 1
+    try:
+        if n == 1:
+            return run_worker(config, reuse_port=False, announce=True)
+        supervisor = Supervisor(_worker_main, config, n, DataDir.at(config.data_dir).run)
+        code = supervisor.start_all()
+        if code != 0:
+            return code
+        print(
+            f"airlock: serving on http://{host}:{port} ({n} workers), recording to {config.data_dir}",
+            flush=True,
+        )
+        return supervisor.run()
+    finally:
+        if claim is not None:
+            claim.release()
