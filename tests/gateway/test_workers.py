@@ -48,7 +48,9 @@ def _health(gw: Gateway) -> dict[str, Any]:
 def test_a_killed_worker_is_replaced_and_health_says_what_happened(tmp_path: Path, sims: dict[str, Sim]) -> None:
     gw = Gateway(write_config(tmp_path, {"sim-eu": sims["sim-eu"]}), "--workers", "2")
     try:
-        health = _health(gw)
+        deadline = time.monotonic() + 20  # the gateway answers as soon as its first worker serves
+        while (health := _health(gw)).get("workers", {}).get("alive") != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert health["status"] == "ok" and health["workers"]["expected"] == 2 and health["workers"]["alive"] == 2
         state = json.loads((gw.data_dir / "run" / "supervisor.state").read_text())
         victim = state["pids"][0]

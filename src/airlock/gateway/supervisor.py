@@ -138,7 +138,7 @@ class Supervisor:
                 if self.stopping:
                     return self.finish()
             slot.serving = True
-        self.write_state()
+            self.write_state()  # health shows the workers as they come up (degraded until all serve)
         return 0
 
     def run(self) -> int:
