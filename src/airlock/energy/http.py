@@ -4,7 +4,6 @@ NVML exporter on the GPU host), for devices named under energy.gpus. Same bearer
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -12,12 +11,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from airlock.energy.readings import EnergyReadings, Reading, ReadingConflict, ReadingsIn
-from airlock.errors import AirlockError, Conflict, InternalError, MethodNotAllowed, Unprocessable
-from airlock.gateway.problems import problem_response
+from airlock.errors import Conflict, MethodNotAllowed, Unprocessable
 from airlock.gateway.state import GatewayState
 from airlock.ledger.http import read_json_object, validation_problem
 
-log = logging.getLogger("airlock.energy")
 READINGS_PATH = "/v1/energy/readings"
 
 
@@ -34,29 +31,23 @@ class ReadingsEndpoint:
         return self.store.add(readings, "push")
 
     async def post(self, request: web.Request) -> web.Response:
+        self.state.auth.tenant_for(request.headers.get("Authorization"))
+        doc = await read_json_object(request, self.state.config.server.max_body_bytes)
         try:
-            self.state.auth.tenant_for(request.headers.get("Authorization"))
-            doc = await read_json_object(request, self.state.config.server.max_body_bytes)
-            try:
-                parsed = ReadingsIn.model_validate(doc)
-            except ValidationError as e:
-                raise validation_problem(e) from None
-            unknown = sorted({r.device for r in parsed.readings} - self.devices)
-            if unknown:
-                raise Unprocessable(
-                    f"unknown device(s) {unknown}: declare them under energy.gpus with the upstream they serve",
-                    devices=unknown,
-                )
-            readings = [Reading(r.device, r.t_ns, r.energy_mj) for r in parsed.readings]
-            try:
-                new = await asyncio.get_running_loop().run_in_executor(self.pool, self._add, readings)
-            except ReadingConflict as e:
-                raise Conflict(f"a different reading for {e} was stored before; nothing was stored") from None
-        except AirlockError as e:
-            return problem_response(e)
-        except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
-            log.exception("POST %s failed", request.path)
-            return problem_response(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
+            parsed = ReadingsIn.model_validate(doc)
+        except ValidationError as e:
+            raise validation_problem(e) from None
+        unknown = sorted({r.device for r in parsed.readings} - self.devices)
+        if unknown:
+            raise Unprocessable(
+                f"unknown device(s) {unknown}: declare them under energy.gpus with the upstream they serve",
+                devices=unknown,
+            )
+        readings = [Reading(r.device, r.t_ns, r.energy_mj) for r in parsed.readings]
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(self.pool, self._add, readings)
+        except ReadingConflict as e:
+            raise Conflict(f"a different reading for {e} was stored before; nothing was stored") from None
         body = {"accepted": len(readings), "new": new}
         return web.Response(body=orjson.dumps(body), status=201 if new else 200, content_type="application/json")
 
@@ -67,7 +58,7 @@ class ReadingsEndpoint:
 
 
 async def not_allowed(request: web.Request) -> web.Response:
-    return problem_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST readings there"))
+    raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST readings there")
 
 
 def add_energy_routes(app: web.Application, state: GatewayState) -> None:

@@ -17,17 +17,16 @@ import orjson
 from aiohttp import web
 
 from airlock.errors import (
-    PROBLEM_CONTENT_TYPE,
     AirlockError,
     BadRequest,
     InternalError,
     PayloadTooLarge,
     RecorderUnavailable,
     UpstreamsExhausted,
-    problem_body,
 )
 from airlock.gateway.context import context_from
 from airlock.gateway.forward import Answer, _CancelledWithHops
+from airlock.gateway.problems import problem_response
 from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
@@ -200,12 +199,7 @@ class ModelCall:
                 if self.record.get("gen_ai.request.model") is None or e.status in (400, 401, 413):
                     self.record["kind"] = "gateway.reject"
                 await self.commit()
-            return web.Response(
-                status=e.status,
-                body=problem_body(e, instance=f"/requests/{self.ctx.request_id}"),
-                content_type=PROBLEM_CONTENT_TYPE,
-                headers=self._headers(),
-            )
+            return problem_response(e, self.ctx)
         finally:
             st.metrics.in_flight -= 1
             st.metrics.request_done(self.ep.name, self.http_status, self.ctx.elapsed_ms())
