@@ -30,6 +30,7 @@ from airlock.gateway.problems import problem_response
 from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
+from airlock.gateway.validation import check_nesting, check_stream_options, check_token_limits
 from airlock.record.ids import format_traceparent
 from airlock.tokens import TokenizerUnavailable
 from airlock.tokens.preflight import ContextWindowExceeded
@@ -91,6 +92,7 @@ class ModelCall:
             raise BadRequest(f"body is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
+        check_nesting(raw, body)  # before anything walks, counts or re-encodes the body
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' is required and must be a string")
@@ -100,6 +102,9 @@ class ModelCall:
             raise BadRequest("'prompt' is required")
         if self.ep is EMBEDDINGS and "input" not in body:
             raise BadRequest("'input' is required")
+        if self.ep.streams:
+            check_stream_options(body)
+            check_token_limits(body)
         self.record["gen_ai.request.model"] = model  # the rest of the request is read by the recorder
         return body
 
