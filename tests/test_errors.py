@@ -116,7 +116,7 @@ def all_modules() -> list[str]:
 
 
 def subclasses(cls: type) -> set[type]:
-    found = set(cls.__subclasses__())
+    found: set[type] = set(cls.__subclasses__())
     for sub in list(found):
         found |= subclasses(sub)
     return found
