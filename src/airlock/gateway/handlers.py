@@ -26,7 +26,7 @@ from airlock.errors import (
 )
 from airlock.gateway.context import context_from
 from airlock.gateway.forward import Answer, _CancelledWithHops
-from airlock.gateway.problems import problem_response
+from airlock.gateway.problems import problem_response, trace_headers
 from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
@@ -224,7 +224,7 @@ class ModelCall:
         self.payloads["airlock.payload.upstream_request"] = answer.sent
 
     def _headers(self) -> dict[str, str]:
-        return {"x-request-id": self.ctx.request_id, "traceparent": self.traceparent}
+        return trace_headers(self.ctx)
 
     async def reply(self, answer: Answer) -> web.Response:
         assert answer.body is not None
