@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,19 +17,10 @@ from pydantic import ValidationError
 
 from airlock.config.schema import ReadingsKey
 from airlock.energy.readings import EnergyReadings, Reading, ReadingConflict, ReadingsIn
-from airlock.errors import (
-    AirlockError,
-    Conflict,
-    Forbidden,
-    InternalError,
-    MethodNotAllowed,
-    Unprocessable,
-)
-from airlock.gateway.problems import problem_response
+from airlock.errors import Conflict, Forbidden, MethodNotAllowed, Unprocessable
 from airlock.gateway.state import GatewayState
 from airlock.ledger.http import read_json_object, validation_problem
 
-log = logging.getLogger("airlock.energy")
 READINGS_PATH = "/v1/energy/readings"
 
 
@@ -77,29 +67,23 @@ class ReadingsEndpoint:
         return self.store.add(readings, "push")
 
     async def post(self, request: web.Request) -> web.Response:
+        self.auth.check(request.headers.get("Authorization"))
+        doc = await read_json_object(request, self.state.config.server.max_body_bytes)
         try:
-            self.auth.check(request.headers.get("Authorization"))
-            doc = await read_json_object(request, self.state.config.server.max_body_bytes)
-            try:
-                parsed = ReadingsIn.model_validate(doc)
-            except ValidationError as e:
-                raise validation_problem(e) from None
-            unknown = sorted({r.device for r in parsed.readings} - self.devices)
-            if unknown:
-                raise Unprocessable(
-                    f"unknown device(s) {unknown}: declare them under energy.gpus with the upstream they serve",
-                    devices=unknown,
-                )
-            readings = [Reading(r.device, r.t_ns, r.energy_mj) for r in parsed.readings]
-            try:
-                new = await asyncio.get_running_loop().run_in_executor(self.pool, self._add, readings)
-            except ReadingConflict as e:
-                raise Conflict(f"a different reading for {e} was stored before; nothing was stored") from None
-        except AirlockError as e:
-            return problem_response(e)
-        except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
-            log.exception("POST %s failed", request.path)
-            return problem_response(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
+            parsed = ReadingsIn.model_validate(doc)
+        except ValidationError as e:
+            raise validation_problem(e) from None
+        unknown = sorted({r.device for r in parsed.readings} - self.devices)
+        if unknown:
+            raise Unprocessable(
+                f"unknown device(s) {unknown}: declare them under energy.gpus with the upstream they serve",
+                devices=unknown,
+            )
+        readings = [Reading(r.device, r.t_ns, r.energy_mj) for r in parsed.readings]
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(self.pool, self._add, readings)
+        except ReadingConflict as e:
+            raise Conflict(f"a different reading for {e} was stored before; nothing was stored") from None
         body = {"accepted": len(readings), "new": new}
         return web.Response(body=orjson.dumps(body), status=201 if new else 200, content_type="application/json")
 
@@ -110,11 +94,8 @@ class ReadingsEndpoint:
 
     async def not_allowed(self, request: web.Request) -> web.Response:
         """Any other method: 405 for a readings key, and the same 401/403 as POST for any other."""
-        try:
-            self.auth.check(request.headers.get("Authorization"))
-            raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST readings there")
-        except AirlockError as e:
-            return problem_response(e)
+        self.auth.check(request.headers.get("Authorization"))
+        raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST readings there")
 
 
 def add_energy_routes(app: web.Application, state: GatewayState) -> None:

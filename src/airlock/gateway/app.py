@@ -13,18 +13,17 @@ import orjson
 from aiohttp import web
 
 from airlock.config.schema import Config
-from airlock.errors import AirlockError, MethodNotAllowed, NotFound
+from airlock.errors import MethodNotAllowed, NotFound
 from airlock.gateway.auth import Authenticator
+from airlock.gateway.boundary import error_boundary
 from airlock.gateway.egress import EgressClient
 from airlock.gateway.forward import Forwarder
 from airlock.gateway.handlers import CHAT, COMPLETIONS, EMBEDDINGS, model_handler
 from airlock.gateway.metrics import GatewayMetrics, render, worker_statuses
-from airlock.gateway.problems import problem_response
 from airlock.gateway.routing import Router
 from airlock.gateway.state import GatewayState
 from airlock.gateway.supervisor import worker_health
 from airlock.guards import GuardChain
-from airlock.record.ids import new_span_id
 from airlock.record.link import RecorderLink
 from airlock.store import Stores
 
@@ -70,20 +69,15 @@ Surface = Callable[[web.Application, GatewayState], None]
 def build_app(state: GatewayState, surfaces: Sequence[Surface] = ()) -> web.Application:
     """The gateway's own endpoints (model API, models, health, metrics), then each surface's, then the
     catch-all that answers 404/405 as problem+json."""
-    app = web.Application(client_max_size=state.config.server.max_body_bytes)
+    app = web.Application(client_max_size=state.config.server.max_body_bytes, middlewares=[error_boundary])
     app[STATE_KEY] = state
     known_paths = {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/healthz", "/metrics"}
     known_paths.add("/v1/traces")
 
     async def models(request: web.Request) -> web.Response:
-        try:
-            state.auth.tenant_for(request.headers.get("Authorization"))
-        except AirlockError as e:
-            return problem_response(e)
+        state.auth.tenant_for(request.headers.get("Authorization"))
         listing = [{"id": name, "object": "model", "owned_by": "airlock"} for name in state.router.names()]
-        response = _json({"object": "list", "data": listing})
-        response.headers["x-request-id"] = new_span_id()
-        return response
+        return _json({"object": "list", "data": listing})
 
     async def healthz(request: web.Request) -> web.Response:
         rec = state.recorder
@@ -107,8 +101,8 @@ def build_app(state: GatewayState, surfaces: Sequence[Surface] = ()) -> web.Appl
 
     async def fallback(request: web.Request) -> web.Response:
         if request.path in known_paths:
-            return problem_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
-        return problem_response(NotFound(f"no endpoint at {request.path}"))
+            raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        raise NotFound(f"no endpoint at {request.path}")
 
     app.router.add_post("/v1/chat/completions", model_handler(state, CHAT))
     app.router.add_post("/v1/completions", model_handler(state, COMPLETIONS))

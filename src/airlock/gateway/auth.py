@@ -7,7 +7,7 @@ import hmac
 import os
 
 from airlock.config.schema import Config
-from airlock.errors import Unauthorized
+from airlock.errors import BadRequest, Unauthorized
 
 
 class Authenticator:
@@ -28,6 +28,8 @@ class Authenticator:
     def tenant_for(self, authorization: str | None) -> str:
         if not authorization:
             raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        if not authorization.isascii():  # raw bytes arrive surrogate-escaped, and no key is anything but ASCII
+            raise BadRequest("the Authorization header must be ASCII")
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("the Authorization header must be 'Bearer <key>'")

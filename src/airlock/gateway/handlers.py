@@ -19,20 +19,20 @@ import orjson
 from aiohttp import web
 
 from airlock.errors import (
-    PROBLEM_CONTENT_TYPE,
     AirlockError,
     BadRequest,
     InternalError,
     PayloadTooLarge,
     RecorderUnavailable,
     UpstreamsExhausted,
-    problem_body,
 )
 from airlock.gateway.context import context_from
 from airlock.gateway.forward import Answer, _CancelledWithHops
+from airlock.gateway.problems import problem_response, trace_headers
 from airlock.gateway.routing import ResolvedRoute, ResolvedTarget
 from airlock.gateway.sse import UsageFilter
 from airlock.gateway.state import GatewayState
+from airlock.gateway.validation import check_nesting, check_stream_options, check_token_limits
 from airlock.record.ids import format_traceparent
 
 log = logging.getLogger("airlock.gateway")
@@ -121,6 +121,7 @@ class ModelCall:
             raise BadRequest(f"body is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
+        check_nesting(raw, body)  # before anything walks, counts or re-encodes the body
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' is required and must be a string")
@@ -130,6 +131,9 @@ class ModelCall:
             raise BadRequest("'prompt' is required")
         if self.ep is EMBEDDINGS and "input" not in body:
             raise BadRequest("'input' is required")
+        if self.ep.streams:
+            check_stream_options(body)
+            check_token_limits(body)
         self.record["gen_ai.request.model"] = model  # the rest of the request is read by the recorder
         return body
 
@@ -207,12 +211,7 @@ class ModelCall:
                 if self.record.get("gen_ai.request.model") is None or e.status in (400, 401, 413):
                     self.record["kind"] = "gateway.reject"
                 await self.commit()
-            return web.Response(
-                status=e.status,
-                body=problem_body(e, instance=f"/requests/{self.ctx.request_id}"),
-                content_type=PROBLEM_CONTENT_TYPE,
-                headers=self._headers(),
-            )
+            return problem_response(e, self.ctx)
         finally:
             st.metrics.in_flight -= 1
             st.metrics.request_done(self.ep.name, self.http_status, self.ctx.elapsed_ms())
@@ -232,7 +231,7 @@ class ModelCall:
         self.payloads["airlock.payload.upstream_request"] = answer.sent
 
     def _headers(self) -> dict[str, str]:
-        return {"x-request-id": self.ctx.request_id, "traceparent": self.traceparent}
+        return trace_headers(self.ctx)
 
     async def reply(self, answer: Answer) -> web.Response:
         assert answer.body is not None

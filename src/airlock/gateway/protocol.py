@@ -36,6 +36,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from airlock.errors import PROBLEM_CONTENT_TYPE, AirlockError, BadRequest, HeadersTooLarge, RequestTimeout, problem_body
+from airlock.gateway.context import fresh_context
 from airlock.gateway.problems import problem_response
 from airlock.record.ids import new_span_id
 
@@ -168,7 +169,8 @@ class GuardedRequestHandler(RequestHandler):
         if not isinstance(exc, HttpProcessingError):
             return super().handle_error(request, status, exc, message)
         err = refusal_for(exc)
-        request_id = new_span_id()
+        ctx = fresh_context()
+        request_id = ctx.request_id
         log.warning(
             "refused a request from %s that is not valid HTTP: %s (%d, request %s)",
             request.remote,
@@ -176,7 +178,7 @@ class GuardedRequestHandler(RequestHandler):
             err.status,
             request_id,
         )
-        response = problem_response(err, request_id)
+        response = problem_response(err, ctx)
         response.force_close()
         return response
 

@@ -6,7 +6,6 @@ accepted before with another body; 400/401/413/422 as problem+json."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,19 +14,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from airlock.errors import (
-    AirlockError,
     BadRequest,
     Conflict,
-    InternalError,
     MethodNotAllowed,
     PayloadTooLarge,
     Unprocessable,
 )
-from airlock.gateway.problems import problem_response
 from airlock.gateway.state import GatewayState
 from airlock.ledger.items import ItemConflict, ItemsIn, LedgerItems, LineItemIn
 
-log = logging.getLogger("airlock.ledger")
 ITEMS_PATH = "/v1/ledger/items"
 
 
@@ -73,28 +68,22 @@ class LedgerEndpoint:
         return self.items.add(tenant, items)
 
     async def post(self, request: web.Request) -> web.Response:
+        tenant = self.state.auth.tenant_for(request.headers.get("Authorization"))
+        doc = await read_json_object(request, self.state.config.server.max_body_bytes)
         try:
-            tenant = self.state.auth.tenant_for(request.headers.get("Authorization"))
-            doc = await read_json_object(request, self.state.config.server.max_body_bytes)
-            try:
-                items = list(ItemsIn.model_validate(doc).items) if "items" in doc else [LineItemIn.model_validate(doc)]
-            except ValidationError as e:
-                raise validation_problem(e) from None
-            ids = [i.id for i in items]
-            if len(set(ids)) != len(ids):
-                raise Unprocessable("an item id is given twice in one request")
-            try:
-                accepted = await asyncio.get_running_loop().run_in_executor(self.pool, self._add, tenant, items)
-            except ItemConflict as e:
-                raise Conflict(
-                    f"item {e.item_id!r} was accepted before with a different body; nothing was stored",
-                    item_id=e.item_id,
-                ) from None
-        except AirlockError as e:
-            return problem_response(e)
-        except Exception as e:  # a defect or a storage failure: a problem document, never a bare 500
-            log.exception("POST %s failed", request.path)
-            return problem_response(InternalError(f"{type(e).__name__} while storing; see the gateway log"))
+            items = list(ItemsIn.model_validate(doc).items) if "items" in doc else [LineItemIn.model_validate(doc)]
+        except ValidationError as e:
+            raise validation_problem(e) from None
+        ids = [i.id for i in items]
+        if len(set(ids)) != len(ids):
+            raise Unprocessable("an item id is given twice in one request")
+        try:
+            accepted = await asyncio.get_running_loop().run_in_executor(self.pool, self._add, tenant, items)
+        except ItemConflict as e:
+            raise Conflict(
+                f"item {e.item_id!r} was accepted before with a different body; nothing was stored",
+                item_id=e.item_id,
+            ) from None
         body = {
             "tenant": tenant,
             "accepted": len(accepted),
@@ -110,7 +99,7 @@ class LedgerEndpoint:
 
 
 async def not_allowed(request: web.Request) -> web.Response:
-    return problem_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST items there"))
+    raise MethodNotAllowed(f"{request.method} is not allowed on {request.path}; POST items there")
 
 
 def add_ledger_routes(app: web.Application, state: GatewayState) -> None:

@@ -6,7 +6,6 @@ joins the gateway's spans by trace id. The answer is OTLP's partial success, in 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
@@ -18,17 +17,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from airlock.errors import (
     AirlockError,
     BadRequest,
-    InternalError,
     PayloadTooLarge,
     RecorderUnavailable,
     UnsupportedMediaType,
 )
-from airlock.gateway.problems import problem_response
+from airlock.gateway.context import context_from
 from airlock.gateway.state import GatewayState
-from airlock.record.ids import new_span_id
 from airlock.telemetry.otlp_in import DECODERS, Decoded, OtlpDecodeError
 
-log = logging.getLogger("airlock.telemetry")
 _ENCODINGS = ("", "identity", "gzip", "deflate")  # aiohttp's server decodes gzip and deflate bodies
 
 
@@ -89,14 +85,7 @@ def otlp_traces_handler(state: GatewayState) -> Any:
     """The aiohttp handler for POST /v1/traces."""
 
     async def handle(request: web.Request) -> web.Response:
-        try:
-            return await receive(request)
-        except Exception:  # a defect answers 500 problem+json; the worker keeps serving
-            log.exception("OTLP receiver failed")
-            return problem_response(InternalError("the OTLP receiver failed; see the gateway's log"))
-
-    async def receive(request: web.Request) -> web.Response:
-        request_id = new_span_id()
+        request_id = context_from(request).request_id
         metrics = state.metrics.otlp
         try:
             tenant = state.auth.tenant_for(request.headers.get("Authorization"))
@@ -115,10 +104,10 @@ def otlp_traces_handler(state: GatewayState) -> Any:
                 raise BadRequest(str(e)) from None
             except RecursionError:
                 raise BadRequest("the payload nests values too deeply") from None
-        except AirlockError as e:
+        except AirlockError as e:  # counted and recorded here; answered by the error boundary
             metrics["requests_rejected"] += 1
             _record_refusal(state, request, request_id, e)
-            return problem_response(e, request_id)
+            raise
         received_ns = time.time_ns()
         futures = []
         for row in decoded.rows:
@@ -135,7 +124,7 @@ def otlp_traces_handler(state: GatewayState) -> Any:
             try:
                 await asyncio.wait_for(asyncio.gather(*futures), state.durable_wait_s)
             except (TimeoutError, OSError) as e:
-                return problem_response(RecorderUnavailable(f"the spans could not be made durable: {e}"), request_id)
+                raise RecorderUnavailable(f"the spans could not be made durable: {e}") from None
         return _answer(decoded, decode is not DECODERS["application/json"], request_id)
 
     return handle
