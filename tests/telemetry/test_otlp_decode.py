@@ -178,3 +178,15 @@ def test_numbers_in_range_reach_their_columns() -> None:
     row = decode_json(_doc(attributes=attrs)).rows[0]
     assert (row["gen_ai.usage.input_tokens"], row["gen_ai.request.seed"], row["http_status"]) == (42, -7, 503)
     assert row["gen_ai.usage.output_tokens"] == 0 and row["attributes"] == {}
+
+
+def test_a_sender_keeps_its_own_costs_but_no_other_airlock_attribute() -> None:
+    attrs = [
+        {"key": "airlock.cost.tool", "value": {"doubleValue": 0.002}},
+        {"key": "airlock.task", "value": {"stringValue": "someone-elses-task"}},
+        {"key": "AIRLOCK.COST.tool", "value": {"doubleValue": 9.0}},  # not the exact prefix: refused
+    ]
+    row = decode_json(_doc(attributes=attrs)).rows[0]
+    assert row["attributes"]["airlock.cost.tool"] == "0.002"
+    assert "airlock.task" not in row["attributes"] and "AIRLOCK.COST.tool" not in row["attributes"]
+    assert row["attributes"]["airlock.otlp.refused_attributes"] == "AIRLOCK.COST.tool,airlock.task"

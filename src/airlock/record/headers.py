@@ -36,8 +36,10 @@ def apply_headers(record: dict[str, Any], raw: Iterable[tuple[bytes, bytes]] | I
         kept[name] = value
         if name.startswith("x-airlock-"):
             if name.startswith(ATTR_PREFIX):
-                if len(name) > len(ATTR_PREFIX):
-                    attributes[name[len(ATTR_PREFIX) :]] = value
+                attr = name[len(ATTR_PREFIX) :]
+                # Airlock's own namespace is not a caller's to set, but for the call's own costs.
+                if attr and (not attr.startswith("airlock.") or attr.startswith("airlock.cost.")):
+                    attributes[attr] = value
             elif name in HEADER_COLUMNS and record.get(HEADER_COLUMNS[name]) is None:
                 if name.startswith("x-airlock-replay-") and record.get("airlock.tenant") != REPLAY_TENANT:
                     continue  # only the replay runner's own key may mark a call as a replay

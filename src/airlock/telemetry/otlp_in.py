@@ -5,8 +5,9 @@ that have a column of their own in those columns, and every other span and resou
 instance service.name) in the free `attributes` map. The span's kind column is the GenAI kind when
 gen_ai.operation.name names one, else 'otlp'. The tenant is never read from a payload: the caller
 stamps it from the bearer key. Nor is anything else in Airlock's own namespace: a sender's `airlock.*`
-resource and span attributes are left out, and their names listed in `airlock.otlp.refused_attributes`,
-so no sender can pass its spans off as another tenant's (or as anything Airlock itself recorded).
+resource and span attributes (but its own costs, `airlock.cost.<category>`) are left out, and their
+names listed in `airlock.otlp.refused_attributes`, so no sender can pass its spans off as another
+tenant's (or as anything Airlock itself recorded).
 
 A payload that cannot be read at all raises OtlpDecodeError (a 400); a span that is readable but
 invalid (bad ids) is left out and counted in `Decoded.rejected`, as OTLP's partial success asks.
@@ -30,7 +31,16 @@ from airlock.errors import OtlpDecodeError
 SOURCE = "otlp"
 MAX_ATTRIBUTES = 256  # per span, resource attributes included; the rest are dropped and counted
 MAX_VALUE_CHARS = 4096
-RESERVED_PREFIX = "airlock."  # Airlock's own attribute namespace: never taken from a sender
+RESERVED_PREFIX = "airlock."  # Airlock's own attribute namespace: never taken from a sender, except
+SENDER_COSTS_PREFIX = "airlock.cost."  # a span's own costs (the ledger's line items), on its own tenant's bill
+
+
+def reserved(key: str) -> bool:
+    """Whether an attribute name is Airlock's to set, not a sender's."""
+    lowered = key.lower()
+    return lowered.startswith(RESERVED_PREFIX) and not key.startswith(SENDER_COSTS_PREFIX)
+
+
 REFUSED_ATTRIBUTES = "airlock.otlp.refused_attributes"
 
 # gen_ai.operation.name -> the span kind Airlock's own spans of that sort carry
@@ -169,12 +179,12 @@ def build_row(
     free: dict[str, str] = {}
     refused: set[str] = set()
     for key, value in resource.items():
-        if key.lower().startswith(RESERVED_PREFIX):
+        if reserved(key):
             refused.add(key)
             continue
         free[key] = _text(value)
     for key, value in attributes:
-        if key.lower().startswith(RESERVED_PREFIX):
+        if reserved(key):
             refused.add(key)
             continue
         column = COLUMN_ATTRIBUTES.get(key)
