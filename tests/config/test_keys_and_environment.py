@@ -90,3 +90,19 @@ def test_config_check_warns_and_serve_refuses_an_unset_variable(tmp_path: Path) 
     serve = _airlock("serve", "-c", str(path), env={"ACME_KEY": "sk-a"})
     assert serve.returncode == 2 and "config refused" in serve.stderr and "VLLM_KEY is not set" in serve.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_readings_key_must_be_set_and_a_key_of_its_own() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"sk-acme").hexdigest()
+    readings = (
+        "energy:\n  readings_keys:\n    - {name: gpu-host, key_env: GPU_KEY}\n    - {name: twin, key_env: TWIN}\n"
+    )
+    cfg = parse_config(BASE + f"  - {{tenant: acme, key_sha256: {digest}}}\n" + readings)
+    unset, shared = environment_problems(cfg, {"VLLM_KEY": "up", "TWIN": "sk-acme"})
+    assert "energy.readings_keys.0.key_env: GPU_KEY is not set" in unset and "key_optional" in unset
+    assert "energy.readings_keys.1" in shared and "'acme'" in shared and "sk-acme" not in shared
+    optional_key = "energy:\n  readings_keys: [{name: gpu-host, key_env: GPU_KEY, key_optional: true}]\n"
+    optional = parse_config(BASE + f"  - {{tenant: acme, key_sha256: {digest}}}\n" + optional_key)
+    assert environment_problems(optional, {"VLLM_KEY": "up"}) == []

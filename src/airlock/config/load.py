@@ -140,6 +140,19 @@ def environment_problems(config: Config, environ: Mapping[str, str]) -> list[str
                 f"api_keys.{i}.key_env: the key in {key.key_env} (tenant {key.tenant!r}) is also the key of "
                 f"api_keys.{j} (tenant {config.api_keys[j].tenant!r}); each key must belong to one tenant"
             )
+    for i, rk in enumerate(config.energy.readings_keys):
+        secret = environ.get(rk.key_env) if rk.key_env else None
+        if rk.key_env and not secret and not rk.key_optional:
+            out.append(
+                f"energy.readings_keys.{i}.key_env: {rk.key_env} is not set, so {rk.name!r} cannot push "
+                "readings (set it, or mark the entry key_optional: true)"
+            )
+        digest = rk.key_sha256 or (hashlib.sha256(secret.encode()).hexdigest() if secret else None)
+        if digest is not None and digest in owner:
+            out.append(
+                f"energy.readings_keys.{i}: {rk.name!r} has the key of api_keys.{owner[digest]} (tenant "
+                f"{config.api_keys[owner[digest]].tenant!r}); a readings key must be a key of its own"
+            )
     return out
 
 

@@ -231,8 +231,9 @@ class ReadingsKey(Strict):
     nothing else: it is not a model API key."""
 
     name: str = Field(min_length=1)  # who holds it, e.g. the GPU host's exporter
-    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     key_env: str | None = None
+    key_optional: bool = False  # an unset key_env is then no key, not a refusal to serve
 
     @model_validator(mode="after")
     def _one_source(self) -> ReadingsKey:
