@@ -1,4 +1,4 @@
-"""Control-plane state in SQLite (WAL mode), with numbered, append-only migrations."""
+"""Control-plane state in SQLite (WAL mode), with append-only migrations numbered per concern."""
 
 from __future__ import annotations
 
@@ -6,14 +6,31 @@ import sqlite3
 from importlib import resources
 from pathlib import Path
 
+# The migrations folder holds one folder per concern, each numbered on its own (ledger/0001_items.sql,
+# replay/0002_claims.sql, ...), so that concerns grow apart without renumbering each other. A database
+# made before that kept one global number; each of those numbers stands for these (concern, version).
+_GLOBAL_VERSIONS: dict[int, list[tuple[str, int]]] = {
+    1: [("nodes", 1)],
+    2: [("idempotency", 1)],
+    3: [("replay", 1)],
+    4: [("ledger", 1), ("energy", 1)],
+    5: [("sampling", 1)],
+    6: [("export", 1)],
+    7: [("replay", 2)],
+}
 
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("airlock.store.embedded") / "migrations"
+
+def _migrations() -> list[tuple[str, int, str, str]]:
+    """(concern, version, file name, SQL), in the order to apply them: by concern, then by version."""
+    root = resources.files("airlock.store.embedded") / "migrations"
     out = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    for folder in root.iterdir():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            name = entry.name
+            if name.endswith(".sql") and name[:4].isdigit():
+                out.append((folder.name, int(name[:4]), f"{folder.name}/{name}", entry.read_text(encoding="utf-8")))
     return sorted(out)
 
 
@@ -27,32 +44,72 @@ class SQLiteState:
         self.migrate()
 
     def migrate(self) -> None:
+        """Apply every migration not yet applied, each in its own transaction; safe against another
+        process migrating the same file at once (the second one finds the row and skips)."""
         self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-            " applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+            "CREATE TABLE IF NOT EXISTS schema_migrations (concern TEXT NOT NULL, version INTEGER NOT NULL,"
+            " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,"
+            " PRIMARY KEY (concern, version))"
         )
-        done = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
-        for version, name, sql in _migrations():
-            if version in done:
+        self._adopt_global_numbers()
+        done = set(self.conn.execute("SELECT concern, version FROM schema_migrations"))
+        for concern, version, name, sql in _migrations():
+            if (concern, version) in done:
                 continue
             self.conn.execute("BEGIN IMMEDIATE")
             try:
-                # Another process may have applied it while we waited for the lock.
-                if self.conn.execute("SELECT 1 FROM schema_migrations WHERE version=?", (version,)).fetchone():
+                applied = "SELECT 1 FROM schema_migrations WHERE concern = ? AND version = ?"
+                if self.conn.execute(applied, (concern, version)).fetchone():
                     self.conn.execute("ROLLBACK")
                     continue
                 for statement in sql.split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
-                self.conn.execute("INSERT INTO schema_migrations(version, name) VALUES (?, ?)", (version, name))
+                self.conn.execute(
+                    "INSERT INTO schema_migrations(concern, version, name) VALUES (?, ?, ?)", (concern, version, name)
+                )
                 self.conn.execute("COMMIT")
-            except Exception:
+            except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
 
+    def _adopt_global_numbers(self) -> None:
+        """A database migrated under the single global numbering has schema_migrations(version, name):
+        rewrite it, in one transaction, as the (concern, version) rows those versions stand for."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(schema_migrations)")}
+        if "concern" in columns:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(schema_migrations)")}
+            if "concern" not in columns:  # another process may have done it while we waited
+                old = [int(v) for (v,) in self.conn.execute("SELECT version FROM schema_migrations")]
+                self.conn.execute("ALTER TABLE schema_migrations RENAME TO schema_migrations_global")
+                self.conn.execute(
+                    "CREATE TABLE schema_migrations (concern TEXT NOT NULL, version INTEGER NOT NULL,"
+                    " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,"
+                    " PRIMARY KEY (concern, version))"
+                )
+                for v in old:
+                    for concern, version in _GLOBAL_VERSIONS.get(v, []):
+                        self.conn.execute(
+                            "INSERT OR IGNORE INTO schema_migrations(concern, version, name) VALUES (?, ?, ?)",
+                            (concern, version, f"global {v:04d}"),
+                        )
+                self.conn.execute("DROP TABLE schema_migrations_global")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def versions(self) -> dict[str, int]:
+        """The newest applied migration of each concern."""
+        rows = self.conn.execute("SELECT concern, MAX(version) FROM schema_migrations GROUP BY concern")
+        return {str(c): int(v) for c, v in rows}
+
     def schema_version(self) -> int:
-        row = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
-        return int(row[0])
+        """How many migrations have been applied, over every concern."""
+        return int(self.conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0])
 
     def close(self) -> None:
         self.conn.close()
