@@ -141,19 +141,20 @@ def run_task(
 def _step(
     client: openai.OpenAI, model: str, messages: list[dict[str, Any]], headers: dict[str, str], stream: bool
 ) -> tuple[dict[str, Any], str]:
+    # The SDK types messages and tools as TypedDicts; the workload builds them as plain dicts.
+    sent_messages: Any = messages
+    tools: Any = TOOLS
     if not stream:
         raw = client.chat.completions.with_raw_response.create(
-            model=model,
-            messages=messages,  # type: ignore[arg-type]
-            tools=TOOLS,
-            extra_headers=headers,
-        )  # type: ignore[arg-type]
+            model=model, messages=sent_messages, tools=tools, extra_headers=headers
+        )
         return raw.parse().choices[0].message.model_dump(exclude_none=True), raw.headers["x-request-id"]
     raw_stream = client.chat.completions.with_raw_response.create(
-        model=model, messages=messages, tools=TOOLS, stream=True, extra_headers=headers
-    )  # type: ignore[arg-type]
-    content, calls = "", {}
-    for chunk in raw_stream.parse():
+        model=model, messages=sent_messages, tools=tools, stream=True, extra_headers=headers
+    )
+    content, calls = "", dict[int, dict[str, Any]]()
+    chunks: Any = raw_stream.parse()
+    for chunk in chunks:
         for choice in chunk.choices:
             content += choice.delta.content or ""
             for tc in choice.delta.tool_calls or []:

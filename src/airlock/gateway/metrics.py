@@ -126,8 +126,8 @@ def render(statuses: Iterable[dict[str, Any]]) -> str:
     ]
     for endpoint, hist in sorted(latency.items()):
         cumulative = 0.0
-        for bound, n in zip((*LATENCY_BUCKETS_MS, "+Inf"), hist[:-1], strict=True):
-            cumulative += n
+        for bound, in_bucket in zip((*LATENCY_BUCKETS_MS, "+Inf"), hist[:-1], strict=True):
+            cumulative += in_bucket
             lines.append(
                 f'airlock_request_duration_ms_bucket{{endpoint="{_esc(endpoint)}",le="{bound}"}} {cumulative:g}'
             )

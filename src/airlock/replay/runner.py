@@ -62,7 +62,7 @@ def schema_verdict(request: dict[str, Any], answer: Answer) -> bool | None:
         return False
     if fmt["type"] == "json_object":
         return isinstance(doc, dict)
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     schema = (fmt.get("json_schema") or {}).get("schema") or {}
     try:
