@@ -19,6 +19,7 @@ demo: $(BIN)/airlock
 # outbound connection attempt by the product or the tests fails.
 test: $(BIN)/airlock
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	@if unshare -rn true 2>/dev/null; then \
 		echo "tests: in a network namespace with only loopback (unshare -rn)"; \
 		unshare -rn $(BIN)/python tests/offline.py $(BIN)/python -m pytest -q && \
@@ -31,6 +32,7 @@ test: $(BIN)/airlock
 
 lint: $(BIN)/airlock
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 
 bench: $(BIN)/airlock
 	$(BIN)/python bench/gateway.py
