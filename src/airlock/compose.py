@@ -67,7 +67,7 @@ def _calibration(config: Config, preflight: Preflight, stores: Stores) -> Surfac
     async def calibrate() -> None:
         while True:
             try:
-                await asyncio.to_thread(preflight.calibration.refresh, stores.spans)
+                await asyncio.to_thread(preflight.calibration.refresh, stores.drift)
             except (AirlockError, OSError) as e:
                 log.warning("pre-flight calibration not refreshed: %s", e)
             await asyncio.sleep(config.tokens.preflight.calibrate_every_s)
@@ -79,7 +79,7 @@ def _sampler(config: Config, stores: Stores) -> Surface:
     """Tail sampling over the written record (one worker runs it; it takes a lock)."""
 
     async def sample() -> None:
-        await run_sampler(config, stores.data)
+        await run_sampler(config, stores.data, stores.sampling)
 
     return _background("sampler", sample)
 

@@ -8,9 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from airlock.config.schema import Config
+from airlock.store.drift import DriftReader
 from airlock.store.embedded.layout import DataDir
 from airlock.store.interface import PayloadReader, SpanReader
 from airlock.store.nodes import WriterRegistry
+from airlock.store.query import SpanQuery
+from airlock.store.replay import ReplaySelection
+from airlock.store.sampling import SamplingStores
+from airlock.store.slices import SliceCandidates
 
 
 @dataclass
@@ -20,9 +25,14 @@ class Stores:
 
     backend: str
     data: DataDir
-    spans: SpanReader
-    payloads: PayloadReader
+    spans: SpanReader  # traces, spans and hops by trace
+    payloads: PayloadReader  # request and response bytes by digest
     writers: WriterRegistry
+    drift: DriftReader  # provider usage beside local counts (pre-flight calibration, tokens drift)
+    query: SpanQuery  # group-by queries over any attribute (airlock query)
+    slices: SliceCandidates  # what the slice finder counts over
+    replay: ReplaySelection  # which traces and calls a replay takes
+    sampling: SamplingStores  # the sampler's feed, decisions, state, report and collection
 
 
 def build_stores(config: Config) -> Stores:

@@ -18,6 +18,7 @@ from typing import Any
 from airlock.config.schema import Config, ModelSpec
 from airlock.config.schema import Preflight as PreflightConfig
 from airlock.errors import ContextWindowExceeded
+from airlock.store.drift import DriftReader
 from airlock.tokens.chat import count_request, request_text
 from airlock.tokens.drift import margins
 from airlock.tokens.scripts import dominant_script, script_mix
@@ -48,7 +49,7 @@ class Calibration:
         found = [m for (mod, _), m in self._margins.items() if mod == model]
         return max([self.cfg.default_margin, *found])
 
-    def refresh(self, reader: Any) -> None:
+    def refresh(self, reader: DriftReader) -> None:
         since = time.time_ns() - int(self.cfg.calibration_window_s * 1e9)
         cells = margins(reader, since)
         fresh = {key: max(c.margin, 0.0) for key, c in cells.items() if c.margin is not None}
