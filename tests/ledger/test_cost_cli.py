@@ -15,6 +15,7 @@ from ledger_record import T0, config, hop, span, write_record
 from airlock.cli.main import cli
 from airlock.energy import EnergyReadings
 from airlock.ledger import LedgerItems, LineItemIn
+from airlock.store.embedded.ledger import SQLiteLedgerItems
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "energy"))
 from counter_trace import trace
@@ -35,9 +36,10 @@ def _record(tmp: Path) -> Path:
             "gpus": [{"device": "gpu-0", "upstream": "up-a"}],
         },
     )
-    items = LedgerItems(Path(cfg.data_dir) / "state.sqlite3")
-    items.add("acme", [LineItemIn(id="r-1", category="human_review", amount_usd=0.5, task="t-1")], now_ns=T0)
-    items.close()
+    store = SQLiteLedgerItems(Path(cfg.data_dir) / "state.sqlite3")
+    review = LineItemIn(id="r-1", category="human_review", amount_usd=0.5, task="t-1")
+    LedgerItems(store).add("acme", [review], now_ns=T0)
+    store.close()
     return tmp / "airlock.yaml"
 
 

@@ -19,13 +19,15 @@ from airlock.errors import (
     BadRequest,
     Conflict,
     InternalError,
+    ItemConflict,
     MethodNotAllowed,
     PayloadTooLarge,
     Unprocessable,
 )
 from airlock.gateway.problems import problem_response
 from airlock.gateway.state import GatewayState
-from airlock.ledger.items import ItemConflict, ItemsIn, LedgerItems, LineItemIn
+from airlock.ledger.items import ItemsIn, LedgerItems, LineItemIn
+from airlock.store.embedded.ledger import DuckDBRecordOwners, SQLiteLedgerItems
 
 log = logging.getLogger("airlock.ledger")
 ITEMS_PATH = "/v1/ledger/items"
@@ -69,7 +71,8 @@ class LedgerEndpoint:
 
     def _add(self, tenant: str, items: list[LineItemIn]) -> list[Any]:
         if self.items is None:
-            self.items = LedgerItems(self.state.recorder.data.state_db)
+            data = self.state.recorder.data
+            self.items = LedgerItems(SQLiteLedgerItems(data.state_db), DuckDBRecordOwners(data))
         return self.items.add(tenant, items)
 
     async def post(self, request: web.Request) -> web.Response:
@@ -106,7 +109,7 @@ class LedgerEndpoint:
     async def close(self, app: web.Application) -> None:
         self.pool.shutdown(wait=True)
         if self.items is not None:
-            self.items.close()
+            self.items.repository.close()
 
 
 async def not_allowed(request: web.Request) -> web.Response:
