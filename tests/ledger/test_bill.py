@@ -279,3 +279,37 @@ def test_electricity_is_a_line_item_for_upstreams_you_run(tmp_path: Path) -> Non
         bill.close()
     joules = (0.5 * 1000 + 2.0 * 100) / 0.8 * 1.25
     assert lines == [{"span_id": own["span_id"], "usd": pytest.approx(joules / 3.6e6 * 0.20), "estimated": True}]
+
+
+def _aliased_config(tmp: Path, **sections: object) -> object:
+    """up-a serves m-large, and m-mini, which it knows by the upstream name m-large too (a cheaper tier
+    of the same deployment, say); a route 'mini' sends to m-mini."""
+    cfg = config(tmp)
+    upstreams = [u.model_dump() for u in cfg.upstreams]
+    mini = {"name": "m-mini", "upstream_model": "m-large", "prices": [{"input_per_mtok": 0.1, "output_per_mtok": 0.2}]}
+    upstreams[0]["models"].append(mini)
+    routes = [
+        *[r.model_dump() for r in cfg.routes],
+        {"alias": "mini", "targets": [{"upstream": "up-a", "model": "m-mini"}]},
+    ]
+    return config(tmp, upstreams=upstreams, routes=routes, **sections)
+
+
+def aliased_calls() -> list[dict[str, object]]:
+    """m-large called directly, m-mini called directly and through its alias: all sent upstream as m-large."""
+    return [
+        span(1, **{"airlock.route": "m-large", "gen_ai.request.model": "m-large"}),
+        span(2, **{"airlock.route": "m-mini", "gen_ai.request.model": "m-mini"}),
+        span(3, **{"airlock.route": "mini", "gen_ai.request.model": "mini"}),
+    ]
+
+
+def test_an_aliased_model_is_priced_from_its_own_entry(tmp_path: Path) -> None:
+    """Regression: a model with upstream_model was priced from the entry of the model named like its
+    upstream name (m-mini at m-large's price), as if it were that model."""
+    write_record(tmp_path / "data", aliased_calls())
+    report = cost_report(_aliased_config(tmp_path), ["model"])  # type: ignore[arg-type]
+    inference = {r.key["model"]: r.by_category["inference"] for r in report.rows}
+    assert inference["m-large"] == pytest.approx((1000 * 1.0 + 100 * 2.0) / 1e6)
+    assert inference["m-mini"] == pytest.approx(2 * (1000 * 0.1 + 100 * 0.2) / 1e6)
+    assert report.unpriced == []
