@@ -92,11 +92,11 @@ def report_cmd(
     if report.total["calls"]:
         add(report.total, ["(total)"] + [""] * (len(dims) - 1), style="bold")
     console.print(t)
-    for d in report.devices:
+    for gpu in report.devices:
         console.print(
-            f"GPU {d.device} ({d.upstream}): read {d.read_j:,.1f} J = attributed {d.attributed_j:,.1f} J + idle "
-            f"{d.idle_j:,.1f} J over {d.intervals} intervals ({d.short_intervals} shorter than the counter's "
-            f"update period; {d.unmeasured_intervals} unmeasured: counter reset)"
+            f"GPU {gpu.device} ({gpu.upstream}): read {gpu.read_j:,.1f} J = attributed {gpu.attributed_j:,.1f} J"
+            f" + idle {gpu.idle_j:,.1f} J over {gpu.intervals} intervals ({gpu.short_intervals} shorter than the"
+            f" counter's update period; {gpu.unmeasured_intervals} unmeasured: counter reset)"
         )
     for u in report.no_energy:
         console.print(

@@ -109,7 +109,7 @@ class LedgerEndpoint:
     async def close(self, app: web.Application) -> None:
         self.pool.shutdown(wait=True)
         if self.items is not None:
-            self.items.repository.close()
+            self.items.close()
 
 
 async def not_allowed(request: web.Request) -> web.Response:

@@ -11,12 +11,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airlock.errors import Forbidden
+from airlock.store.embedded.ledger import SQLiteLedgerItems
 from airlock.store.ledger import LedgerItemRecord, LedgerItemRepository, RecordOwnerReader
 
 # Categories a service may post. The ledger adds its own: inference (model calls, from the record) and
@@ -138,10 +140,11 @@ def refuse_foreign_items(owners: RecordOwnerReader, tenant: str, items: Sequence
 
 
 class LedgerItems:
-    """Posting line items for a tenant through a repository (which the caller owns and closes)."""
+    """Posting line items for a tenant through a repository: the one given, or the embedded one in the
+    SQLite state database at a path. close() closes it."""
 
-    def __init__(self, repository: LedgerItemRepository, owners: RecordOwnerReader | None = None) -> None:
-        self.repository = repository
+    def __init__(self, store: LedgerItemRepository | Path, owners: RecordOwnerReader | None = None) -> None:
+        self.repository: LedgerItemRepository = SQLiteLedgerItems(store) if isinstance(store, Path) else store
         self.owners = owners
 
     def add(self, tenant: str, items: Sequence[LineItemIn], now_ns: int | None = None) -> list[Accepted]:
@@ -153,3 +156,6 @@ class LedgerItems:
         now_ns = time.time_ns() if now_ns is None else now_ns
         created = self.repository.insert_all([item_record(tenant, item, now_ns) for item in items])
         return [Accepted(item.id, new) for item, new in zip(items, created, strict=True)]
+
+    def close(self) -> None:
+        self.repository.close()

@@ -111,12 +111,12 @@ class DuckDBCallFacts:
     def _read(self, since_ns: int, until_ns: int, pricing: PricingTables) -> pa.Table:
         con = DuckDBSpanReader(self.data).connect()
         try:
-            for name, table in (
+            for name, config_table in (
                 ("model_keys", pricing.model_keys),
                 ("route_targets", pricing.route_targets),
                 ("model_names", pricing.model_names),
             ):
-                con.register(name, table)
+                con.register(name, config_table)
             create_trace_weights_view(con, self.data)
             rel = con.sql(_FACTS, params=[since_ns, until_ns])
             # duckdb 2 names it to_arrow_table; 1.x arrow

@@ -290,13 +290,14 @@ SELECT trace_id, tenant, any_value(task) AS task, any_value(feature) AS feature
 FROM span_facts GROUP BY trace_id, tenant;
 
 -- A posted item joins a trace or task of its own tenant only: naming another tenant's trace gives it
--- neither that trace's task, feature nor weight, so it never lands on the other tenant's bill.
+-- neither that trace's task nor its feature, so it never lands on the other tenant's bill.
 INSERT INTO lines
 SELECT 'item', i.category, i.amount_usd, FALSE, NULL,
        i.trace_id, coalesce(i.task, t.task, i.trace_id), i.tenant, coalesce(i.feature, t.feature, k.feature),
        i.user_id, NULL, i.vendor, i.occurred_ns, NULL, NULL, NULL,
        -- posted amounts are exact, and the task they belong to counts as often as its trace stands for
-       1.0, coalesce(CASE WHEN t.trace_id IS NOT NULL THEN tw.weight END, k.weight, 1.0)
+       -- (by the sampler's decision, which outlives the spans of a trace it dropped)
+       1.0, coalesce(tw.weight, k.weight, 1.0)
 FROM items i
 LEFT JOIN trace_tasks t ON t.trace_id = i.trace_id AND t.tenant IS NOT DISTINCT FROM i.tenant
 LEFT JOIN tasks k ON k.tenant IS NOT DISTINCT FROM i.tenant AND k.task = i.task
