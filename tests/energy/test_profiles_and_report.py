@@ -160,3 +160,21 @@ def test_a_zero_length_call_counts_itself_among_the_calls_in_flight() -> None:
         for i in np.flatnonzero(start == end):
             in_flight = sum(1 for j in range(n) if start[j] <= start[i] <= end[j])
             assert got[i] == in_flight, (trial, i)
+
+
+def test_an_aliased_model_takes_its_own_profile(tmp_path: Path) -> None:
+    """Regression: a model with upstream_model took the energy profile of the model named like its
+    upstream name (m-mini measured as m-large)."""
+    from test_bill import _aliased_config, aliased_calls
+
+    write_record(tmp_path / "data", aliased_calls())
+    point = {"batch": 1, "prefill_j_per_token": 0.1, "decode_j_per_token": 1.0}
+    small = {**point, "prefill_j_per_token": 0.01, "decode_j_per_token": 0.1}
+    profiles = [
+        {"model": "m-large", "tier": "large", "points": [point], "idle_share": 0.0, "pue": 1.0},
+        {"model": "m-mini", "tier": "mini", "points": [small], "idle_share": 0.0, "pue": 1.0},
+    ]
+    report = energy_report(_aliased_config(tmp_path, energy={"profiles": profiles}), ["model_tier"])
+    rows = {r["model_tier"]: r for r in report.rows}
+    assert rows["large"]["calls"] == 1 and rows["large"]["joules"] == pytest.approx(0.1 * 1000 + 1.0 * 100)
+    assert rows["mini"]["calls"] == 2 and rows["mini"]["joules"] == pytest.approx(2 * (0.01 * 1000 + 0.1 * 100))

@@ -11,7 +11,7 @@ from ledger_record import DAY, T0, config, hop, span, write_record
 
 from airlock.config.schema import Price
 from airlock.ledger import LedgerItems, LineItemIn, build_bill, call_cost, cost_report, price_in_effect
-from airlock.ledger.lines import ROW_BYTES, data_dir_bytes
+from airlock.store.embedded.ledger import ROW_BYTES, SQLiteLedgerItems, data_dir_bytes
 
 
 def utc_day(ns: int) -> date:
@@ -21,7 +21,7 @@ def utc_day(ns: int) -> date:
 def bill_storage(cfg: object) -> dict[str, float]:
     bill = build_bill(cfg)  # type: ignore[arg-type]
     try:
-        rows = bill.sql("SELECT span_id, usd FROM lines WHERE category = 'telemetry_storage'")
+        rows = [line for line in bill.lines() if line["category"] == "telemetry_storage"]
     finally:
         bill.close()
     return {r["span_id"]: r["usd"] for r in rows}
@@ -30,7 +30,7 @@ def bill_storage(cfg: object) -> dict[str, float]:
 def _usd(tmp: Path, **sections: object) -> dict[str, float]:
     bill = build_bill(config(tmp, **sections))
     try:
-        rows = bill.sql("SELECT span_id, source, usd FROM lines WHERE source IN ('span', 'hop')")
+        rows = [line for line in bill.lines() if line["source"] in ("span", "hop")]
     finally:
         bill.close()
     return {f"{r['source']}:{r['span_id']}": r["usd"] for r in rows}
@@ -104,7 +104,7 @@ def test_no_reported_usage_is_priced_from_local_counts_and_flagged(tmp_path: Pat
     write_record(tmp_path / "data", [s])
     bill = build_bill(config(tmp_path))
     try:
-        (line,) = bill.sql("SELECT usd, estimated FROM lines WHERE source = 'span'")
+        (line,) = [line for line in bill.lines() if line["source"] == "span"]
     finally:
         bill.close()
     assert line["estimated"] is True
@@ -146,7 +146,7 @@ def test_failed_and_abandoned_calls_are_wasted_spend(tmp_path: Path) -> None:
     # (a failed one) that cost its storage.
     bill = build_bill(config(tmp_path))
     try:
-        lines = bill.sql("SELECT category FROM lines WHERE span_id = ?", [rejected["span_id"]])
+        lines = [line for line in bill.lines() if line["span_id"] == rejected["span_id"]]
     finally:
         bill.close()
     assert [line["category"] for line in lines] == ["telemetry_storage"]
@@ -181,8 +181,8 @@ def test_a_task_bill_joins_posted_items_span_attributes_and_storage(tmp_path: Pa
     ]
     write_record(tmp_path / "data", calls)
     cfg = config(tmp_path, ledger={"revenue_per_task": 0.10, "revenue_per_task_by_feature": {"chat": 0.01}})
-    items = LedgerItems(Path(cfg.data_dir) / "state.sqlite3")
-    items.add(
+    store = SQLiteLedgerItems(Path(cfg.data_dir) / "state.sqlite3")
+    LedgerItems(store).add(
         "acme",
         [
             LineItemIn(id="vq-1", category="vector_db", quantity=40, unit_price_usd=0.0005, trace_id=trace),
@@ -190,7 +190,7 @@ def test_a_task_bill_joins_posted_items_span_attributes_and_storage(tmp_path: Pa
         ],
         now_ns=T0 + 5 * 10**9,
     )
-    items.close()
+    store.close()
     report = cost_report(cfg, ["tenant", "feature"], forecast_tasks=1000)
     rows = {(r.key["tenant"], r.key["feature"]): r for r in report.rows}
     search = rows[("acme", "search")]
@@ -270,8 +270,46 @@ def test_electricity_is_a_line_item_for_upstreams_you_run(tmp_path: Path) -> Non
     )
     bill = build_bill(cfg)
     try:
-        lines = bill.sql("SELECT span_id, usd, estimated FROM lines WHERE category = 'electricity'")
+        lines = [
+            {k: line[k] for k in ("span_id", "usd", "estimated")}
+            for line in bill.lines()
+            if line["category"] == "electricity"
+        ]
     finally:
         bill.close()
     joules = (0.5 * 1000 + 2.0 * 100) / 0.8 * 1.25
     assert lines == [{"span_id": own["span_id"], "usd": pytest.approx(joules / 3.6e6 * 0.20), "estimated": True}]
+
+
+def _aliased_config(tmp: Path, **sections: object) -> object:
+    """up-a serves m-large, and m-mini, which it knows by the upstream name m-large too (a cheaper tier
+    of the same deployment, say); a route 'mini' sends to m-mini."""
+    cfg = config(tmp)
+    upstreams = [u.model_dump() for u in cfg.upstreams]
+    mini = {"name": "m-mini", "upstream_model": "m-large", "prices": [{"input_per_mtok": 0.1, "output_per_mtok": 0.2}]}
+    upstreams[0]["models"].append(mini)
+    routes = [
+        *[r.model_dump() for r in cfg.routes],
+        {"alias": "mini", "targets": [{"upstream": "up-a", "model": "m-mini"}]},
+    ]
+    return config(tmp, upstreams=upstreams, routes=routes, **sections)
+
+
+def aliased_calls() -> list[dict[str, object]]:
+    """m-large called directly, m-mini called directly and through its alias: all sent upstream as m-large."""
+    return [
+        span(1, **{"airlock.route": "m-large", "gen_ai.request.model": "m-large"}),
+        span(2, **{"airlock.route": "m-mini", "gen_ai.request.model": "m-mini"}),
+        span(3, **{"airlock.route": "mini", "gen_ai.request.model": "mini"}),
+    ]
+
+
+def test_an_aliased_model_is_priced_from_its_own_entry(tmp_path: Path) -> None:
+    """Regression: a model with upstream_model was priced from the entry of the model named like its
+    upstream name (m-mini at m-large's price), as if it were that model."""
+    write_record(tmp_path / "data", aliased_calls())
+    report = cost_report(_aliased_config(tmp_path), ["model"])  # type: ignore[arg-type]
+    inference = {r.key["model"]: r.by_category["inference"] for r in report.rows}
+    assert inference["m-large"] == pytest.approx((1000 * 1.0 + 100 * 2.0) / 1e6)
+    assert inference["m-mini"] == pytest.approx(2 * (1000 * 0.1 + 100 * 0.2) / 1e6)
+    assert report.unpriced == []

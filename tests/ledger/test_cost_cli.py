@@ -15,6 +15,7 @@ from ledger_record import T0, config, hop, span, write_record
 from airlock.cli.main import cli
 from airlock.energy import EnergyReadings
 from airlock.ledger import LedgerItems, LineItemIn
+from airlock.store.embedded.ledger import SQLiteLedgerItems
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "energy"))
 from counter_trace import trace
@@ -35,9 +36,10 @@ def _record(tmp: Path) -> Path:
             "gpus": [{"device": "gpu-0", "upstream": "up-a"}],
         },
     )
-    items = LedgerItems(Path(cfg.data_dir) / "state.sqlite3")
-    items.add("acme", [LineItemIn(id="r-1", category="human_review", amount_usd=0.5, task="t-1")], now_ns=T0)
-    items.close()
+    store = SQLiteLedgerItems(Path(cfg.data_dir) / "state.sqlite3")
+    review = LineItemIn(id="r-1", category="human_review", amount_usd=0.5, task="t-1")
+    LedgerItems(store).add("acme", [review], now_ns=T0)
+    store.close()
     return tmp / "airlock.yaml"
 
 
@@ -104,3 +106,43 @@ def test_energy_sample_from_a_recording_then_report(tmp_path: Path) -> None:
     table = runner.invoke(cli, ["energy", "report", "-c", str(path)])
     assert table.exit_code == 0 and "read" in table.output and "tokens/J" in table.output
     assert "ML.ENERGY" in runner.invoke(cli, ["energy", "presets"]).output
+
+
+def test_another_tenants_items_stay_on_their_own_bill(tmp_path: Path) -> None:
+    """Regression: items globex stored naming acme's trace and task (posted before acme's spans were
+    written, or before POST refused them) were listed by `cost task` in acme's task, and the one naming
+    acme's trace took acme's task and feature. They now stay globex's own, under globex's name."""
+    trace = "ab" * 16
+    write_record(
+        tmp_path / "data", [span(1, trace_id=trace, **{"airlock.task": "t-1", "attributes": {"feature": "search"}})]
+    )
+    cfg = config(tmp_path)
+    store = SQLiteLedgerItems(Path(cfg.data_dir) / "state.sqlite3")
+    LedgerItems(store).add(
+        "globex",
+        [
+            LineItemIn(id="evil-1", category="human_review", amount_usd=4000.0, task="t-1"),
+            LineItemIn(id="evil-2", category="tool", amount_usd=777.0, trace_id=trace),
+        ],
+        now_ns=T0 + 5 * 10**9,
+    )
+    store.close()
+    path = tmp_path / "airlock.yaml"
+    runner = CliRunner()
+    for task in ("t-1", trace):
+        out = runner.invoke(cli, ["cost", "task", "-c", str(path), task, "--json"])
+        assert out.exit_code == 0, out.output
+        lines = orjson.loads(out.output)
+        assert lines and {line["tenant"] for line in lines} == {"acme"}, task
+        assert {line["source"] for line in lines} == {"span", "storage"}
+    theirs = orjson.loads(
+        runner.invoke(cli, ["cost", "task", "-c", str(path), "t-1", "--tenant", "globex", "--json"]).output
+    )
+    assert [(line["source"], line["usd"]) for line in theirs] == [("item", 4000.0)]
+    report = orjson.loads(
+        runner.invoke(cli, ["cost", "report", "-c", str(path), "--by", "tenant,feature", "--format", "json"]).output
+    )
+    rows = {(r["key"]["tenant"], r["key"]["feature"]): r for r in report["rows"]}
+    assert rows[("acme", "search")]["total_usd"] < 1
+    assert ("globex", "search") not in rows  # acme's feature is not lent to globex's items
+    assert rows[("globex", "(none)")]["total_usd"] == 4777.0

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from airlock.config import load_config
@@ -169,3 +170,40 @@ def test_a_streamed_task_is_billed_with_its_posted_items(gw: Gateway) -> None:
     assert row.by_category["human_review"] == pytest.approx(0.40)
     assert row.by_category["tool"] == pytest.approx(2 * 0.003)
     assert row.estimated_usd == pytest.approx(row.by_category.get("telemetry_storage", 0.0))
+
+
+def test_a_tenant_cannot_post_items_into_another_tenants_task_or_trace(gw: Gateway) -> None:
+    """Regression (the probe's attack): globex posted $4,777 of items naming acme's task and trace, and
+    `cost task` then showed them in acme's task. Now both are refused with a 403 that says why, and acme's
+    task bill holds acme's lines only."""
+    from click.testing import CliRunner
+
+    from airlock.cli.main import cli
+
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key=API_KEY, max_retries=0) as client:
+        client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"x-airlock-task": "t-owned", "x-airlock-attr-feature": "search"},
+        )
+    (acme_span,) = wait_recorded(gw.data_dir, 1, where="\"airlock.task\" = 't-owned'")
+    globex = {"Authorization": f"Bearer {OTHER_KEY}"}
+    by_task = {"id": "evil-1", "category": "human_review", "amount_usd": 4000.0, "task": "t-owned"}
+    by_trace = {"id": "evil-2", "category": "tool", "amount_usd": 777.0, "trace_id": acme_span["trace_id"]}
+    for item in (by_task, by_trace):
+        r = post(gw, "/v1/ledger/items", item, globex)
+        assert r.status_code == 403, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "another tenant" in r.json()["detail"] and "acme" not in r.text
+    both = post(gw, "/v1/ledger/items", {"items": [{**by_task, "task": "t-globex"}, by_trace]}, globex)
+    assert both.status_code == 403  # all or nothing: the innocent item of the batch is not stored either
+    # The owner may post into its own task and trace.
+    own = {"id": "own-1", "category": "tool", "amount_usd": 0.5, "trace_id": acme_span["trace_id"]}
+    assert post(gw, "/v1/ledger/items", own).status_code == 201
+    out = CliRunner().invoke(cli, ["cost", "task", "-c", str(gw.config), "t-owned", "--json"])
+    assert out.exit_code == 0, out.output
+    lines = orjson.loads(out.output)
+    assert {line["tenant"] for line in lines} == {"acme"}
+    assert sum(line["usd"] or 0 for line in lines if line["source"] == "item") == pytest.approx(0.5)
+    report = cost_report(load_config(gw.config), ["tenant"])
+    assert all(r.by_category.get("human_review", 0) < 1 for r in report.rows)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from airlock.ledger import LedgerItems
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.ledger import SQLiteLedgerItems
 from helpers import API_KEY, Gateway, Sim, write_config
 
 
@@ -38,10 +38,10 @@ def test_concurrent_retries_across_workers_store_each_item_once(tmp_path: Path, 
     created = sum(s.count("created") for _, s in results)
     assert created == 20 and sum(s.count("duplicate") for _, s in results) == 20 * 23
     assert conflict.status_code == 409
-    store = LedgerItems(DataDir.at(gw.data_dir).state_db)
+    store = SQLiteLedgerItems(DataDir.at(gw.data_dir).state_db)
     try:
-        rows = store.rows()
+        rows = store.in_window(0, 2**62)
     finally:
         store.close()
-    assert sorted(r["item_id"] for r in rows) == sorted(f"it-{k}" for k in range(20))
-    assert sum(r["amount_usd"] for r in rows) == sum(0.01 * k for k in range(20))
+    assert sorted(r.item_id for r in rows) == sorted(f"it-{k}" for k in range(20))
+    assert sum(r.amount_usd for r in rows) == sum(0.01 * k for k in range(20))

@@ -201,22 +201,32 @@ def _table(report: Any, limit: int) -> None:
         console.print(f"forecast at {f.tasks:,} tasks: {fmt_usd(f.total_usd)} ({parts}, ...){margin}")
 
 
+def _task_owner(task: str, tenants: dict[str | None, bool]) -> str | None:
+    """The tenant whose task this is: the one whose spans it holds (items another tenant posted under its
+    name are that tenant's own, never this task's); a name several tenants use needs --tenant."""
+    recorded = [t for t, has_spans in tenants.items() if has_spans]
+    if len(recorded) == 1:
+        return recorded[0]
+    if not recorded and len(tenants) <= 1:
+        return next(iter(tenants), None)
+    names = ", ".join(t or "(none)" for t in (recorded or tenants))
+    raise click.UsageError(f"task {task!r} has lines of tenants {names}: choose one with --tenant")
+
+
 @cost.command("task")
 @data_options
 @click.argument("task")
+@click.option("--tenant", default=None, help="Whose lines, when tenants share the task's name.")
 @click.option("--json", "as_json", is_flag=True)
-def task_cmd(data_dir: str | None, config_path: str | None, task: str, as_json: bool) -> None:
-    """Every line item of one task (its airlock.task, or its trace id)."""
+def task_cmd(data_dir: str | None, config_path: str | None, task: str, tenant: str | None, as_json: bool) -> None:
+    """Every line item of one task (its airlock.task, or its trace id), of the tenant that owns it."""
     from airlock.ledger import build_bill
 
     config = config_for(data_dir, config_path)
     bill = build_bill(config)
     try:
-        lines = bill.sql(
-            "SELECT source, category, usd, estimated, wasted, start_ns, span_id, model, upstream, tenant, feature,"
-            " in_tok, out_tok FROM lines WHERE task = ? OR trace_id = ? ORDER BY start_ns, source",
-            [task, task],
-        )
+        owner = tenant if tenant is not None else _task_owner(task, bill.task_tenants(task))
+        lines = bill.task_lines(task, owner)
     finally:
         bill.close()
     if as_json:

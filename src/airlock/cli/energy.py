@@ -92,11 +92,11 @@ def report_cmd(
     if report.total["calls"]:
         add(report.total, ["(total)"] + [""] * (len(dims) - 1), style="bold")
     console.print(t)
-    for d in report.devices:
+    for gpu in report.devices:
         console.print(
-            f"GPU {d.device} ({d.upstream}): read {d.read_j:,.1f} J = attributed {d.attributed_j:,.1f} J + idle "
-            f"{d.idle_j:,.1f} J over {d.intervals} intervals ({d.short_intervals} shorter than the counter's "
-            f"update period; {d.unmeasured_intervals} unmeasured: counter reset)"
+            f"GPU {gpu.device} ({gpu.upstream}): read {gpu.read_j:,.1f} J = attributed {gpu.attributed_j:,.1f} J"
+            f" + idle {gpu.idle_j:,.1f} J over {gpu.intervals} intervals ({gpu.short_intervals} shorter than the"
+            f" counter's update period; {gpu.unmeasured_intervals} unmeasured: counter reset)"
         )
     for u in report.no_energy:
         console.print(
@@ -121,6 +121,7 @@ def sample_cmd(config_path: str, duration: float | None, recording: str | None) 
     from airlock.energy.readings import EnergyReadings
     from airlock.energy.sampler import Sampler
     from airlock.energy.sources import EnergyUnavailable, NvmlSource, RecordedSource, load_recording
+    from airlock.store.embedded.layout import DataDir
 
     config = config_for(None, config_path, must_exist=False)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ def sample_cmd(config_path: str, duration: float | None, recording: str | None) 
     except (EnergyUnavailable, ValueError) as e:
         raise click.UsageError(str(e)) from None
     interval = config.energy.sample_interval_ms / 1000
-    store = EnergyReadings(Path(config.data_dir) / "state.sqlite3")
+    store = EnergyReadings(DataDir.at(config.data_dir).state_db)
     try:
         sampler = Sampler(source, devices, store, 0.0 if recording else interval, stop_when_dry=bool(recording))
     except ValueError as e:

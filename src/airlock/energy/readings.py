@@ -1,22 +1,14 @@
-"""GPU energy counter readings in the data directory's SQLite state: (device, time, cumulative mJ)."""
+"""GPU energy counter readings: (device, time, cumulative mJ), as posted and as stored. They are kept
+through an EnergyReadingRepository (airlock.store.energy); EnergyReadings(state_db) is the default one,
+in the data directory's SQLite state."""
 
 from __future__ import annotations
-
-import sqlite3
-from dataclasses import dataclass
-from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from airlock.errors import ReadingConflict
-from airlock.store.embedded import SQLiteState
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    device: str
-    t_ns: int
-    energy_mj: int  # the counter's value: millijoules since it last started (e.g. the driver loaded)
+from airlock.store.embedded.energy import SQLiteEnergyReadings
+from airlock.store.energy import EnergyReadingRepository, Reading
 
 
 class ReadingIn(BaseModel):
@@ -33,47 +25,6 @@ class ReadingsIn(BaseModel):
     readings: list[ReadingIn] = Field(min_length=1, max_length=10_000)
 
 
-class EnergyReadings:
-    def __init__(self, state_db: Path) -> None:
-        self.state = SQLiteState(state_db)
-        self.conn: sqlite3.Connection = self.state.conn
+EnergyReadings = SQLiteEnergyReadings
 
-    def add(self, readings: list[Reading], source: str) -> int:
-        """Store readings all or nothing; a repeated reading is ignored, a different value for the same
-        device and time raises ReadingConflict. Returns how many were new."""
-        new = 0
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            for r in readings:
-                cur = self.conn.execute(
-                    "INSERT INTO energy_readings (device, t_ns, energy_mj, source) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (device, t_ns) DO NOTHING",
-                    (r.device, r.t_ns, r.energy_mj, source),
-                )
-                if cur.rowcount == 1:
-                    new += 1
-                    continue
-                known = self.conn.execute(
-                    "SELECT energy_mj FROM energy_readings WHERE device = ? AND t_ns = ?", (r.device, r.t_ns)
-                ).fetchone()
-                if known is None or known[0] != r.energy_mj:
-                    raise ReadingConflict(r)
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return new
-
-    def of(self, device: str, since_ns: int = 0, until_ns: int = 2**62) -> list[Reading]:
-        rows = self.conn.execute(
-            "SELECT device, t_ns, energy_mj FROM energy_readings WHERE device = ? AND t_ns >= ? AND t_ns <= ?"
-            " ORDER BY t_ns",
-            (device, since_ns, until_ns),
-        ).fetchall()
-        return [Reading(*r) for r in rows]
-
-    def devices(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT DISTINCT device FROM energy_readings ORDER BY 1")]
-
-    def close(self) -> None:
-        self.state.close()
+__all__ = ["EnergyReadingRepository", "EnergyReadings", "Reading", "ReadingConflict", "ReadingIn", "ReadingsIn"]

@@ -20,41 +20,12 @@ from airlock.energy.attribution import Attribution, Work, attribute
 from airlock.energy.batch import batch_buckets, mean_concurrency
 from airlock.energy.profiles import Profiles
 from airlock.energy.readings import EnergyReadings
-from airlock.ledger.lines import config_tables
-from airlock.store.embedded import DataDir, DuckDBSpanReader
-from airlock.store.embedded.sampling import create_trace_weights_view
+from airlock.ledger.lines import pricing_tables
+from airlock.store.embedded.energy import DuckDBCallFacts, DuckDBEnergyAggregator
+from airlock.store.embedded.layout import DataDir
+from airlock.store.energy import ENERGY_DIMENSIONS, CallFactReader, EnergyAggregator
 
-DIMENSIONS = {
-    "model_tier": "tier",
-    "batch_bucket": "batch_bucket",
-    "cache": "cache",
-    "tenant": "coalesce(tenant, '(none)')",
-    "task_type": "coalesce(task_type, '(none)')",
-    "feature": "coalesce(feature, '(none)')",
-    "model": "coalesce(model, '(none)')",
-    "upstream": "upstream",
-    "task": "task",
-    "source": "source",
-}
-
-_FACTS = """
-SELECT s.span_id, s.trace_id, coalesce(s."airlock.task", s.trace_id) AS task, s."airlock.tenant" AS tenant,
-       s.attributes['feature'] AS feature, coalesce(s.attributes['task_type'], s.attributes['feature']) AS task_type,
-       s."airlock.upstream" AS upstream, coalesce(mk.model, rt.model) AS model, s.start_ns,
-       greatest(coalesce(s.end_ns, s.start_ns), s.start_ns) AS end_ns, s.ttft_ms,
-       coalesce(s."gen_ai.usage.input_tokens", s."airlock.local.input_tokens", 0) AS in_tok,
-       coalesce(s."gen_ai.usage.cache_read.input_tokens", 0) AS cached,
-       coalesce(s."gen_ai.usage.output_tokens", s."airlock.local.output_tokens", 0) AS out_tok,
-       coalesce(tw.weight, s."airlock.sample.rate", 1.0) AS weight  -- traces it stands for (tail sampling)
-FROM spans s
-LEFT JOIN trace_weights tw ON tw.trace_id = s.trace_id
-LEFT JOIN model_keys mk ON mk.upstream = s."airlock.upstream"
-     AND mk.key = coalesce(s."airlock.upstream.model", s."gen_ai.request.model")
-LEFT JOIN route_targets rt ON rt.route = s."airlock.route" AND rt.upstream = s."airlock.upstream"
-WHERE s."airlock.upstream" IS NOT NULL AND s.kind LIKE 'model.%' AND s."airlock.replay.run" IS NULL
-  AND s.start_ns >= ? AND s.start_ns < ?
-ORDER BY s.start_ns
-"""
+DIMENSIONS = ENERGY_DIMENSIONS
 
 
 @dataclass
@@ -89,27 +60,9 @@ class EnergyReport:
         }
 
 
-def _facts(config: Config, since_ns: int, until_ns: int) -> pa.Table:
-    import duckdb
-
-    try:
-        return _read_facts(config, since_ns, until_ns)
-    except duckdb.IOException:  # a segment compacted away under us: once more on a fresh listing
-        return _read_facts(config, since_ns, until_ns)
-
-
-def _read_facts(config: Config, since_ns: int, until_ns: int) -> pa.Table:
-    reader = DuckDBSpanReader(DataDir.at(config.data_dir))
-    con = reader.connect()
-    try:
-        for name, table in config_tables(config).items():
-            con.register(name, table)
-        create_trace_weights_view(con, DataDir.at(config.data_dir))
-        rel = con.sql(_FACTS, params=[since_ns, until_ns])
-        # duckdb 2 names it to_arrow_table; 1.x arrow
-        return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
-    finally:
-        con.close()
+def _facts(config: Config, since_ns: int, until_ns: int, reader: CallFactReader | None) -> pa.Table:
+    reader = reader or DuckDBCallFacts(DataDir.at(config.data_dir))
+    return reader.call_facts(since_ns, until_ns, pricing_tables(config))
 
 
 def _measure(config: Config, facts: pa.Table) -> tuple[dict[str, float], set[str], list[DeviceSummary]]:
@@ -171,21 +124,27 @@ def _measure(config: Config, facts: pa.Table) -> tuple[dict[str, float], set[str
 
 
 def energy_report(
-    config: Config, by: list[str], since_ns: int | None = None, until_ns: int | None = None
+    config: Config,
+    by: list[str],
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    reader: CallFactReader | None = None,
+    aggregator: EnergyAggregator | None = None,
 ) -> EnergyReport:
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {', '.join(DIMENSIONS)}")
-    table, devices = span_energy(config, since_ns, until_ns)
-    return _aggregate(config, table, by, devices)
+    table, devices = span_energy(config, since_ns, until_ns, reader)
+    rollup = (aggregator or DuckDBEnergyAggregator()).rollup(table, by, config.energy.grid_gco2e_per_kwh)
+    return EnergyReport(by, rollup.rows, rollup.total, devices, rollup.no_energy, config.energy.grid_gco2e_per_kwh)
 
 
 def span_energy(
-    config: Config, since_ns: int | None = None, until_ns: int | None = None
+    config: Config, since_ns: int | None = None, until_ns: int | None = None, reader: CallFactReader | None = None
 ) -> tuple[pa.Table, list[DeviceSummary]]:
     """One row per model call of the period: its facts, its facility joules (NULL without a profile or
     readings), where they came from, the batch it ran in, its cache hit, tier, and whether approximate."""
-    facts = _facts(config, since_ns or 0, until_ns or 2**62)
+    facts = _facts(config, since_ns or 0, until_ns or 2**62, reader)
     n = facts.num_rows
     upstream = np.array(facts.column("upstream").to_pylist(), dtype=object)
     start = facts.column("start_ns").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -232,58 +191,3 @@ def span_energy(
 
 def is_none(values: np.ndarray) -> np.ndarray:
     return np.array([v is None for v in values], dtype=bool)
-
-
-def _aggregate(config: Config, table: pa.Table, by: list[str], devices: list[DeviceSummary]) -> EnergyReport:
-    import duckdb
-
-    grid = config.energy.grid_gco2e_per_kwh
-    con = duckdb.connect(":memory:")
-    try:
-        con.register("raw_calls", table)
-        # With tail sampling a kept call counts as often as its trace stands for (a dropped one kept for
-        # replay, not at all); measured joules are the GPU's whole reading already, so they are not scaled.
-        con.execute(
-            """CREATE TEMP VIEW calls AS SELECT * REPLACE (
-                   in_tok * weight AS in_tok, out_tok * weight AS out_tok,
-                   CASE WHEN source = 'measured' THEN joules ELSE joules * weight END AS joules)
-               FROM raw_calls"""
-        )
-        keys = ", ".join(f"{DIMENSIONS[d]} AS {d}" for d in by)
-        tasks = "sum(weight) FILTER (WHERE first_of_task)"  # the tasks in the group, each as often as it stands
-        measures = f"""
-            round(sum(weight))::BIGINT AS calls, round(sum(in_tok))::BIGINT AS input_tokens,
-            round(sum(out_tok))::BIGINT AS output_tokens,
-            sum(joules) AS joules, {tasks} AS tasks, avg(batch) AS mean_batch,
-            count(*) FILTER (WHERE source = 'measured') AS measured_calls,
-            count(*) FILTER (WHERE approximate) AS approximate_calls,
-            sum(joules) / 3600.0 / nullif({tasks}, 0) AS wh_per_task,
-            sum(joules) / 3.6e6 * {grid} AS gco2e,
-            (sum(in_tok) + sum(out_tok)) / nullif(sum(joules), 0) AS tokens_per_j,
-            sum(joules) / nullif(sum(in_tok) + sum(out_tok), 0) AS j_per_token,
-            sum(joules) / nullif(sum(out_tok), 0) AS j_per_output_token"""
-
-        def run(query: str) -> list[dict[str, Any]]:
-            cur = con.execute(query)
-            cols = [d[0] for d in cur.description or []]
-            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
-
-        def scan(partition: str) -> str:
-            """The calls with energy, each marked when it is the first of its task in its group."""
-            return (
-                f"(SELECT *, row_number() OVER (PARTITION BY {partition}task ORDER BY span_id) = 1 AS first_of_task"
-                " FROM calls WHERE joules IS NOT NULL)"
-            )
-
-        group_exprs = "".join(f"{DIMENSIONS[d]}, " for d in by)
-        rows = (
-            run(f"SELECT {keys}, {measures} FROM {scan(group_exprs)} GROUP BY ALL ORDER BY joules DESC") if by else []
-        )
-        total = run(f"SELECT {measures} FROM {scan('')}")[0]
-        no_energy = run(
-            "SELECT upstream, coalesce(model, '(unknown)') AS model, count(*) AS calls FROM calls"
-            " WHERE joules IS NULL GROUP BY ALL ORDER BY calls DESC"
-        )
-    finally:
-        con.close()
-    return EnergyReport(by, rows, total, devices, no_energy, grid)

@@ -3,9 +3,10 @@ price in effect when each call was served); other costs arrive as posted line it
 Airlock's own storage is measured from its data directory."""
 
 from airlock.ledger.items import LedgerItems, LineItemIn
-from airlock.ledger.lines import Bill, build_bill
+from airlock.ledger.lines import build_bill
 from airlock.ledger.prices import call_cost, find_model, price_in_effect, price_rows
 from airlock.ledger.report import DIMENSIONS, CostReport, CostRow, cost_report
+from airlock.store.ledger import Bill
 
 __all__ = [
     "DIMENSIONS",

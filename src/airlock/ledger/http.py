@@ -16,12 +16,14 @@ from pydantic import ValidationError
 from airlock.errors import (
     BadRequest,
     Conflict,
+    ItemConflict,
     MethodNotAllowed,
     PayloadTooLarge,
     Unprocessable,
 )
 from airlock.gateway.state import GatewayState
-from airlock.ledger.items import ItemConflict, ItemsIn, LedgerItems, LineItemIn
+from airlock.ledger.items import ItemsIn, LedgerItems, LineItemIn
+from airlock.store.embedded.ledger import DuckDBRecordOwners, SQLiteLedgerItems
 
 ITEMS_PATH = "/v1/ledger/items"
 
@@ -64,7 +66,8 @@ class LedgerEndpoint:
 
     def _add(self, tenant: str, items: list[LineItemIn]) -> list[Any]:
         if self.items is None:
-            self.items = LedgerItems(self.state.recorder.data.state_db)
+            data = self.state.recorder.data
+            self.items = LedgerItems(SQLiteLedgerItems(data.state_db), DuckDBRecordOwners(data))
         return self.items.add(tenant, items)
 
     async def post(self, request: web.Request) -> web.Response:

@@ -1,23 +1,25 @@
 """Non-inference line items: what a task cost beyond its model calls (vector database queries, tool and
 API calls, human review, embeddings bought elsewhere, ...). Posted by the services that incur them,
-validated here, and kept in SQLite, idempotent by (tenant, item id)."""
+validated here, and stored through a LedgerItemRepository, idempotent by (tenant, item id). An item
+belongs to its tenant's task: naming a trace or task that only another tenant's spans carry is refused."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from airlock.errors import ItemConflict
-from airlock.store.embedded import SQLiteState
+from airlock.errors import Forbidden
+from airlock.store.embedded.ledger import SQLiteLedgerItems
+from airlock.store.ledger import LedgerItemRecord, LedgerItemRepository, RecordOwnerReader
 
 # Categories a service may post. The ledger adds its own: inference (model calls, from the record) and
 # telemetry_storage (Airlock's own bytes).
@@ -93,12 +95,6 @@ class Accepted:
     created: bool  # False: the same item was already accepted (a retried POST)
 
 
-_COLUMNS = (
-    "tenant", "item_id", "category", "amount_usd", "quantity", "unit", "occurred_ns", "trace_id", "task",
-    "feature", "user_id", "vendor", "description", "attributes", "request_sha",
-)  # fmt: skip
-
-
 def _ns(when: datetime) -> int:
     """Nanoseconds since the epoch; a time without a zone is read as UTC."""
     if when.tzinfo is None:
@@ -106,53 +102,60 @@ def _ns(when: datetime) -> int:
     return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
 
 
-class LedgerItems:
-    """The line item table in the data directory's SQLite state."""
+def item_record(tenant: str, item: LineItemIn, now_ns: int) -> LedgerItemRecord:
+    """The item as stored for a tenant; it occurred when it arrived unless it says otherwise."""
+    return LedgerItemRecord(
+        tenant=tenant,
+        item_id=item.id,
+        category=item.category,
+        amount_usd=item.usd,
+        occurred_ns=_ns(item.occurred_at) if item.occurred_at else now_ns,
+        request_sha=item.digest(),
+        quantity=item.quantity,
+        unit=item.unit,
+        trace_id=item.trace_id,
+        task=item.task,
+        feature=item.feature,
+        user_id=item.user,
+        vendor=item.vendor,
+        description=item.description,
+        attributes=dict(item.attributes),
+    )
 
-    def __init__(self, state_db: Path) -> None:
-        self.state = SQLiteState(state_db)
-        self.conn: sqlite3.Connection = self.state.conn
 
-    def add(self, tenant: str, items: list[LineItemIn], now_ns: int | None = None) -> list[Accepted]:
-        """Store items all or nothing. An item id seen before with the same body is accepted again
-        (not stored twice); with another body, nothing is stored and ItemConflict names it."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
-        out: list[Accepted] = []
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            for item in items:
-                sha = item.digest()
-                occurred = _ns(item.occurred_at) if item.occurred_at else now_ns
-                row = (
-                    tenant, item.id, item.category, item.usd, item.quantity, item.unit, occurred, item.trace_id,
-                    item.task, item.feature, item.user, item.vendor, item.description,
-                    orjson.dumps(item.attributes).decode() if item.attributes else None, sha,
-                )  # fmt: skip
-                cur = self.conn.execute(
-                    f"INSERT INTO ledger_items ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-                    " ON CONFLICT (tenant, item_id) DO NOTHING",
-                    row,
+def refuse_foreign_items(owners: RecordOwnerReader, tenant: str, items: Sequence[LineItemIn]) -> None:
+    """Raise errors.Forbidden when an item names a trace or a task whose recorded spans all belong to
+    other tenants: a tenant's items never join another tenant's task (nor say which tenant that is)."""
+    traces = {i.trace_id for i in items if i.trace_id is not None}
+    tasks = {i.task for i in items if i.task is not None}
+    known = owners.owners(traces, tasks)
+    for item in items:
+        for what, key, by_key in (("trace", item.trace_id, known.traces), ("task", item.task, known.tasks)):
+            holders = by_key.get(key) if key is not None else None
+            if holders and tenant not in holders:
+                raise Forbidden(
+                    f"item {item.id!r} names {what} {key!r}, which belongs to another tenant; nothing was stored",
+                    item_id=item.id,
                 )
-                if cur.rowcount == 1:
-                    out.append(Accepted(item.id, True))
-                    continue
-                known = self.conn.execute(
-                    "SELECT request_sha FROM ledger_items WHERE tenant = ? AND item_id = ?", (tenant, item.id)
-                ).fetchone()
-                if known is None or known[0] != sha:
-                    raise ItemConflict(item.id)
-                out.append(Accepted(item.id, False))
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        return out
 
-    def rows(self, since_ns: int | None = None, until_ns: int | None = None) -> list[dict[str, Any]]:
-        query = f"SELECT {', '.join(_COLUMNS[:-1])} FROM ledger_items WHERE occurred_ns >= ? AND occurred_ns < ?"
-        cur = self.conn.execute(query, (since_ns or 0, until_ns or 2**62))
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+class LedgerItems:
+    """Posting line items for a tenant through a repository: the one given, or the embedded one in the
+    SQLite state database at a path. close() closes it."""
+
+    def __init__(self, store: LedgerItemRepository | Path, owners: RecordOwnerReader | None = None) -> None:
+        self.repository: LedgerItemRepository = SQLiteLedgerItems(store) if isinstance(store, Path) else store
+        self.owners = owners
+
+    def add(self, tenant: str, items: Sequence[LineItemIn], now_ns: int | None = None) -> list[Accepted]:
+        """Store items all or nothing. An item id seen before with the same body is accepted again
+        (not stored twice); with another body, nothing is stored and errors.ItemConflict names it. With
+        an owner reader, an item naming another tenant's trace or task is refused (errors.Forbidden)."""
+        if self.owners is not None:
+            refuse_foreign_items(self.owners, tenant, items)
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        created = self.repository.insert_all([item_record(tenant, item, now_ns) for item in items])
+        return [Accepted(item.id, new) for item, new in zip(items, created, strict=True)]
 
     def close(self) -> None:
-        self.state.close()
+        self.repository.close()

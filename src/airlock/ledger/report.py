@@ -7,22 +7,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from airlock.config.schema import Config
-from airlock.ledger.lines import Bill, build_bill
+from airlock.ledger.lines import build_bill
+from airlock.store.ledger import BILL_DIMENSIONS, WASTE_REASONS, Bill, BillReader, GroupTotals, RevenueRule
 
-DIMENSIONS = {
-    "tenant": "coalesce(l.tenant, '(none)')",
-    "feature": "coalesce(l.feature, '(none)')",
-    "user": "coalesce(l.\"user\", '(none)')",
-    "task": "coalesce(l.task, '(none)')",
-    "model": "coalesce(l.model, '(none)')",
-    "upstream": "coalesce(l.upstream, '(none)')",
-    "category": "l.category",
-    "day": "strftime(make_timestamp(l.start_ns // 1000), '%Y-%m-%d')",
-}
-WASTE = ("failed_attempt", "failed_request", "abandoned_stream")
+DIMENSIONS = BILL_DIMENSIONS
+WASTE = WASTE_REASONS
 
 
 @dataclass
@@ -107,66 +97,22 @@ class CostReport:
         }
 
 
-def _revenue_table(config: Config) -> pa.Table:
-    by_feature = config.ledger.revenue_per_task_by_feature
-    return pa.table(
-        {
-            "feature": pa.array(list(by_feature), pa.string()),
-            "revenue": pa.array(list(by_feature.values()), pa.float64()),
-        }
-    )
+def _row(group: GroupTotals) -> CostRow:
+    row = CostRow(group.key)
+    row.total_usd = float(group.total_usd or 0.0)
+    row.by_category = dict(group.by_category)
+    row.wasted_usd = dict(group.wasted_usd)
+    row.estimated_usd = float(group.estimated_usd or 0.0)
+    # task counts are estimates when sampled
+    row.tasks, row.successful_tasks = round(group.tasks or 0), round(group.successful_tasks or 0)
+    row.revenue_usd = float(group.revenue_usd) if group.revenue_usd is not None else None
+    return row
 
 
 def _rows(bill: Bill, config: Config, by: list[str]) -> list[CostRow]:
     """One row per group: money pivoted by category and by waste, tasks, successful tasks, revenue."""
-    categories = [r["category"] for r in bill.sql("SELECT DISTINCT category FROM lines ORDER BY 1")]
-    keys = [f"{DIMENSIONS[d]} AS k_{d}" for d in by]
-    group = [f"k_{d}" for d in by]
-    select_keys = "".join(k + ", " for k in keys)
-    usd = "l.usd * l.scale"  # a line counts as often as its trace stands for (tail sampling)
-    per_category = "".join(f"sum({usd}) FILTER (WHERE l.category = ?) AS c{i}, " for i in range(len(categories)))
-    per_waste = "".join(f"sum({usd}) FILTER (WHERE l.wasted = '{w}') AS w_{w}, " for w in WASTE)
-    bill.con.register("revenue_by_feature", _revenue_table(config))
-    default_revenue = config.ledger.revenue_per_task
-    priced = default_revenue is not None or bool(config.ledger.revenue_per_task_by_feature)
-    revenue = (
-        "sum(CASE WHEN t.last_status = 'ok' THEN coalesce(r.revenue, ?) * lt.weight END)" if priced else "NULL::DOUBLE"
-    )
-    group_by = f"GROUP BY {', '.join(group)}" if group else ""
-    join = f"FULL JOIN t USING ({', '.join(group)})" if group else "CROSS JOIN t"
-    rows = bill.sql(
-        f"""
-        WITH m AS (
-            SELECT {select_keys} {per_category} {per_waste}
-                   sum({usd}) AS total, sum(CASE WHEN l.estimated THEN {usd} ELSE 0 END) AS est
-            FROM lines l WHERE l.usd IS NOT NULL {group_by}
-        ), lt AS (
-            SELECT {select_keys} l.tenant, l.task, max(l.task_weight) AS weight
-            FROM lines l WHERE l.usd IS NOT NULL AND l.task IS NOT NULL
-            GROUP BY ALL
-        ), t AS (
-            SELECT {"".join(g + ", " for g in group)} sum(lt.weight) AS tasks,
-                   sum(lt.weight) FILTER (WHERE t.last_status = 'ok') AS ok, {revenue} AS revenue
-            FROM lt LEFT JOIN tasks t ON t.tenant IS NOT DISTINCT FROM lt.tenant AND t.task = lt.task
-            LEFT JOIN revenue_by_feature r ON r.feature = t.feature
-            {group_by}
-        )
-        SELECT * FROM m {join} ORDER BY total DESC NULLS LAST""",
-        [*categories, *([default_revenue] if priced else [])],
-    )
-    out = []
-    for r in rows:
-        if r["total"] is None and not r["tasks"]:
-            continue
-        row = CostRow({d: str(r[f"k_{d}"]) for d in by})
-        row.total_usd = float(r["total"] or 0.0)
-        row.by_category = {c: float(r[f"c{i}"]) for i, c in enumerate(categories) if r[f"c{i}"] is not None}
-        row.wasted_usd = {w: float(r[f"w_{w}"]) for w in WASTE if r[f"w_{w}"] is not None}
-        row.estimated_usd = float(r["est"] or 0.0)
-        row.tasks, row.successful_tasks = round(r["tasks"] or 0), round(r["ok"] or 0)  # estimates when sampled
-        row.revenue_usd = float(r["revenue"]) if r["revenue"] is not None else None
-        out.append(row)
-    return out
+    revenue = RevenueRule(config.ledger.revenue_per_task, dict(config.ledger.revenue_per_task_by_feature))
+    return [_row(g) for g in bill.grouped(by, revenue) if not (g.total_usd is None and not g.tasks)]
 
 
 def cost_report(
@@ -175,18 +121,17 @@ def cost_report(
     since_ns: int | None = None,
     until_ns: int | None = None,
     forecast_tasks: int | None = None,
+    reader: BillReader | None = None,
 ) -> CostReport:
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {', '.join(DIMENSIONS)}")
-    bill = build_bill(config, since_ns, until_ns)
+    bill = build_bill(config, since_ns, until_ns, reader)
     try:
         rows = _rows(bill, config, by)
         total = (_rows(bill, config, []) or [CostRow({})])[0]
         categories = sorted(total.by_category, key=lambda c: -total.by_category[c])
-        unpriced = bill.sql("""
-            SELECT upstream, model, count(*) AS calls, sum(in_tok) AS input_tokens, sum(out_tok) AS output_tokens
-            FROM lines WHERE source = 'span' AND usd IS NULL GROUP BY 1, 2 ORDER BY calls DESC""")
+        unpriced = bill.unpriced()
         forecast = None
         if forecast_tasks and total.tasks:
             scale = forecast_tasks / total.tasks
