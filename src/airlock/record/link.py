@@ -258,8 +258,8 @@ class RecorderLink:
             index, fut = self._waiting.pop()
             futures[index - first] = fut
         self._queued -= len(records)
-        for record, fut in zip(records, futures, strict=True):
-            spill_record(self, record, fut)
+        for record, maybe in zip(records, futures, strict=True):
+            spill_record(self, record, maybe)
 
     # -- what the writer says --------------------------------------------------------------------
 
