@@ -77,3 +77,36 @@ def test_unknown_trace_is_a_clear_error(recorded: Gateway) -> None:
 def test_missing_data_dir(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["traces", "list", "-d", str(tmp_path / "none")])
     assert result.exit_code == 2 and "no data directory" in result.output
+
+
+MARKUP = "[/bold] [red]x[/red] [link=http://evil.example]click[/link]"
+
+
+def test_recorded_markup_is_printed_as_it_is_and_never_parsed(tmp_path: Path, sims: dict[str, Sim]) -> None:
+    gw = Gateway(write_config(tmp_path, sims))
+    try:
+        trace = "ef" * 16
+        span = {
+            "traceId": trace,
+            "spanId": "12" * 8,
+            "name": "tool",
+            "startTimeUnixNano": "1700000000000000000",
+            "endTimeUnixNano": "1700000000100000000",
+            "status": {"code": 2, "message": MARKUP},
+            "attributes": [{"key": "note", "value": {"stringValue": MARKUP}}],
+        }
+        doc = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [span]}]}]}
+        headers = {"Authorization": f"Bearer {API_KEY}", "x-airlock-task": MARKUP}
+        r = httpx.post(f"{gw.url}/v1/traces", json=doc, headers=headers)
+        assert r.status_code == 200, r.text
+        chat = {"model": "chat", "messages": [{"role": "user", "content": MARKUP}]}
+        headers["traceparent"] = f"00-{trace}-{'34' * 8}-01"
+        assert httpx.post(f"{gw.url}/v1/chat/completions", json=chat, headers=headers).status_code == 200
+        wait_recorded(gw.data_dir, 2, where=f"trace_id = '{trace}'")
+        d = str(gw.data_dir)
+        shown = run("traces", "show", "-d", d, trace[:12], "--tenant", "acme")
+        assert shown.count(MARKUP) >= 2  # the status message and the attribute, literally
+        listed = run("traces", "list", "-d", d)
+        assert "[/bold]" in listed  # the task column
+    finally:
+        gw.stop()

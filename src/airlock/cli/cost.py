@@ -9,12 +9,11 @@ from typing import Any
 
 import click
 import orjson
-from rich.table import Table
 
 from airlock.cli.config_for import config_for
 from airlock.cli.records import data_options
+from airlock.cli.render import RecordTable, fmt_bytes, fmt_time, parse_when
 from airlock.cli.render import console as make_console
-from airlock.cli.render import fmt_bytes, fmt_time, parse_when
 
 CATEGORY_LABELS = {"telemetry_storage": "telemetry", "human_review": "review", "vector_db": "vector db"}
 
@@ -134,7 +133,7 @@ def _csv(report: Any) -> None:
 def _table(report: Any, limit: int) -> None:
     console = make_console()
     total = report.total
-    items = Table(title="Line items by category")
+    items = RecordTable(title="Line items by category")
     for col in ("category", "usd", "share", "of which estimated"):
         items.add_column(col, justify="left" if col == "category" else "right")
     for c in report.categories:
@@ -142,7 +141,7 @@ def _table(report: Any, limit: int) -> None:
         items.add_row(c, fmt_usd(usd), fmt_pct(usd / total.total_usd if total.total_usd else None), "")
     items.add_row("(total)", fmt_usd(total.total_usd), "100%", fmt_usd(total.estimated_usd), style="bold")
     console.print(items)
-    t = Table(title=f"The bill by {', '.join(report.by) or 'total'}")
+    t = RecordTable(title=f"The bill by {', '.join(report.by) or 'total'}")
     for d in report.by:
         t.add_column(d)
     for col in (
@@ -235,7 +234,7 @@ def task_cmd(data_dir: str | None, config_path: str | None, task: str, tenant: s
     if not lines:
         raise click.UsageError(f"no line items for task {task!r}")
     console = make_console()
-    t = Table(title=f"Task {task}: every line item")
+    t = RecordTable(title=f"Task {task}: every line item")
     for col in ("time", "category", "what", "tokens in/out", "usd", "note"):
         t.add_column(col, justify="right" if col in ("usd", "tokens in/out") else "left")
     by_cat: dict[str, float] = {}

@@ -10,12 +10,11 @@ from typing import Any
 
 import click
 import orjson
-from rich.table import Table
 
 from airlock.cli.config_for import config_for
 from airlock.cli.records import data_options
+from airlock.cli.render import RecordTable, parse_when
 from airlock.cli.render import console as make_console
-from airlock.cli.render import parse_when
 
 
 @click.group()
@@ -64,7 +63,7 @@ def report_cmd(
         writer.writerows(rows)
         return
     console = make_console()
-    t = Table(title=f"Energy by {', '.join(dims)} (grid {report.grid_gco2e_per_kwh:g} gCO2e/kWh)")
+    t = RecordTable(title=f"Energy by {', '.join(dims)} (grid {report.grid_gco2e_per_kwh:g} gCO2e/kWh)")
     for d in dims:
         t.add_column(d)
     cols = ("calls", "tokens", "J", "tokens/J", "J/token", "J/out tok", "Wh/task", "gCO2e", "measured", "approx")
@@ -155,7 +154,7 @@ def presets_cmd() -> None:
     from airlock.energy import presets
 
     console = make_console()
-    t = Table(title="Energy presets (J per token at batch size; facility J = GPU J / (1 - idle) x PUE)")
+    t = RecordTable(title="Energy presets (J per token at batch size; facility J = GPU J / (1 - idle) x PUE)")
     for c in ("preset", "tier", "batch: prefill / decode J per token", "cache discount", "idle", "PUE"):
         t.add_column(c)
     for name, p in presets.PRESETS.items():

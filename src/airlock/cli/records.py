@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 import orjson
-from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
+from airlock.cli.render import RecordTable, fmt_bytes, fmt_ms, fmt_time, parse_when, safe, styled
 from airlock.cli.render import console as make_console
-from airlock.cli.render import fmt_bytes, fmt_ms, fmt_time, parse_when
 from airlock.gateway.metrics import worker_statuses
 from airlock.record.enrich import sse_events
 from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader
@@ -67,7 +67,7 @@ def status(data_dir: str | None, config_path: str | None, show_all: bool) -> Non
     if not rows:
         console.print(f"no {'' if show_all else 'live '}gateway workers recorded in {data.root}")
     else:
-        t = Table(title=f"recorder status ({data.root})")
+        t = RecordTable(title=f"recorder status ({data.root})")
         columns = ("worker", "alive", "queue", "accepted", "written", "in WAL", "spilled", "dropped", "writer", "error")
         for col in columns:
             t.add_column(col, justify="right" if col not in ("worker", "writer", "error") else "left")
@@ -154,7 +154,7 @@ def traces_list(data_dir: str | None, config_path: str | None, as_json: bool, **
     if not rows:
         click.echo("no traces match")
         return
-    t = Table(title=f"{len(rows)} traces")
+    t = RecordTable(title=f"{len(rows)} traces")
     for col in (
         "trace",
         "start (UTC)",
@@ -169,7 +169,7 @@ def traces_list(data_dir: str | None, config_path: str | None, as_json: bool, **
     ):
         t.add_column(col)
     for r in rows:
-        errs = f"[red]{r['errors']}[/red]" if r["errors"] else "0"
+        errs = styled(f"[red]{r['errors']}[/red]") if r["errors"] else "0"
         t.add_row(
             r["trace_id"][:16],
             fmt_time(r["start_ns"]),
@@ -259,29 +259,30 @@ def traces_show(
         if span.get("gen_ai.usage.cache_read.input_tokens"):
             usage += f" (cached {span['gen_ai.usage.cache_read.input_tokens']})"
         label = (
-            f"[{colour}]{span['status']}[/{colour}] {span['kind']} [bold]{span['gen_ai.request.model'] or ''}"
-            f"[/bold] → {span['gen_ai.response.model'] or '-'}  {fmt_ms(span['duration_ms'])}"
+            f"[{colour}]{safe(span['status'])}[/{colour}] {safe(span['kind'])} "
+            f"[bold]{safe(span['gen_ai.request.model'] or '')}[/bold] → {safe(span['gen_ai.response.model'] or '-')}"
+            f"  {fmt_ms(span['duration_ms'])}"
             f"  ttft {fmt_ms(span['ttft_ms'])}  {usage}  span {span['span_id']}"
         )
         branch = node.add(label)
         facts = [
-            f"start {fmt_time(span['start_ns'])}  tenant {span['airlock.tenant']}  http {span['http_status']}"
-            f"  stream {span['airlock.request.stream']}  finish {span['gen_ai.response.finish_reasons']}"
+            f"start {fmt_time(span['start_ns'])}  tenant {safe(span['airlock.tenant'])}  http {span['http_status']}"
+            f"  stream {span['airlock.request.stream']}  finish {safe(span['gen_ai.response.finish_reasons'])}"
         ]
         if span["error_type"]:
-            facts.append(f"[red]error {span['error_type']}: {span['error_message']}[/red]")
+            facts.append(f"[red]error {safe(span['error_type'])}: {safe(span['error_message'])}[/red]")
         attrs = dict(span.get("attributes") or {})
         if attrs:
-            facts.append("attributes " + ", ".join(f"{k}={v}" for k, v in sorted(attrs.items())))
+            facts.append("attributes " + ", ".join(f"{safe(k)}={safe(v)}" for k, v in sorted(attrs.items())))
         for f in facts:
             branch.add(f)
         hop_branch = branch.add(f"hops ({len(by_span.get(span['span_id'], []))})")
         for h in by_span.get(span["span_id"], []):
             hop_branch.add(
-                f"#{h['attempt']} {h['upstream']} {h['address']} region {h['region']} "
-                f"({h['jurisdiction']}, {h['deployment']}) → {h['outcome']}"
+                f"#{h['attempt']} {safe(h['upstream'])} {safe(h['address'])} region {safe(h['region'])} "
+                f"({safe(h['jurisdiction'])}, {safe(h['deployment'])}) → {safe(h['outcome'])}"
                 f"{' ' + str(h['http_status']) if h['http_status'] else ''}"
-                f"{'  ' + h['reason'] if h['reason'] else ''}  {fmt_ms((h['end_ns'] - h['start_ns']) / 1e6)}"
+                f"{'  ' + safe(h['reason']) if h['reason'] else ''}  {fmt_ms((h['end_ns'] - h['start_ns']) / 1e6)}"
             )
         if payloads:
             for col, title in (
@@ -292,7 +293,7 @@ def traces_show(
                 data = found.get(digest) if digest else None
                 size = len(data) if isinstance(data, bytes) else None
                 p = branch.add(f"{title}: sha256 {digest[:16] if digest else '-'}  {fmt_bytes(size)}")
-                p.add(_decode_payload(found, digest, max_chars))
+                p.add(Text(_decode_payload(found, digest, max_chars)))
         for child in children.get(span["span_id"], []):
             add(branch, child)
 

@@ -7,7 +7,10 @@ import time
 from datetime import UTC, datetime
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.table import Table as _RichTable
+from rich.text import Text
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -54,3 +57,23 @@ def console() -> Console:
     import sys
 
     return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def safe(value: object) -> str:
+    """Recorded text (a status message, a model or tenant name, an attribute) for a rich markup string:
+    its square brackets are shown as they are, never read as markup."""
+    return escape(str(value))
+
+
+def styled(markup: str) -> Text:
+    """A table cell whose markup is ours (a colour), for a RecordTable, which shows str cells literally."""
+    return Text.from_markup(markup)
+
+
+class RecordTable(_RichTable):
+    """A rich Table whose str cells are shown literally: every CLI table holds recorded text, so a value
+    like '[/bold]' is printed, not parsed (it crashed `traces show`). Our own styling goes in as Text."""
+
+    def add_row(self, *renderables: RenderableType | None, **kwargs: object) -> None:
+        cells = [Text(r) if isinstance(r, str) else r for r in renderables]
+        super().add_row(*cells, **kwargs)  # type: ignore[arg-type]

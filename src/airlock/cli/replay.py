@@ -8,9 +8,9 @@ from typing import Any
 import click
 import orjson
 from click.core import ParameterSource
-from rich.table import Table
 
 from airlock.cli.records import _data_dir, data_options, trace_filter, trace_filter_options
+from airlock.cli.render import RecordTable, styled
 from airlock.cli.render import console as make_console
 from airlock.errors import ReplayError, StoreError
 from airlock.replay.fidelity import check_traces, replayable_fraction
@@ -89,14 +89,14 @@ def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, take
     if not results:
         click.echo("no traces match the selection")
         sys.exit(1)
-    t = Table(
+    t = RecordTable(
         title=f"replay fidelity: {sum(r.replayable for r in results)} of {len(results)} traces replayable "
         f"({fraction:.1%})"
     )
     for col in ("trace", "calls", "replayable", "missing", "caveats"):
         t.add_column(col)
     for r in results:
-        ok = "[green]yes[/green]" if r.replayable else "[red]no[/red]"
+        ok = styled("[green]yes[/green]" if r.replayable else "[red]no[/red]")
         t.add_row(r.trace_id[:16], str(len(r.spans)), ok, "\n".join(r.missing), "\n".join(r.caveats))
     make_console().print(t)
     click.echo(f"replayable fraction: {fraction:.3f}")
@@ -226,7 +226,7 @@ def report_cmd(data_dir: str | None, config_path: str | None, name: str, as_json
     if as_json:
         click.echo(orjson.dumps(report.to_json()).decode())
         return
-    t = Table(title=f"replay {report.name} against {report.target}")
+    t = RecordTable(title=f"replay {report.name} against {report.target}")
     t.add_column("measure")
     t.add_column("value")
     for k, v in summary_rows(report):
@@ -234,7 +234,7 @@ def report_cmd(data_dir: str | None, config_path: str | None, name: str, as_json
     make_console().print(t)
     diverged = [tr for tr in report.traces if tr.get("diverged_at") is not None]
     if diverged:
-        d = Table(title="where the candidate diverged")
+        d = RecordTable(title="where the candidate diverged")
         for col in ("trace", "replay trace", "turns", "diverged at turn"):
             d.add_column(col)
         for tr in diverged[:20]:

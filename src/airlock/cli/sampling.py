@@ -9,11 +9,10 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
-from rich.table import Table
 
 from airlock.cli.records import _data_dir, data_options
+from airlock.cli.render import RecordTable, fmt_time, styled
 from airlock.cli.render import console as make_console
-from airlock.cli.render import fmt_time
 
 
 def _config(config_path: str | None) -> Any:
@@ -144,14 +143,14 @@ def print_status(console: Console, status: Any) -> None:
     if status.early:
         why = {"spans": "giant traces (max_spans_per_trace)", "pending": "oldest waiting (max_pending_traces)"}
         console.print("decided early: " + ", ".join(f"{n} {why.get(k, k)}" for k, n in status.early.items()))
-    t = Table(title="What was kept and why (one row per outcome and reason)")
+    t = RecordTable(title="What was kept and why (one row per outcome and reason)")
     for col in ("outcome", "reason", "traces", "spans", "p (min..max)"):
         t.add_column(col, justify="right" if col in ("traces", "spans") else "left")
     for r in status.by_reason:
         p = f"{r['min_p']:.4g}" if r["min_p"] == r["max_p"] else f"{r['min_p']:.4g}..{r['max_p']:.4g}"
         t.add_row(r["outcome"], r["reason"], _n(r["traces"]), _n(r["spans"]), p)
     console.print(t)
-    t = Table(title="Per key: current rate, kept, and totals estimated from kept traces vs exact")
+    t = RecordTable(title="Per key: current rate, kept, and totals estimated from kept traces vs exact")
     for col in ("key", "rate now", "kept", "traces", "est.", "spans", "est.", "tokens", "est.", "cost $", "est."):
         t.add_column(col, justify="left" if col == "key" else "right")
     for k in status.keys:
@@ -171,7 +170,7 @@ def print_status(console: Console, status: Any) -> None:
         )
     tot = status.totals
     t.add_row(
-        "[bold]all",
+        styled("[bold]all"),
         "",
         "",
         _n(tot["traces"][0]),
@@ -185,7 +184,7 @@ def print_status(console: Console, status: Any) -> None:
     )
     console.print(t)
     if status.drops:
-        t = Table(title="Dropped traces: what their summaries keep (exact)")
+        t = RecordTable(title="Dropped traces: what their summaries keep (exact)")
         for col in ("key", "status", "traces", "spans", "tokens", "cost $", "payloads kept (reserve)"):
             t.add_column(col, justify="left" if col in ("key", "status") else "right")
         for d in status.drops:

@@ -12,11 +12,10 @@ from typing import Any
 
 import click
 import orjson
-from rich.table import Table
 
 from airlock.cli.records import _data_dir, data_options
+from airlock.cli.render import RecordTable, fmt_ms, fmt_time, parse_when
 from airlock.cli.render import console as make_console
-from airlock.cli.render import fmt_ms, fmt_time, parse_when
 from airlock.config.schema import Config
 
 
@@ -68,7 +67,7 @@ def _emit(columns: list[str], rows: list[dict[str, Any]], fmt: str, title: str, 
         writer.writerows(rows)
         click.echo(out.getvalue(), nl=False)
         return
-    table = Table(title=title)
+    table = RecordTable(title=title)
     for c in columns:
         text = c == "slice" or not rows or isinstance(rows[0].get(c), str)
         table.add_column(c, justify="left" if text else "right")

@@ -8,11 +8,10 @@ from typing import IO
 
 import click
 import orjson
-from rich.table import Table
 
 from airlock.cli.records import _data_dir, _reader, data_options
+from airlock.cli.render import RecordTable, parse_when, safe, styled
 from airlock.cli.render import console as make_console
-from airlock.cli.render import parse_when
 from airlock.tokens import TokenizerUnavailable, available, family_of, get_tokenizer, load_local
 from airlock.tokens.chat import count_request, request_text
 from airlock.tokens.drift import CONFIDENCE, COVERAGE, drift_cells
@@ -87,16 +86,16 @@ def count_cmd(
 @tokens.command("list")
 def list_cmd() -> None:
     """The bundled tokenizers, and whether each loads here."""
-    t = Table(title="bundled tokenizers (no network: files from installed packages, sha256-checked)")
+    t = RecordTable(title="bundled tokenizers (no network: files from installed packages, sha256-checked)")
     for col in ("name", "family", "status"):
         t.add_column(col)
     failed = False
     for name in available():
         try:
             get_tokenizer(name)
-            status = "[green]ok[/green]"
+            status = styled("[green]ok[/green]")
         except TokenizerUnavailable as e:
-            status, failed = f"[red]{e}[/red]", True
+            status, failed = styled(f"[red]{safe(e)}[/red]"), True
         t.add_row(name, family_of(name), status)
     make_console().print(t)
     if failed:
@@ -145,7 +144,7 @@ def drift_cmd(
     if not cells:
         click.echo("no spans with both provider usage and a local count (is a tokenizer set for the models?)")
         return
-    t = Table(
+    t = RecordTable(
         title=f"{what} token drift: provider / local - 1 (margin covers {COVERAGE:.0%} of requests with "
         f"{CONFIDENCE:.0%} confidence)"
     )
@@ -154,7 +153,7 @@ def drift_cmd(
     for col in ("n", "mean", "p50", "p95", "p99", "max", "margin", "flags"):
         t.add_column(col, justify="left" if col == "flags" else "right")
     for c in cells:
-        margin = f"{c.margin:+.1%}" if c.margin is not None else "[dim]n<59[/dim]"
+        margin = f"{c.margin:+.1%}" if c.margin is not None else styled("[dim]n<59[/dim]")
         flags = "; ".join(c.flags)
         style = "[bold red]" if c.flags else ""
         t.add_row(

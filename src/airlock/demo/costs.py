@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
+from airlock.cli.render import RecordTable
 from airlock.demo.workload import TaskResult
 
 # Per unit, USD. Illustrative list prices for the services a support/ops/scheduling agent leans on.
@@ -100,7 +100,7 @@ def print_bill_summary(console: Console, config_path: Path) -> None:
 
     config = load_config(config_path)
     bill = cost_report(config, ["feature"])
-    t = Table(title="The full bill per task, by feature (inference is only part of it)")
+    t = RecordTable(title="The full bill per task, by feature (inference is only part of it)")
     for col in ("feature", "tasks", "cost per task", "inference share", "largest other line item per task", "margin"):
         t.add_column(col, justify="left" if col in ("feature", "largest other line item per task") else "right")
     for row in bill.rows:

@@ -20,8 +20,8 @@ import openai
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
+from airlock.cli.render import RecordTable
 from airlock.cli.render import console as make_console
 from airlock.demo.costs import demo_cost_config, post_demo_costs, print_bill_summary
 from airlock.demo.texts import MIX, QUESTIONS
@@ -230,7 +230,7 @@ def report(console: Console, reader: DemoRecord, results: list[TaskResult], data
         "tool results fed back."
     )
     rows = reader.calls_by_region()
-    t = Table(title="The record, by the region that answered")
+    t = RecordTable(title="The record, by the region that answered")
     for col in (
         "region",
         "calls",
@@ -264,14 +264,14 @@ def report(console: Console, reader: DemoRecord, results: list[TaskResult], data
     console.print("hops: " + ", ".join(f"{h.upstream} {h.outcome} x{h.hops}" for h in hops))
     failed = [r for r in results if r.outcome != "ok"]
     if failed:
-        ft = Table(title="Tasks that did not complete")
+        ft = RecordTable(title="Tasks that did not complete")
         for col in ("task", "tenant", "outcome", "why"):
             ft.add_column(col)
         for r in failed:
             ft.add_row(r.task_id, r.tenant, r.outcome, r.detail)
         console.print(ft)
     drift = [c for c in drift_cells(reader, ["model", "script", "upstream"]) if c.key["upstream"] != "None"]
-    dt = Table(title="Token drift: provider-billed / locally counted - 1 (input tokens)")
+    dt = RecordTable(title="Token drift: provider-billed / locally counted - 1 (input tokens)")
     for col in ("model", "script", "upstream", "n", "p50", "p95", "margin applied", "flag"):
         dt.add_column(col, justify="right" if col in ("n", "p50", "p95", "margin applied") else "left")
     for c in drift[:8]:
@@ -321,7 +321,7 @@ def replay_demo(console: Console, config_path: Path, data: Path, cli: str) -> No
         "(recorded tool results are returned; no tool is called) ..."
     )
     asyncio.run(runner.run(pending))
-    table = Table(title="Replay demo-candidate: candidate-large against what was recorded")
+    table = RecordTable(title="Replay demo-candidate: candidate-large against what was recorded")
     table.add_column("measure")
     table.add_column("value")
     for k, v in summary_rows(build_report(DataDir.at(config_path.parent / "data"), "demo-candidate")):
