@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from airlock.errors import StoreError
 from airlock.record import frames
 from airlock.record.recorder import QueueItem, Recorder, strip_secret_headers
 from airlock.record.rows import checked_row, finish_row, partial_row, store_payloads
@@ -274,7 +275,7 @@ class BatchWriter:
         error only if it `clears`: a compaction with nothing to merge says nothing about the disk."""
         try:
             fn(*args)
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, sqlite3.Error, StoreError) as e:  # the disk or a store: retried, logged in one line
             self.rec.note_error(f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}")
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
             log.error("recorder write failed (will retry): %s", e)
