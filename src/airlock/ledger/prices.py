@@ -13,15 +13,27 @@ from datetime import UTC, date, datetime
 from airlock.config.schema import Config, ModelSpec, Price
 
 
-def find_model(config: Config, upstream: str | None, upstream_model: str | None) -> ModelSpec | None:
-    """The model spec an upstream serves under the name that was sent to it."""
-    for up in config.upstreams:
-        if up.name != upstream:
-            continue
-        for m in up.models:
-            if (m.upstream_model or m.name) == upstream_model or m.name == upstream_model:
-                return m
-    return None
+def find_model(
+    config: Config, upstream: str | None, upstream_model: str | None, route: str | None = None
+) -> ModelSpec | None:
+    """The model spec a recorded call was served by on an upstream: the one its route chose (an alias's
+    target there, or the model the call named directly) when the route is given, else the one the
+    upstream serves under the name sent to it, a model's own name before another's upstream_model (so a
+    model aliased to another's name is never taken for it, nor that model for the alias)."""
+    up = next((u for u in config.upstreams if u.name == upstream), None)
+    if up is None:
+        return None
+    by_name = {m.name: m for m in up.models}
+    if route is not None:
+        for r in config.routes:  # an alias wins over a model of the same name, as the router has it
+            if r.alias == route:
+                target = next((t.model for t in r.targets if t.upstream == up.name), None)
+                return by_name.get(target) if target is not None else None
+        if route in by_name:
+            return by_name[route]
+    if upstream_model in by_name:
+        return by_name[upstream_model]
+    return next((m for m in up.models if m.upstream_model == upstream_model), None)
 
 
 def price_in_effect(spec: ModelSpec | None, day: date) -> Price | None:
