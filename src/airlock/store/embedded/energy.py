@@ -12,8 +12,9 @@ import duckdb
 import pyarrow as pa
 
 from airlock.errors import ReadingConflict, StoreUnavailable
+from airlock.store.embedded.failures import sqlite_failure
 from airlock.store.embedded.layout import DataDir
-from airlock.store.embedded.ledger import SPAN_MODEL_JOINS, sqlite_failure, with_compaction_retry
+from airlock.store.embedded.ledger import SPAN_MODEL_JOINS, with_compaction_retry
 from airlock.store.embedded.query import DuckDBSpanReader
 from airlock.store.embedded.sampling import create_trace_weights_view
 from airlock.store.embedded.state import SQLiteState

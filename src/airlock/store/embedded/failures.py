@@ -10,16 +10,23 @@ from contextlib import contextmanager
 import duckdb
 import pyarrow as pa
 
-from airlock.errors import StoreError, StoreUnavailable
+from airlock.errors import StoreConflict, StoreError, StoreUnavailable
+
+
+def sqlite_failure(e: sqlite3.Error, what: str) -> StoreError:
+    """A StoreError for a failed SQLite call: a constraint is a conflict, anything else unavailability."""
+    if isinstance(e, sqlite3.IntegrityError):
+        return StoreConflict(f"{what}: {e}")
+    return StoreUnavailable(f"{what}: {type(e).__name__}: {e}")
 
 
 @contextmanager
 def store_errors(what: str) -> Iterator[None]:
-    """Run the block; a read or write that cannot be done raises StoreUnavailable, any other failure of
-    the libraries StoreError, each naming `what` was being done."""
+    """Run the block; a constraint SQLite refuses raises StoreConflict, any other failure of the
+    libraries or the file system StoreUnavailable, each naming `what` was being done."""
     try:
         yield
-    except (duckdb.IOException, sqlite3.OperationalError, OSError) as e:
+    except sqlite3.Error as e:
+        raise sqlite_failure(e, what) from e
+    except (duckdb.Error, pa.ArrowException, OSError) as e:
         raise StoreUnavailable(f"{what}: {e}") from e
-    except (duckdb.Error, sqlite3.Error, pa.ArrowException) as e:
-        raise StoreError(f"{what}: {e}") from e

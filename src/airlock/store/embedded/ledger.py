@@ -13,7 +13,8 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from airlock.errors import ItemConflict, StoreConflict, StoreError, StoreUnavailable
+from airlock.errors import ItemConflict, StoreUnavailable
+from airlock.store.embedded.failures import sqlite_failure
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.query import DuckDBSpanReader
 from airlock.store.embedded.sampling import create_trace_weights_view
@@ -32,13 +33,6 @@ from airlock.store.ledger import (
 ROW_BYTES = 512  # what a span row and its hops take in the segments beside its payloads (an estimate)
 
 T = TypeVar("T")
-
-
-def sqlite_failure(e: sqlite3.Error, doing: str) -> StoreError:
-    """A StoreError for a failed SQLite call: a constraint is a conflict, anything else unavailability."""
-    if isinstance(e, sqlite3.IntegrityError):
-        return StoreConflict(f"{doing}: {e}")
-    return StoreUnavailable(f"{doing}: {type(e).__name__}: {e}")
 
 
 def with_compaction_retry(build: Callable[[], T], doing: str) -> T:

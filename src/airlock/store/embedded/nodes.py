@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
-from airlock.errors import StoreUnavailable
+from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.state import SQLiteState
 
 
@@ -14,7 +13,7 @@ class SQLiteWriterRegistry:
         self.state_db = state_db
 
     def register_writer(self, writer_id: str, node: str, region: str, pid: int) -> None:
-        try:
+        with store_errors(f"the state database {self.state_db} is not usable"):
             state = SQLiteState(self.state_db)
             try:
                 state.conn.execute(
@@ -23,5 +22,3 @@ class SQLiteWriterRegistry:
                 )
             finally:
                 state.close()
-        except (sqlite3.Error, OSError) as e:
-            raise StoreUnavailable(f"the state database {self.state_db} is not usable: {e}") from e

@@ -20,7 +20,6 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from airlock.errors import StoreConflict, StoreUnavailable
+from airlock.errors import StoreConflict
+from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.query import DuckDBSpanReader
 from airlock.store.embedded.segments import Segment, live_segments, segment_name
@@ -96,17 +96,6 @@ def decisions_dir(data: DataDir) -> Path:
 
 def summaries_dir(data: DataDir) -> Path:
     return sampling_dir(data) / "summaries"
-
-
-@contextmanager
-def store_errors(doing: str) -> Iterator[None]:
-    """Translate the embedded store's failures (SQLite, DuckDB, Parquet, the file system) into StoreError."""
-    try:
-        yield
-    except sqlite3.IntegrityError as e:
-        raise StoreConflict(f"{doing}: {e}") from e
-    except (sqlite3.Error, duckdb.Error, pa.ArrowException, OSError) as e:
-        raise StoreUnavailable(f"{doing}: {e}") from e
 
 
 def decision_table(decisions: Sequence[DecidedTrace], pass_no: int) -> pa.Table:

@@ -22,8 +22,8 @@ from airlock.errors import GatewayRunning
 from airlock.record import frames
 from airlock.record.schema import HOP_SCHEMA, PAYLOAD_COLUMNS
 from airlock.store.embedded.blobs import _ENTRY, _FRAME_HEAD
+from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
-from airlock.store.embedded.sampling import store_errors
 from airlock.store.embedded.segments import _write_atomic, live_segments
 from airlock.store.sampling import PruneResult, ReleaseResult, Retain
 
