@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -34,13 +35,30 @@ def _migrations() -> list[tuple[str, int, str, str]]:
     return sorted(out)
 
 
+def _enter_wal(conn: sqlite3.Connection, deadline_s: float = 10.0) -> None:
+    """Switch the file to WAL. Changing the journal mode of a new file needs it alone, and SQLite
+    answers "database is locked" at once, without its busy handler, while another process opens the
+    same new file; so wait here, up to the same ten seconds the busy timeout allows."""
+    give_up = time.monotonic() + deadline_s
+    pause = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= give_up:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
 class SQLiteState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=10000")
+        _enter_wal(self.conn)
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         self.migrate()
 
     def migrate(self) -> None:
