@@ -46,7 +46,7 @@ def _enter_wal(conn: sqlite3.Connection, deadline_s: float = 10.0) -> None:
             conn.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as e:
-            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() >= give_up:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() >= give_up:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
