@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 $(BIN)/airlock: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,scale]'
 	# GPT-2's vocabulary ships in openai-whisper's package data; its own dependencies (torch) are not needed.
 	$(BIN)/pip install -q --no-deps 'openai-whisper>=20240930'
 	@touch $(BIN)/airlock
@@ -15,20 +15,12 @@ $(BIN)/airlock: pyproject.toml
 demo: $(BIN)/airlock
 	$(BIN)/airlock demo
 
-# The tests run inside a network namespace with only loopback where the machine allows it, so any
-# outbound connection attempt by the product or the tests fails.
+# The server backends are started first and the tests run inside a network namespace with only
+# loopback where the machine allows it: see tests/run.sh.
 test: $(BIN)/airlock
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	@if unshare -rn true 2>/dev/null; then \
-		echo "tests: in a network namespace with only loopback (unshare -rn)"; \
-		unshare -rn $(BIN)/python tests/offline.py $(BIN)/python -m pytest -q && \
-		echo "tests: the writer's scheduling once more outside it (a user namespace may not leave SCHED_IDLE)" && \
-		$(BIN)/python -m pytest -q -rs tests/record/test_scheduling.py; \
-	else \
-		echo "tests: unshare -rn is not permitted here, running with the host network"; \
-		$(BIN)/python -m pytest -q; \
-	fi
+	@./tests/run.sh $(BIN)
 
 lint: $(BIN)/airlock
 	$(BIN)/ruff check src tests bench

@@ -10,6 +10,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import Sim
 
+pytest_plugins = ["backends"]
+
 
 @pytest.fixture(scope="session")
 def sims() -> Iterator[dict[str, Sim]]:
