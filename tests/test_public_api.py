@@ -16,10 +16,10 @@ EXPORTS: dict[str, list[str]] = {
     "airlock.cli": [],
     "airlock.config": ["Config", "ModelSpec", "Route", "Target", "Upstream", "load_config", "parse_config"],
     "airlock.demo": ["run_demo"],
-    "airlock.energy": ["PRESETS", "EnergyReadings", "Profile", "Profiles", "Reading", "build_profile"],
+    "airlock.energy": ["PRESETS", "EnergyReadingRepository", "Profile", "Profiles", "Reading", "build_profile"],
     "airlock.gateway": ["Surface", "build_app", "build_state"],
     "airlock.guards": ["Guard", "GuardChain", "GuardedCall", "Outcome", "Verdict"],
-    "airlock.store": ["Stores", "build_stores"],
+    "airlock.store": ["Stores", "build_stores", "embedded_stores"],
     "airlock.ledger": [
         "DIMENSIONS",
         "Bill",

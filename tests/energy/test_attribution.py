@@ -10,10 +10,11 @@ import orjson
 import pytest
 from counter_trace import MS, T0, trace
 
-from airlock.energy import EnergyReadings, Reading
+from airlock.energy import Reading
 from airlock.energy.attribution import Work, attribute
 from airlock.energy.sampler import Sampler
 from airlock.energy.sources import RecordedSource, load_recording
+from airlock.store.embedded.energy import SQLiteEnergyReadings
 
 S = 10**9
 
@@ -65,7 +66,7 @@ def test_the_sampler_stores_a_recorded_trace_as_read(tmp_path: Path) -> None:
     readings = trace("gpu-0", [(T0 + S, T0 + 2 * S)], seconds=3.0) + trace("gpu-1", [], seconds=3.0)
     path = tmp_path / "trace.jsonl"
     path.write_bytes(b"\n".join(orjson.dumps(_as_dict(r)) for r in readings))
-    store = EnergyReadings(tmp_path / "state.sqlite3")
+    store = SQLiteEnergyReadings(tmp_path / "state.sqlite3")
     try:
         source = RecordedSource(load_recording(path))
         sampler = Sampler(source, ["gpu-0", "gpu-1"], store, 0.0, flush_every=7, stop_when_dry=True)

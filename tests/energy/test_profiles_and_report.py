@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from airlock.store.embedded.energy import SQLiteEnergyReadings
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "ledger"))
 
 from counter_trace import T0, trace
@@ -17,7 +19,7 @@ from ledger_record import config, span, write_record
 
 from airlock.config import parse_config
 from airlock.config.schema import EnergyProfile
-from airlock.energy import EnergyReadings, build_profile
+from airlock.energy import build_profile
 from airlock.energy.batch import batch_bucket, mean_concurrency
 from airlock.energy.report import energy_report
 from airlock.errors import ConfigError
@@ -126,7 +128,7 @@ def test_report_measures_where_readings_cover_and_spreads_idle(tmp_path: Path) -
     write_record(tmp_path / "data", [a, b, outside])
     cfg = _profile_cfg(tmp_path, gpus=[{"device": "gpu-0", "upstream": "up-a"}], pue=1.1)
     readings = trace("gpu-0", [(a["start_ns"], a["end_ns"]), (b["start_ns"], b["end_ns"])], seconds=6.0)
-    store = EnergyReadings(Path(cfg.data_dir) / "state.sqlite3")
+    store = SQLiteEnergyReadings(Path(cfg.data_dir) / "state.sqlite3")
     store.add(readings, "nvml")
     store.close()
     report = energy_report(cfg, ["source"])

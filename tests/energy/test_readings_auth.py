@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from airlock.energy import EnergyReadings
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.energy import SQLiteEnergyReadings
 from helpers import API_KEY, OTHER_KEY, Gateway, Sim, write_config
 
 READINGS_KEY = "sk-test-gpu-host"
@@ -35,7 +35,7 @@ def gw(sims: dict[str, Sim], tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def stored(gw: Gateway) -> list[int]:
-    store = EnergyReadings(DataDir.at(gw.data_dir).state_db)
+    store = SQLiteEnergyReadings(DataDir.at(gw.data_dir).state_db)
     try:
         return [r.t_ns for r in store.of("gpu-0")]
     finally:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from ledger_record import T0, config, hop, span, write_record
 
 from airlock.cli.main import cli
-from airlock.energy import EnergyReadings
 from airlock.ledger import LedgerItems, LineItemIn
+from airlock.store.embedded.energy import SQLiteEnergyReadings
 from airlock.store.embedded.ledger import SQLiteLedgerItems
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "energy"))
@@ -95,7 +95,7 @@ def test_energy_sample_from_a_recording_then_report(tmp_path: Path) -> None:
     out = runner.invoke(cli, ["energy", "sample", "-c", str(path), "--recording", str(recording)])
     assert out.exit_code == 0, out.output
     assert f"stored {len(readings)} readings" in out.output
-    store = EnergyReadings(tmp_path / "data" / "state.sqlite3")
+    store = SQLiteEnergyReadings(tmp_path / "data" / "state.sqlite3")
     assert len(store.of("gpu-0")) == len(readings)
     store.close()
     report = runner.invoke(cli, ["energy", "report", "-c", str(path), "--by", "source", "--format", "json"])

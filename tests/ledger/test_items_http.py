@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from airlock.config import load_config
-from airlock.energy import EnergyReadings
 from airlock.ledger import cost_report
 from airlock.store.embedded import DataDir
+from airlock.store.embedded.energy import SQLiteEnergyReadings
 from helpers import API_KEY, OTHER_KEY, Gateway, Sim, wait_recorded, write_config
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -128,7 +128,7 @@ def test_energy_readings_are_stored_for_declared_devices(gw: Gateway) -> None:
     unknown = push({"readings": [{**readings[0], "device": "gpu-9"}]})
     assert unknown.status_code == 422 and "energy.gpus" in unknown.json()["detail"]
     assert push({"readings": [{"device": "gpu-0"}]}).status_code == 422
-    store = EnergyReadings(DataDir.at(gw.data_dir).state_db)
+    store = SQLiteEnergyReadings(DataDir.at(gw.data_dir).state_db)
     try:
         assert [r.energy_mj for r in store.of("gpu-0")] == [5_000, 5_007, 5_014]
     finally:

@@ -18,6 +18,7 @@ from airlock.config import load_config
 from airlock.record.ids import new_span_id, new_trace_id
 from airlock.replay.report import build_report, wilson
 from airlock.replay.runner import ReplayError, ReplayRunner
+from airlock.store import embedded_stores
 from airlock.store.embedded import DataDir, DuckDBSpanReader
 from airlock.store.interface import TraceFilter
 from helpers import API_KEY, Gateway, Sim, wait_recorded, write_config
@@ -144,7 +145,7 @@ def test_replay_against_a_different_model(recorded: dict) -> None:
     progress = asyncio.run(runner.run(pending))
     assert (progress.done, progress.failed, progress.skipped) == (6, 0, 0)
     assert progress.diverged == 1  # the agent: the original called a tool, the candidate answered in text
-    report = build_report(DataDir.at(recorded["data"]), "cand-run")
+    report = build_report(embedded_stores(str(recorded["data"])), "cand-run")
     assert report.items == {"done": 6}
     assert report.exact.n == 7 and report.exact.hits == 0  # terse answers never equal the recorded ones
     assert report.schema_valid.n == 1 and report.schema_valid.hits == 1
@@ -196,7 +197,7 @@ def test_stop_on_divergence_and_bad_input(recorded: dict) -> None:
     config = load_config(recorded["config"])
     stopper = ReplayRunner(config, "stop-run", "cand-large", on_divergence="stop")
     asyncio.run(stopper.run(stopper.prepare(TraceFilter(trace_id=recorded["agent_trace"]))))
-    agent = build_report(DataDir.at(recorded["data"]), "stop-run").traces[0]
+    agent = build_report(embedded_stores(str(recorded["data"])), "stop-run").traces[0]
     assert agent["diverged_at"] == 0 and agent["turns"] == 1
     with pytest.raises(ReplayError, match="matches no recorded traces"):
         ReplayRunner(config, "empty", "cand-large").prepare(TraceFilter(tenant="nobody"))
@@ -225,7 +226,7 @@ def test_a_candidate_that_calls_the_same_tools_gets_the_recorded_results(recorde
     config = load_config(recorded["config"])
     runner = ReplayRunner(config, "tools-run", "tools-large")
     asyncio.run(runner.run(runner.prepare(TraceFilter(trace_id=recorded["agent_trace"]))))
-    report = build_report(DataDir.at(recorded["data"]), "tools-run")
+    report = build_report(embedded_stores(str(recorded["data"])), "tools-run")
     assert report.tool_agreement.n == 1 and report.tool_agreement.hits == 1
     assert report.diverged.hits == 0 and report.traces[0]["turns"] == 2
     assert report.tool_results_identical.hits == report.tool_results_identical.n == 1
@@ -245,7 +246,7 @@ def test_failed_traces_are_retried_when_the_run_resumes(recorded: dict) -> None:
     pending = second.prepare(TraceFilter(limit=2))
     assert len(pending) == 2  # the failed ones, again
     assert asyncio.run(second.run(pending)).done == 2
-    assert build_report(DataDir.at(recorded["data"]), "flaky-run").items == {"done": 2}
+    assert build_report(embedded_stores(str(recorded["data"])), "flaky-run").items == {"done": 2}
     with pytest.raises(ReplayError, match="on-divergence"):
         ReplayRunner(config, "flaky-run", "tools-large", on_divergence="stop").prepare(TraceFilter(limit=2))
 
@@ -297,7 +298,11 @@ def test_zz_a_corrupt_payload_is_reported_and_skipped(recorded: dict) -> None:
     runner = ReplayRunner(load_config(recorded["config"]), "after-damage", "cand-large")
     progress = asyncio.run(runner.run(runner.prepare(TraceFilter(limit=100))))
     assert progress.done == 0 and progress.skipped >= 1
-    skipped = [t for t in build_report(DataDir.at(recorded["data"]), "after-damage").traces if t["status"] == "skipped"]
+    skipped = [
+        t
+        for t in build_report(embedded_stores(str(recorded["data"])), "after-damage").traces
+        if t["status"] == "skipped"
+    ]
     assert all(
         "corrupt" in " ".join(t.get("missing", [])) or "not in the blob" in " ".join(t.get("missing", []))
         for t in skipped

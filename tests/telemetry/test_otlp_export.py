@@ -14,9 +14,10 @@ import pytest
 from airlock.config.schema import OtlpExport
 from airlock.errors import EgressRefused, StoreConflict
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store import embedded_stores
 from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments, SQLiteState
 from airlock.store.export import Cursor
-from airlock.telemetry.exporter import ExportTail, OtlpExporter, embedded_tail
+from airlock.telemetry.exporter import ExportTail, OtlpExporter, export_tail
 from helpers import API_KEY, Gateway, Sim, wait_recorded, write_config
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -55,12 +56,12 @@ def test_tail_sends_each_row_once_and_resumes_inside_a_segment(tmp_path: Path) -
     for seq in range(3):
         segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
     segments.write("w2", 0, _segment(100, 4, source="otlp"), HOP_SCHEMA.empty_table())
-    tail = embedded_tail(data, include_received=False)
+    tail = export_tail(embedded_stores(str(data.root)), include_received=False)
     batch = tail.next_batch(7)  # stops inside w1's second segment
     tail.commit(batch)
     assert batch.advance == {"w1": Cursor(0, "w1.00000001-00000001.parquet", 2)}
     tail.close()
-    tail = embedded_tail(data, include_received=False)  # a restart: the cursor is in SQLite
+    tail = export_tail(embedded_stores(str(data.root)), include_received=False)  # a restart: the cursor is in SQLite
     seen = [r["span_id"] for r in batch.rows] + _tail_all(tail, 4)
     assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(20, 25))]
     assert tail.cursor() == {"w1": Cursor(2), "w2": Cursor(0)}  # received spans are passed over, not sent
@@ -79,7 +80,7 @@ def test_a_compaction_that_drops_rows_loses_nothing_unsent(tmp_path: Path) -> No
     segments = ParquetSegments(data)
     for seq in range(3):
         segments.write("w1", seq, _segment(seq * 10, 5), HOP_SCHEMA.empty_table())
-    tail = embedded_tail(data, include_received=True)
+    tail = export_tail(embedded_stores(str(data.root)), include_received=True)
     batch = tail.next_batch(5)
     tail.commit(batch)
     assert tail.cursor() == {"w1": Cursor(0)}
@@ -104,7 +105,10 @@ def test_two_exporters_cannot_both_move_a_cursor_from_the_same_place(tmp_path: P
     segments = ParquetSegments(data)
     for seq in range(2):
         segments.write("w1", seq, _segment(seq * 10, 3), HOP_SCHEMA.empty_table())
-    first, second = embedded_tail(data, include_received=True), embedded_tail(data, include_received=True)
+    first, second = (
+        export_tail(embedded_stores(str(data.root)), include_received=True),
+        export_tail(embedded_stores(str(data.root)), include_received=True),
+    )
     ahead, behind = first.next_batch(6), second.next_batch(2)
     first.commit(ahead)
     with pytest.raises(StoreConflict):
@@ -121,7 +125,7 @@ def test_first_start_without_backfill_skips_history(tmp_path: Path) -> None:
     SQLiteState(data.state_db).close()
     segments = ParquetSegments(data)
     segments.write("w1", 0, _segment(0, 5), HOP_SCHEMA.empty_table())
-    tail = embedded_tail(data, include_received=False)
+    tail = export_tail(embedded_stores(str(data.root)), include_received=False)
     assert tail.start_at_end() == 1
     segments.write("w1", 1, _segment(10, 2), HOP_SCHEMA.empty_table())
     assert [r["span_id"] for r in tail.next_batch(10).rows] == [f"{i:016x}" for i in (10, 11)]
@@ -132,7 +136,7 @@ def test_first_start_without_backfill_skips_history(tmp_path: Path) -> None:
 def test_exporter_egress_admits_only_the_collector(tmp_path: Path) -> None:
     data = DataDir.at(tmp_path)
     data.create()
-    exporter = OtlpExporter(OtlpExport(endpoint="http://127.0.0.1:4318/v1/traces"), data, {})
+    exporter = OtlpExporter(OtlpExport(endpoint="http://127.0.0.1:4318/v1/traces"), embedded_stores(str(data.root)), {})
     exporter.egress.check("http://127.0.0.1:4318/v1/traces")
     for other in ("http://127.0.0.1:4319/v1/traces", "https://127.0.0.1:4318/v1/traces", "http://10.0.0.1:4318/"):
         with pytest.raises(EgressRefused):
@@ -232,7 +236,9 @@ def test_a_failing_collector_loses_nothing(tmp_path: Path) -> None:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         counters = {"exported": 0, "export_failures": 0}
-        exporter = OtlpExporter(OtlpExport(endpoint=f"http://127.0.0.1:{port}/v1/traces"), data, counters)
+        exporter = OtlpExporter(
+            OtlpExport(endpoint=f"http://127.0.0.1:{port}/v1/traces"), embedded_stores(str(data.root)), counters
+        )
         try:
             with pytest.raises(OSError):
                 await exporter.export_once()

@@ -117,10 +117,9 @@ def sample_cmd(config_path: str, duration: float | None, recording: str | None) 
     """Read the energy counter of every GPU under energy.gpus and store the readings for the report."""
     from pathlib import Path
 
-    from airlock.energy.readings import EnergyReadings
     from airlock.energy.sampler import Sampler
     from airlock.energy.sources import EnergyUnavailable, NvmlSource, RecordedSource, load_recording
-    from airlock.store.embedded.layout import DataDir
+    from airlock.store import build_stores
 
     config = config_for(None, config_path, must_exist=False)
     Path(config.data_dir).mkdir(parents=True, exist_ok=True)
@@ -132,7 +131,7 @@ def sample_cmd(config_path: str, duration: float | None, recording: str | None) 
     except (EnergyUnavailable, ValueError) as e:
         raise click.UsageError(str(e)) from None
     interval = config.energy.sample_interval_ms / 1000
-    store = EnergyReadings(DataDir.at(config.data_dir).state_db)
+    store = build_stores(config).open_energy_readings()
     try:
         sampler = Sampler(source, devices, store, 0.0 if recording else interval, stop_when_dry=bool(recording))
     except ValueError as e:

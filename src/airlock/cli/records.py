@@ -11,11 +11,13 @@ import orjson
 from rich.text import Text
 from rich.tree import Tree
 
+from airlock.cli.config_for import stores_for
 from airlock.cli.render import RecordTable, fmt_bytes, fmt_ms, fmt_time, parse_when, safe, styled
 from airlock.cli.render import console as make_console
+from airlock.errors import BlobCorrupt
 from airlock.gateway.metrics import worker_statuses
 from airlock.record.enrich import sse_events
-from airlock.store.embedded import BlobCorrupt, BlobReader, DataDir, DuckDBSpanReader
+from airlock.store.embedded import DataDir
 from airlock.store.interface import TraceFilter
 
 
@@ -38,12 +40,6 @@ def data_options(fn: Any) -> Any:
     fn = click.option("--config", "-c", "config_path", default=None, help="Read data_dir from this config.")(fn)
     fn = click.option("--data-dir", "-d", default=None, help="The data directory to read.")(fn)
     return fn
-
-
-def _reader(data: DataDir) -> DuckDBSpanReader:
-    if not data.root.exists():
-        raise click.UsageError(f"no data directory at {data.root}")
-    return DuckDBSpanReader(data)
 
 
 def _writer_scheduling(status: dict[str, Any]) -> str:
@@ -147,7 +143,7 @@ def trace_filter(
 def traces_list(data_dir: str | None, config_path: str | None, as_json: bool, **filters: Any) -> None:
     """Traces with at least one span matching every filter, newest first."""
     flt = trace_filter(**filters)
-    rows = _reader(_data_dir(data_dir, config_path)).traces(flt)
+    rows = stores_for(data_dir, config_path).spans.traces(flt)
     if as_json:
         click.echo(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return
@@ -227,8 +223,8 @@ def traces_show(
     as_json: bool,
 ) -> None:
     """A trace's spans as a tree, each with its hops and payloads. TRACE: trace id, request id, or a prefix."""
-    data = _data_dir(data_dir, config_path)
-    reader = _reader(data)
+    stores = stores_for(data_dir, config_path)
+    reader = stores.spans
     trace_id = reader.find_trace(trace, tenant=tenant)
     if trace_id is None:
         raise click.UsageError(f"no single trace matches {trace!r}" + (f" for tenant {tenant!r}" if tenant else ""))
@@ -242,7 +238,7 @@ def traces_show(
         )
         return
     wanted = [s[c] for s in spans for c in ("airlock.payload.upstream_request", "airlock.payload.response") if s.get(c)]
-    found = BlobReader(data).get_many(wanted) if payloads else {}
+    found = stores.payloads.get_many(wanted) if payloads else {}
     by_span: dict[str, list[dict[str, Any]]] = {}
     for h in hops:
         by_span.setdefault(h["span_id"], []).append(h)
@@ -308,7 +304,7 @@ def traces_show(
 @click.option("--out", "-o", type=click.Path(), default=None, help="Write the bytes to a file.")
 def blob(data_dir: str | None, config_path: str | None, digest: str, out: str | None) -> None:
     """Print a payload's exact bytes, verified against its sha256 (a unique prefix of 8+ characters works)."""
-    blobs = BlobReader(_data_dir(data_dir, config_path))
+    blobs = stores_for(data_dir, config_path).payloads
     try:
         data = blobs.get(blobs.resolve(digest))
     except KeyError as e:

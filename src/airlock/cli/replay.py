@@ -9,12 +9,12 @@ import click
 import orjson
 from click.core import ParameterSource
 
-from airlock.cli.records import _data_dir, data_options, trace_filter, trace_filter_options
+from airlock.cli.config_for import stores_for
+from airlock.cli.records import data_options, trace_filter, trace_filter_options
 from airlock.cli.render import RecordTable, styled
 from airlock.cli.render import console as make_console
 from airlock.errors import ReplayError, StoreError
 from airlock.replay.fidelity import check_traces, replayable_fraction
-from airlock.store.embedded.replay import DuckDBReplaySelection
 
 
 @click.group()
@@ -52,12 +52,10 @@ def selection_limit(filters: dict[str, Any], take_all: bool) -> int | None:
 @click.option("--json", "as_json", is_flag=True, help="The full result, with the replayable fraction.")
 def check_cmd(data_dir: str | None, config_path: str | None, as_json: bool, take_all: bool, **filters: Any) -> None:
     """Which selected traces are fully replayable, and for each that is not, exactly what is missing."""
-    data = _data_dir(data_dir, config_path)
-    if not data.root.exists():
-        raise click.UsageError(f"no data directory at {data.root}")
+    stores = stores_for(data_dir, config_path)
     limit = selection_limit(filters, take_all)
     try:
-        check = check_traces(DuckDBReplaySelection(data), trace_filter(**filters), limit)
+        check = check_traces(stores.replay, trace_filter(**filters), limit)
     except StoreError as e:
         click.echo(f"airlock: {e.detail}", err=True)
         sys.exit(1)
@@ -210,7 +208,7 @@ def report_cmd(data_dir: str | None, config_path: str | None, name: str, as_json
     from airlock.replay.report import build_report, summary_rows, to_html
 
     try:
-        report = build_report(_data_dir(data_dir, config_path), name)
+        report = build_report(stores_for(data_dir, config_path), name)
     except KeyError as e:
         raise click.UsageError(str(e.args[0])) from None
     except StoreError as e:

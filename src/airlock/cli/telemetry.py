@@ -13,7 +13,8 @@ from typing import Any
 import click
 import orjson
 
-from airlock.cli.records import _data_dir, data_options
+from airlock.cli.config_for import stores_for
+from airlock.cli.records import data_options
 from airlock.cli.render import RecordTable, fmt_ms, fmt_time, parse_when
 from airlock.cli.render import console as make_console
 from airlock.config.schema import Config
@@ -124,11 +125,10 @@ def query(
 ) -> None:
     """Spans filtered and grouped by any column or attribute: count, errors, latency, tokens, cost."""
     from airlock.query import Filter, QueryError, QuerySpec, run_query
-    from airlock.store.embedded.query_engine import DuckDBSpanQuery
 
-    data = _data_dir(data_dir, config_path)
-    if not data.spans.exists():
-        raise click.UsageError(f"no record at {data.root}")
+    stores = stores_for(data_dir, config_path)
+    if stores.backend == "embedded" and not stores.data.spans.exists():
+        raise click.UsageError(f"no record at {stores.data.root}")
     try:
         spec = QuerySpec(
             since_ns=parse_when(since) if since else None,
@@ -139,7 +139,7 @@ def query(
             limit=limit,
         )
         started = time.monotonic()
-        result = run_query(DuckDBSpanQuery(data), spec, _config(config_path))
+        result = run_query(stores.query, spec, _config(config_path))
     except QueryError as e:
         raise click.UsageError(str(e)) from None
     elapsed = time.monotonic() - started
@@ -181,11 +181,10 @@ def slices(
     """Attribute-value combinations whose error, latency or cost rate stands out, by excess failures."""
     from airlock.query import Filter, QueryError
     from airlock.slices import SliceOptions, find_slices, report_rows
-    from airlock.store.embedded.slices import ParquetSliceCandidates
 
-    data = _data_dir(data_dir, config_path)
-    if not data.spans.exists():
-        raise click.UsageError(f"no record at {data.root}")
+    stores = stores_for(data_dir, config_path)
+    if stores.backend == "embedded" and not stores.data.spans.exists():
+        raise click.UsageError(f"no record at {stores.data.root}")
     try:
         filters = tuple(Filter.parse(w) for w in where)
     except QueryError as e:
@@ -202,7 +201,7 @@ def slices(
     )
     started = time.monotonic()
     try:
-        report = find_slices(ParquetSliceCandidates(data), opts, _config(config_path))
+        report = find_slices(stores.slices, opts, _config(config_path))
     except QueryError as e:
         raise click.UsageError(str(e)) from None
     elapsed = time.monotonic() - started

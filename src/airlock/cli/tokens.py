@@ -9,7 +9,8 @@ from typing import IO
 import click
 import orjson
 
-from airlock.cli.records import _data_dir, _reader, data_options
+from airlock.cli.config_for import stores_for
+from airlock.cli.records import data_options
 from airlock.cli.render import RecordTable, parse_when, safe, styled
 from airlock.cli.render import console as make_console
 from airlock.tokens import TokenizerUnavailable, available, family_of, get_tokenizer, load_local
@@ -116,7 +117,7 @@ def drift_cmd(
     """Provider-reported tokens against the local count (provider/local - 1), per cell, with the margin
     the pre-flight check applies."""
     dims = [d.strip() for d in by.split(",") if d.strip()]
-    reader = _reader(_data_dir(data_dir, config_path))
+    reader = stores_for(data_dir, config_path).drift
     try:
         cells = drift_cells(reader, dims, parse_when(since) if since else None, what)
     except ValueError as e:

@@ -27,10 +27,8 @@ from airlock.demo.costs import demo_cost_config, post_demo_costs, print_bill_sum
 from airlock.demo.texts import MIX, QUESTIONS
 from airlock.demo.workload import TaskResult, ask_support, run_task
 from airlock.sampling.demo import DEMO_SAMPLING, sampling_demo
+from airlock.store import build_stores
 from airlock.store.demo import DemoRecord
-from airlock.store.embedded import DataDir
-from airlock.store.embedded.demo import DuckDBDemoRecord
-from airlock.store.embedded.slices import ParquetSliceCandidates
 from airlock.telemetry.demo import send_instrumented_traffic, show_slices
 from airlock.tokens.drift import drift_cells
 
@@ -312,9 +310,12 @@ def replay_demo(console: Console, config_path: Path, data: Path, cli: str) -> No
     from airlock.config import load_config
     from airlock.replay.report import build_report, summary_rows
     from airlock.replay.runner import ReplayRunner
+    from airlock.store import build_stores
     from airlock.store.interface import TraceFilter
 
-    runner = ReplayRunner(load_config(config_path), "demo-candidate", "candidate-large")
+    config = load_config(config_path)
+    stores = build_stores(config)
+    runner = ReplayRunner(config, "demo-candidate", "candidate-large", stores=stores)
     pending = runner.prepare(TraceFilter(status="ok", limit=1000))
     console.print(
         f"\n[bold]Replay[/bold]: {len(pending)} recorded traces against candidate-large "
@@ -324,7 +325,7 @@ def replay_demo(console: Console, config_path: Path, data: Path, cli: str) -> No
     table = RecordTable(title="Replay demo-candidate: candidate-large against what was recorded")
     table.add_column("measure")
     table.add_column("value")
-    for k, v in summary_rows(build_report(DataDir.at(config_path.parent / "data"), "demo-candidate")):
+    for k, v in summary_rows(build_report(stores, "demo-candidate")):
         table.add_row(k, v)
     console.print(table)
     console.print(f"  {cli} replay check {' '.join(['-d', str(data)])}")
@@ -381,15 +382,17 @@ def run_demo(root: Path, tasks: int = 24) -> int:
         otel = send_instrumented_traffic(f"http://127.0.0.1:{gw_port}/v1", KEYS["acme"])  # OTLP in, a planted slice
         console.print(f"support-bot (OpenTelemetry SDK): {otel.traces} traces, {otel.spans} spans sent over OTLP")
         expected = sum(max(r.steps, 1) for r in results) + sum(MIX.values()) + otel.traces + otel.spans
-        record = DataDir.at(root / "data")
-        reader = DuckDBDemoRecord(record)
+        from airlock.config import load_config
+
+        stores = build_stores(load_config(config))
+        reader = stores.demo
         _wait_recorded(reader, expected)
         _stop(gateway)  # a clean stop flushes the last segment
         venv_cli = Path(sys.executable).parent / "airlock"
         cli = os.path.relpath(venv_cli) if venv_cli.exists() else "airlock"
         report(console, reader, results, Path(os.path.relpath(root / "data")), cli)
         show_slices(
-            console, ParquetSliceCandidates(record), reader, root / "data", cli
+            console, stores.slices, reader, root / "data", cli
         )  # before sampling: the finder reads the whole record
         sampling_demo(console, config, cli)
         replay_demo(console, config, Path(os.path.relpath(root / "data")), cli)

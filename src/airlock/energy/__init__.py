@@ -3,6 +3,6 @@ from GPU energy counters and attributed to the requests in flight in proportion 
 
 from airlock.energy.presets import PRESETS
 from airlock.energy.profiles import Profile, Profiles, build_profile
-from airlock.energy.readings import EnergyReadings, Reading
+from airlock.energy.readings import EnergyReadingRepository, Reading
 
-__all__ = ["PRESETS", "EnergyReadings", "Profile", "Profiles", "Reading", "build_profile"]
+__all__ = ["PRESETS", "EnergyReadingRepository", "Profile", "Profiles", "Reading", "build_profile"]

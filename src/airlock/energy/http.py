@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from airlock.config.schema import ReadingsKey
-from airlock.energy.readings import EnergyReadings, Reading, ReadingConflict, ReadingsIn
+from airlock.energy.readings import EnergyReadingRepository, Reading, ReadingConflict, ReadingsIn
 from airlock.errors import Conflict, Forbidden, MethodNotAllowed, Unprocessable
 from airlock.gateway.state import GatewayState
 from airlock.ledger.http import read_json_object, validation_problem
@@ -59,11 +59,11 @@ class ReadingsEndpoint:
         self.auth = ReadingsAuth(state.config.energy.readings_keys, state)
         self.devices = {g.device for g in state.config.energy.gpus}
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="energy-readings")
-        self.store: EnergyReadings | None = None
+        self.store: EnergyReadingRepository | None = None
 
     def _add(self, readings: list[Reading]) -> int:
         if self.store is None:
-            self.store = EnergyReadings(self.state.recorder.data.state_db)
+            self.store = self.state.stores.open_energy_readings()
         return self.store.add(readings, "push")
 
     async def post(self, request: web.Request) -> web.Response:

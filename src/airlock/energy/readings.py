@@ -1,13 +1,11 @@
 """GPU energy counter readings: (device, time, cumulative mJ), as posted and as stored. They are kept
-through an EnergyReadingRepository (airlock.store.energy); EnergyReadings(state_db) is the default one,
-in the data directory's SQLite state."""
+through an EnergyReadingRepository (airlock.store.energy), which the deployment's stores open."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from airlock.errors import ReadingConflict
-from airlock.store.embedded.energy import SQLiteEnergyReadings
 from airlock.store.energy import EnergyReadingRepository, Reading
 
 
@@ -25,6 +23,4 @@ class ReadingsIn(BaseModel):
     readings: list[ReadingIn] = Field(min_length=1, max_length=10_000)
 
 
-EnergyReadings = SQLiteEnergyReadings
-
-__all__ = ["EnergyReadingRepository", "EnergyReadings", "Reading", "ReadingConflict", "ReadingIn", "ReadingsIn"]
+__all__ = ["EnergyReadingRepository", "Reading", "ReadingConflict", "ReadingIn", "ReadingsIn"]

@@ -19,11 +19,9 @@ from airlock.config.schema import Config
 from airlock.energy.attribution import Attribution, Work, attribute
 from airlock.energy.batch import batch_buckets, mean_concurrency
 from airlock.energy.profiles import Profiles
-from airlock.energy.readings import EnergyReadings
 from airlock.ledger.lines import pricing_tables
-from airlock.store.embedded.energy import DuckDBCallFacts, DuckDBEnergyAggregator
-from airlock.store.embedded.layout import DataDir
-from airlock.store.energy import ENERGY_DIMENSIONS, CallFactReader, EnergyAggregator
+from airlock.store import Stores, build_stores
+from airlock.store.energy import ENERGY_DIMENSIONS
 
 DIMENSIONS = ENERGY_DIMENSIONS
 
@@ -60,15 +58,9 @@ class EnergyReport:
         }
 
 
-def _facts(config: Config, since_ns: int, until_ns: int, reader: CallFactReader | None) -> pa.Table:
-    reader = reader or DuckDBCallFacts(DataDir.at(config.data_dir))
-    return reader.call_facts(since_ns, until_ns, pricing_tables(config))
-
-
-def _measure(config: Config, facts: pa.Table) -> tuple[dict[str, float], set[str], list[DeviceSummary]]:
+def _measure(stores: Stores, config: Config, facts: pa.Table) -> tuple[dict[str, float], set[str], list[DeviceSummary]]:
     """Facility joules per span from GPU readings, the approximate ones, and a summary per device."""
-    data = DataDir.at(config.data_dir)
-    if not config.energy.gpus or not data.state_db.exists() or facts.num_rows == 0:
+    if not config.energy.gpus or facts.num_rows == 0:
         return {}, set(), []
     cols = facts.select(["span_id", "upstream", "start_ns", "end_ns", "ttft_ms", "in_tok", "cached", "out_tok"])
     rows = cols.to_pylist()
@@ -76,7 +68,7 @@ def _measure(config: Config, facts: pa.Table) -> tuple[dict[str, float], set[str
     joules: dict[str, float] = {}
     approximate: set[str] = set()
     devices: list[DeviceSummary] = []
-    store = EnergyReadings(data.state_db)
+    store = stores.open_energy_readings()
     try:
         lo, hi = min(r["start_ns"] for r in rows), max(r["end_ns"] for r in rows)
         for gpu in config.energy.gpus:
@@ -128,23 +120,25 @@ def energy_report(
     by: list[str],
     since_ns: int | None = None,
     until_ns: int | None = None,
-    reader: CallFactReader | None = None,
-    aggregator: EnergyAggregator | None = None,
+    stores: Stores | None = None,
 ) -> EnergyReport:
+    """The energy report of a period, read from `stores` (by default the config's)."""
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {', '.join(DIMENSIONS)}")
-    table, devices = span_energy(config, since_ns, until_ns, reader)
-    rollup = (aggregator or DuckDBEnergyAggregator()).rollup(table, by, config.energy.grid_gco2e_per_kwh)
+    stores = stores or build_stores(config)
+    table, devices = span_energy(config, since_ns, until_ns, stores)
+    rollup = stores.energy_rollup.rollup(table, by, config.energy.grid_gco2e_per_kwh)
     return EnergyReport(by, rollup.rows, rollup.total, devices, rollup.no_energy, config.energy.grid_gco2e_per_kwh)
 
 
 def span_energy(
-    config: Config, since_ns: int | None = None, until_ns: int | None = None, reader: CallFactReader | None = None
+    config: Config, since_ns: int | None = None, until_ns: int | None = None, stores: Stores | None = None
 ) -> tuple[pa.Table, list[DeviceSummary]]:
     """One row per model call of the period: its facts, its facility joules (NULL without a profile or
     readings), where they came from, the batch it ran in, its cache hit, tier, and whether approximate."""
-    facts = _facts(config, since_ns or 0, until_ns or 2**62, reader)
+    stores = stores or build_stores(config)
+    facts = stores.call_facts.call_facts(since_ns or 0, until_ns or 2**62, pricing_tables(config))
     n = facts.num_rows
     upstream = np.array(facts.column("upstream").to_pylist(), dtype=object)
     start = facts.column("start_ns").to_numpy(zero_copy_only=False).astype(np.int64)
@@ -155,7 +149,7 @@ def span_energy(
     cached = facts.column("cached").to_numpy(zero_copy_only=False).astype(np.float64)
     out_tok = facts.column("out_tok").to_numpy(zero_copy_only=False).astype(np.float64)
     span_ids = facts.column("span_id").to_pylist()
-    measured, approximate, devices = _measure(config, facts)
+    measured, approximate, devices = _measure(stores, config, facts)
     cached = np.minimum(cached, in_tok)
     joules = np.full(n, np.nan)
     tiers = np.array(models, dtype=object)

@@ -1,12 +1,12 @@
 """The sampler: read each bound GPU's energy counter every interval and store the readings (in batches)
-in the data directory's SQLite state, where the energy report attributes them to requests."""
+in the energy readings' repository (the control-plane state), where the energy report attributes them to requests."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 
-from airlock.energy.readings import EnergyReadings, Reading
+from airlock.energy.readings import EnergyReadingRepository, Reading
 from airlock.energy.sources import EnergySource
 
 
@@ -15,7 +15,7 @@ class Sampler:
         self,
         source: EnergySource,
         devices: list[str],
-        store: EnergyReadings,
+        store: EnergyReadingRepository,
         interval_s: float,
         flush_every: int = 50,
         sleep: Callable[[float], bool] | None = None,

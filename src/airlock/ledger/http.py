@@ -23,7 +23,6 @@ from airlock.errors import (
 )
 from airlock.gateway.state import GatewayState
 from airlock.ledger.items import ItemsIn, LedgerItems, LineItemIn
-from airlock.store.embedded.ledger import DuckDBRecordOwners, SQLiteLedgerItems
 
 ITEMS_PATH = "/v1/ledger/items"
 
@@ -66,8 +65,8 @@ class LedgerEndpoint:
 
     def _add(self, tenant: str, items: list[LineItemIn]) -> list[Any]:
         if self.items is None:
-            data = self.state.recorder.data
-            self.items = LedgerItems(SQLiteLedgerItems(data.state_db), DuckDBRecordOwners(data))
+            stores = self.state.stores
+            self.items = LedgerItems(stores.open_ledger_items(), stores.owners)
         return self.items.add(tenant, items)
 
     async def post(self, request: web.Request) -> web.Response:

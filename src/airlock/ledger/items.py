@@ -11,14 +11,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from airlock.errors import Forbidden
-from airlock.store.embedded.ledger import SQLiteLedgerItems
 from airlock.store.ledger import LedgerItemRecord, LedgerItemRepository, RecordOwnerReader
 
 # Categories a service may post. The ledger adds its own: inference (model calls, from the record) and
@@ -140,11 +138,10 @@ def refuse_foreign_items(owners: RecordOwnerReader, tenant: str, items: Sequence
 
 
 class LedgerItems:
-    """Posting line items for a tenant through a repository: the one given, or the embedded one in the
-    SQLite state database at a path. close() closes it."""
+    """Posting line items for a tenant through a repository. close() closes it."""
 
-    def __init__(self, store: LedgerItemRepository | Path, owners: RecordOwnerReader | None = None) -> None:
-        self.repository: LedgerItemRepository = SQLiteLedgerItems(store) if isinstance(store, Path) else store
+    def __init__(self, store: LedgerItemRepository, owners: RecordOwnerReader | None = None) -> None:
+        self.repository = store
         self.owners = owners
 
     def add(self, tenant: str, items: Sequence[LineItemIn], now_ns: int | None = None) -> list[Accepted]:

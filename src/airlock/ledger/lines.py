@@ -31,9 +31,8 @@ import pyarrow as pa
 from airlock.config.schema import Config
 from airlock.ledger.items import PostedCategory
 from airlock.ledger.prices import price_rows
-from airlock.store.embedded.layout import DataDir
-from airlock.store.embedded.ledger import DuckDBBillReader, SQLiteLedgerItems
-from airlock.store.ledger import Bill, BillQuery, BillReader, ElectricityPricing, LedgerItemRecord, PricingTables
+from airlock.store import Stores, build_stores
+from airlock.store.ledger import Bill, BillQuery, ElectricityPricing, LedgerItemRecord, PricingTables
 
 
 def pricing_tables(config: Config) -> PricingTables:
@@ -88,26 +87,26 @@ def pricing_tables(config: Config) -> PricingTables:
     return PricingTables(price_table, model_keys, route_targets, model_names, deployments)
 
 
-def posted_items(config: Config, since_ns: int, until_ns: int) -> list[LedgerItemRecord]:
-    """The posted items of a period, from the data directory's state (none before it exists)."""
-    data = DataDir.at(config.data_dir)
-    if not data.state_db.exists():
-        return []
-    store = SQLiteLedgerItems(data.state_db)
+def posted_items(stores: Stores, since_ns: int, until_ns: int) -> list[LedgerItemRecord]:
+    """The posted items of a period, from the control-plane state."""
+    store = stores.open_ledger_items()
     try:
         return store.in_window(since_ns, until_ns)
     finally:
         store.close()
 
 
-def bill_query(config: Config, since_ns: int | None = None, until_ns: int | None = None) -> BillQuery:
+def bill_query(
+    config: Config, since_ns: int | None = None, until_ns: int | None = None, stores: Stores | None = None
+) -> BillQuery:
     """What the bill of a period is computed from: the config's prices and rules and the posted items."""
+    stores = stores or build_stores(config)
     since, until = since_ns or 0, until_ns or 2**62
     electricity = None
     if config.ledger.electricity is not None:
         from airlock.energy.report import span_energy  # the energy capability builds on the ledger's tables
 
-        table, _ = span_energy(config, since_ns, until_ns)
+        table, _ = span_energy(config, since_ns, until_ns, stores)
         electricity = ElectricityPricing(
             table, config.ledger.electricity.usd_per_kwh, tuple(config.ledger.electricity.deployments)
         )
@@ -116,7 +115,7 @@ def bill_query(config: Config, since_ns: int | None = None, until_ns: int | None
         since_ns=since,
         until_ns=until,
         pricing=pricing_tables(config),
-        items=posted_items(config, since, until),
+        items=posted_items(stores, since, until),
         billed_outcomes=tuple(config.ledger.failed_attempts_billed),
         posted_categories=tuple(get_args(PostedCategory)),
         storage_usd_per_gib_month=storage.usd_per_gib_month,
@@ -126,9 +125,8 @@ def bill_query(config: Config, since_ns: int | None = None, until_ns: int | None
 
 
 def build_bill(
-    config: Config, since_ns: int | None = None, until_ns: int | None = None, reader: BillReader | None = None
+    config: Config, since_ns: int | None = None, until_ns: int | None = None, stores: Stores | None = None
 ) -> Bill:
-    """The bill of a period, read from `reader` (by default the embedded store of the config's data
-    directory). The caller closes it."""
-    reader = reader or DuckDBBillReader(DataDir.at(config.data_dir))
-    return reader.open_bill(bill_query(config, since_ns, until_ns))
+    """The bill of a period, read from `stores` (by default the config's). The caller closes it."""
+    stores = stores or build_stores(config)
+    return stores.bills.open_bill(bill_query(config, since_ns, until_ns, stores))

@@ -9,7 +9,8 @@ from typing import Any
 
 from airlock.config.schema import Config
 from airlock.ledger.lines import build_bill
-from airlock.store.ledger import BILL_DIMENSIONS, WASTE_REASONS, Bill, BillReader, GroupTotals, RevenueRule
+from airlock.store import Stores
+from airlock.store.ledger import BILL_DIMENSIONS, WASTE_REASONS, Bill, GroupTotals, RevenueRule
 
 DIMENSIONS = BILL_DIMENSIONS
 WASTE = WASTE_REASONS
@@ -121,12 +122,12 @@ def cost_report(
     since_ns: int | None = None,
     until_ns: int | None = None,
     forecast_tasks: int | None = None,
-    reader: BillReader | None = None,
+    stores: Stores | None = None,
 ) -> CostReport:
     unknown = [d for d in by if d not in DIMENSIONS]
     if unknown:
         raise ValueError(f"cannot group by {unknown}; choose from {', '.join(DIMENSIONS)}")
-    bill = build_bill(config, since_ns, until_ns, reader)
+    bill = build_bill(config, since_ns, until_ns, stores)
     try:
         rows = _rows(bill, config, by)
         total = (_rows(bill, config, []) or [CostRow({})])[0]

@@ -10,8 +10,7 @@ from typing import Any
 
 import orjson
 
-from airlock.store.embedded.layout import DataDir
-from airlock.store.embedded.replay import DuckDBReplaySelection, SQLiteReplayRuns
+from airlock.store import Stores
 from airlock.store.replay import ReplayRunRepository, ReplaySelection
 
 Z95 = 1.959964  # two-sided 95% normal quantile
@@ -147,11 +146,11 @@ class Report:
         }
 
 
-def build_report(data: DataDir, name: str) -> Report:
-    """The report of the named run in this data directory (KeyError when there is none)."""
-    runs = SQLiteReplayRuns(data)
+def build_report(stores: Stores, name: str) -> Report:
+    """The report of the named run in these stores (KeyError when there is none)."""
+    runs = stores.open_replay_runs()
     try:
-        return report_of(runs, DuckDBReplaySelection(data), name)
+        return report_of(runs, stores.replay, name)
     finally:
         runs.close()
 

@@ -35,8 +35,7 @@ from airlock.record.headers import REPLAY_TENANT
 from airlock.record.ids import format_traceparent, new_span_id, new_trace_id
 from airlock.replay.fidelity import check_span, replayed_span
 from airlock.replay.messages import Answer, parse_answer, same_tool_calls
-from airlock.store.embedded.layout import DataDir
-from airlock.store.embedded.replay import DuckDBReplaySelection, SQLiteReplayRuns
+from airlock.store import Stores, build_stores
 from airlock.store.interface import TraceFilter
 from airlock.store.replay import NewReplayRun, Payloads, ReplayRun, ReplayRunRepository, ReplaySelection, TraceSelection
 
@@ -86,17 +85,16 @@ class ReplayRunner:
         on_divergence: str = "continue",
         concurrency: int = 4,
         *,
-        selection: ReplaySelection | None = None,
-        runs: Callable[[], ReplayRunRepository] | None = None,
+        stores: Stores | None = None,
     ) -> None:
         self.config = config
         self.name = name
         self.target = target
         self.on_divergence = on_divergence
         self.concurrency = concurrency
-        data = DataDir.at(config.data_dir)
-        self.selection: ReplaySelection = selection or DuckDBReplaySelection(data)
-        self._open_runs: Callable[[], ReplayRunRepository] = runs or (lambda: SQLiteReplayRuns(data))
+        stores = stores or build_stores(config)
+        self.selection: ReplaySelection = stores.replay
+        self._open_runs: Callable[[], ReplayRunRepository] = stores.open_replay_runs
         self.key = "sk-replay-" + secrets.token_hex(16)  # lives only in this process
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
         self.progress = Progress()

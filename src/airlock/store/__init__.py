@@ -5,23 +5,30 @@ section names, and is the only place that chooses one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from airlock.config.schema import Config
+from airlock.store.demo import DemoRecord
 from airlock.store.drift import DriftReader
 from airlock.store.embedded.layout import DataDir
+from airlock.store.energy import CallFactReader, EnergyAggregator, EnergyReadingRepository
+from airlock.store.export import ExportCursorRepository, ExportFeed
 from airlock.store.interface import PayloadReader, SpanReader
+from airlock.store.ledger import BillReader, LedgerItemRepository, RecordOwnerReader
 from airlock.store.nodes import WriterRegistry
 from airlock.store.query import SpanQuery
-from airlock.store.replay import ReplaySelection
+from airlock.store.replay import ReplayRunRepository, ReplaySelection
 from airlock.store.sampling import SamplingStores
 from airlock.store.slices import SliceCandidates
 
 
 @dataclass
 class Stores:
-    """One backend's stores, by concern. `data` is the local data directory: the recorder's writer
-    processes write their write-ahead files, spill and segments under it."""
+    """One deployment's stores, by concern: the readers of the record (each holds no connection
+    between calls) and openers of the control-plane repositories (the caller closes what it opens).
+    `data` is the local data directory: the recorder's writer processes write their write-ahead files
+    and spill under it whatever the backend."""
 
     backend: str
     data: DataDir
@@ -33,6 +40,16 @@ class Stores:
     slices: SliceCandidates  # what the slice finder counts over
     replay: ReplaySelection  # which traces and calls a replay takes
     sampling: SamplingStores  # the sampler's feed, decisions, state, report and collection
+    bills: BillReader  # the bill's lines (ledger)
+    owners: RecordOwnerReader  # which tenant a trace or task belongs to (posted items)
+    call_facts: CallFactReader  # what energy attribution reads of each call
+    energy_rollup: EnergyAggregator  # energy report's grouping
+    export_feed: ExportFeed  # OTLP export's batches
+    demo: DemoRecord  # what the demo's report reads
+    open_ledger_items: Callable[[], LedgerItemRepository]
+    open_energy_readings: Callable[[], EnergyReadingRepository]
+    open_replay_runs: Callable[[], ReplayRunRepository]
+    open_export_cursors: Callable[[], ExportCursorRepository]
 
 
 def build_stores(config: Config) -> Stores:
@@ -45,4 +62,11 @@ def build_stores(config: Config) -> Stores:
     raise AssertionError(f"store backend {backend!r} passed validation but has no implementation")
 
 
-__all__ = ["Stores", "build_stores"]
+def embedded_stores(data_dir: str) -> Stores:
+    """The embedded stores of one data directory, for commands given --data-dir alone."""
+    from airlock.store.embedded.stores import open_embedded_at
+
+    return open_embedded_at(data_dir)
+
+
+__all__ = ["Stores", "build_stores", "embedded_stores"]

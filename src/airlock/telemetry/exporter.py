@@ -25,8 +25,7 @@ import aiohttp
 from airlock.config.schema import OtlpExport
 from airlock.errors import EgressRefused, StoreConflict, StoreError
 from airlock.gateway.egress import EgressClient
-from airlock.store.embedded import DataDir
-from airlock.store.embedded.export import SegmentFeed, SQLiteExportCursors
+from airlock.store import Stores
 from airlock.store.export import Cursor, CursorMove, ExportBatch, ExportCursorRepository, ExportFeed
 from airlock.telemetry.otlp_out import export_request
 
@@ -73,23 +72,23 @@ class ExportTail:
         self.cursors.close()
 
 
-def embedded_tail(data: DataDir, include_received: bool) -> ExportTail:
-    """The tail over the embedded store: span segments and the state database's cursors."""
-    return ExportTail(SegmentFeed(data), SQLiteExportCursors(data.state_db), include_received)
+def export_tail(stores: Stores, include_received: bool) -> ExportTail:
+    """The tail over a deployment's stores: the record's export feed and the cursors' repository."""
+    return ExportTail(stores.export_feed, stores.open_export_cursors(), include_received)
 
 
 class OtlpExporter:
     def __init__(
         self,
         cfg: OtlpExport,
-        data: DataDir,
+        stores: Stores,
         counters: dict[str, int],
         environ: Mapping[str, str] | None = None,
         tail: ExportTail | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.cfg = cfg
-        self.data = data
+        self.data = stores.data
         self.counters = counters
         self.egress = EgressClient([cfg.endpoint], pool_size=2)
         self.headers = {"Content-Type": "application/x-protobuf"}
@@ -98,7 +97,7 @@ class OtlpExporter:
         for header, var in cfg.headers_env.items():
             if env.get(var):
                 self.headers[header] = env[var]
-        self.tail = tail if tail is not None else embedded_tail(data, cfg.include_received)
+        self.tail = tail if tail is not None else export_tail(stores, cfg.include_received)
         self._lock_fd: int | None = None
         self.last_error: str | None = None
 

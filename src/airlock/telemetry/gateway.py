@@ -31,7 +31,7 @@ def install(app: web.Application, state: GatewayState) -> None:
     export_cfg = telemetry.otlp_export
 
     async def start(app: web.Application) -> None:
-        exporter = OtlpExporter(export_cfg, state.recorder.data, state.metrics.otlp)
+        exporter = OtlpExporter(export_cfg, state.stores, state.metrics.otlp)
         app[EXPORTER_KEY] = exporter
         app[EXPORT_TASK_KEY] = asyncio.get_running_loop().create_task(exporter.run())
 
