@@ -153,7 +153,29 @@ def environment_problems(config: Config, environ: Mapping[str, str]) -> list[str
                 f"energy.readings_keys.{i}: {rk.name!r} has the key of api_keys.{owner[digest]} (tenant "
                 f"{config.api_keys[owner[digest]].tenant!r}); a readings key must be a key of its own"
             )
+    out += _store_problems(config, environ)
     return out
+
+
+def _store_problems(config: Config, environ: Mapping[str, str]) -> list[str]:
+    """Server backends whose secret variables are unset, for this node's region."""
+    stores = config.store.for_region(config.node.region)
+    where = f"store.regions.{config.node.region}" if config.store.regions else "store"
+    wanted: list[tuple[str, str | None, str]] = []
+    if stores.postgres:
+        wanted.append(("postgres.dsn_env", stores.postgres.dsn_env, "PostgreSQL's DSN"))
+    if stores.redis:
+        wanted.append(("redis.url_env", stores.redis.url_env, "Redis's URL"))
+    if stores.clickhouse and stores.clickhouse.engine == "server":
+        wanted.append(("clickhouse.url_env", stores.clickhouse.url_env, "ClickHouse's URL"))
+    if stores.s3:
+        wanted.append(("s3.access_key_env", stores.s3.access_key_env, "the S3 access key"))
+        wanted.append(("s3.secret_key_env", stores.s3.secret_key_env, "the S3 secret key"))
+    return [
+        f"{where}.{key}: {var} is not set, so {what} is unknown"
+        for key, var, what in wanted
+        if var and not environ.get(var)
+    ]
 
 
 def load_config(path: str | Path) -> Config:

@@ -357,11 +357,125 @@ class Telemetry(Strict):
     otlp_export: OtlpExport | None = None
 
 
+def _env_name(v: str) -> str:
+    if not v.replace("_", "").isalnum():
+        raise ValueError("must name an environment variable, not hold the secret")
+    return v
+
+
+class PostgresBackend(Strict):
+    """Control-plane state (ledger items, energy readings, replay runs, export cursors, sampling
+    state, writers) in PostgreSQL; the DSN, which holds the password, is read from `dsn_env`."""
+
+    dsn_env: str
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+
+    @field_validator("dsn_env")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        return _env_name(v)
+
+
+class RedisBackend(Strict):
+    """Counters every replica must agree on (rate limits, budgets, idempotency keys) in Redis; the
+    URL, which may hold a password, is read from `url_env`. While Redis cannot be reached, limits
+    fail closed (refuse, the default) or open (allow), and every answer says which."""
+
+    url_env: str
+    prefix: str = Field(default="airlock:", min_length=1, max_length=64)
+    on_unavailable: Literal["fail_closed", "fail_open"] = "fail_closed"
+
+    @field_validator("url_env")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        return _env_name(v)
+
+
+class ClickHouseBackend(Strict):
+    """Spans, hops and the blob index in ClickHouse: a server over HTTP (`url_env` names the variable
+    holding http(s)://user:password@host:8123), or the engine in process (`engine: chdb`, a folder
+    under the data directory unless `path` says where)."""
+
+    engine: Literal["server", "chdb"] = "server"
+    url_env: str | None = None
+    path: str | None = None
+    database: str = Field(default="airlock", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    retention_days: int | None = Field(default=None, gt=0)
+
+    @field_validator("url_env")
+    @classmethod
+    def _url_env(cls, v: str | None) -> str | None:
+        return None if v is None else _env_name(v)
+
+    @model_validator(mode="after")
+    def _where(self) -> ClickHouseBackend:
+        if self.engine == "server" and not self.url_env:
+            raise ValueError("engine server needs url_env (the variable holding the server's URL)")
+        if self.engine == "chdb" and self.url_env:
+            raise ValueError("engine chdb runs in process: give path (or nothing), not url_env")
+        return self
+
+
+class S3Backend(Strict):
+    """Payload packs in an S3-compatible object store."""
+
+    endpoint: str
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    access_key_env: str
+    secret_key_env: str
+    region: str = "us-east-1"
+    prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+/)*$")
+
+    @field_validator("access_key_env", "secret_key_env")
+    @classmethod
+    def _env(cls, v: str) -> str:
+        return _env_name(v)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, e.g. http://10.0.0.9:9000")
+        if parts.username or parts.password:
+            raise ValueError("must not hold credentials: name them with access_key_env and secret_key_env")
+        return v.rstrip("/")
+
+
+class RegionStores(Strict):
+    """The server backends of one region's nodes. A concern with none named stays embedded."""
+
+    postgres: PostgresBackend | None = None
+    redis: RedisBackend | None = None
+    clickhouse: ClickHouseBackend | None = None
+    s3: S3Backend | None = None
+
+
 class StoreSettings(Strict):
-    """Which backend holds each concern of the store. Today every concern is embedded (one data
-    directory: SQLite, Parquet, pack files); the server backends plug in here."""
+    """Which backend holds each concern of the store. Every concern is embedded (one data directory:
+    SQLite, Parquet, pack files) unless a server backend is named for it: `postgres` (control-plane
+    state), `redis` (shared counters), `clickhouse` (spans, hops, blob index), `s3` (payload packs).
+    `regions` names them per region instead; a node uses its own region's (node.region), so a region's
+    record stays in its region."""
 
     backend: Literal["embedded"] = "embedded"
+    postgres: PostgresBackend | None = None
+    redis: RedisBackend | None = None
+    clickhouse: ClickHouseBackend | None = None
+    s3: S3Backend | None = None
+    regions: dict[str, RegionStores] = Field(default_factory=dict)
+
+    def for_region(self, region: str) -> RegionStores:
+        """The backends of a node in this region: the region's own entry, else the top-level ones."""
+        if region in self.regions:
+            return self.regions[region]
+        return RegionStores(postgres=self.postgres, redis=self.redis, clickhouse=self.clickhouse, s3=self.s3)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> StoreSettings:
+        if self.regions and any((self.postgres, self.redis, self.clickhouse, self.s3)):
+            raise ValueError("give the server backends either at the top of store: or per region under regions:")
+        return self
 
 
 class Config(Strict):
@@ -414,6 +528,11 @@ class Config(Strict):
                 raise ValueError(
                     f"replay.judge must be served locally, never by a hosted API; {hosted} are public_cloud"
                 )
+        if self.store.regions and self.node.region not in self.store.regions:
+            raise ValueError(
+                f"store.regions has no entry for this node's region {self.node.region!r} (node.region): a node "
+                f"writes its record only to its own region's stores; regions given: {sorted(self.store.regions)}"
+            )
         bound: list[EnergyProfile | GpuBinding] = [*self.energy.profiles, *self.energy.gpus]
         for item in bound:
             if item.upstream is not None and item.upstream not in served:
