@@ -19,7 +19,7 @@ EXPORTS: dict[str, list[str]] = {
     "airlock.energy": ["PRESETS", "EnergyReadingRepository", "Profile", "Profiles", "Reading", "build_profile"],
     "airlock.gateway": ["Surface", "build_app", "build_state"],
     "airlock.guards": ["Guard", "GuardChain", "GuardedCall", "Outcome", "Verdict"],
-    "airlock.store": ["Stores", "build_stores", "embedded_stores"],
+    "airlock.store": ["Stores", "build_stores", "embedded_stores", "writer_sinks"],
     "airlock.ledger": [
         "DIMENSIONS",
         "Bill",

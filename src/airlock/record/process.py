@@ -81,8 +81,8 @@ class WriterHost:
         from airlock.config.schema import Config
         from airlock.record.recorder import Recorder
         from airlock.record.writer import BatchWriter
-        from airlock.sampling.retention import SampledRetention
-        from airlock.store.embedded import DataDir, PackWriter, ParquetSegments
+        from airlock.store import writer_sinks
+        from airlock.store.embedded import DataDir
 
         self.channel = channel
         config = Config.model_validate(start["config"])
@@ -98,10 +98,11 @@ class WriterHost:
         self._done_sent = 0
         self._done_at = 0.0
         self._done_lock = threading.Lock()
+        payloads, segments = writer_sinks(config, writer_id)
         self.writer = BatchWriter(
             self.rec,
-            PackWriter(data.blobs, writer_id),
-            ParquetSegments(data, SampledRetention(data) if config.sampling.enabled else None),
+            payloads,
+            segments,
             status_hook=self._status_for_file,
             resolve_tokenizer=config.tokenizer,
             on_synced=self._synced,

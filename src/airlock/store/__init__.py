@@ -14,7 +14,7 @@ from airlock.store.drift import DriftReader
 from airlock.store.embedded.layout import DataDir
 from airlock.store.energy import CallFactReader, EnergyAggregator, EnergyReadingRepository
 from airlock.store.export import ExportCursorRepository, ExportFeed
-from airlock.store.interface import PayloadReader, SpanReader
+from airlock.store.interface import PayloadReader, PayloadSink, SegmentSink, SpanReader
 from airlock.store.ledger import BillReader, LedgerItemRepository, RecordOwnerReader
 from airlock.store.nodes import WriterRegistry
 from airlock.store.query import SpanQuery
@@ -62,6 +62,21 @@ def build_stores(config: Config) -> Stores:
     raise AssertionError(f"store backend {backend!r} passed validation but has no implementation")
 
 
+def writer_sinks(config: Config, writer_id: str) -> tuple[PayloadSink, SegmentSink]:
+    """Where one recorder writer's payloads and segments go, for this node's region. The write-ahead
+    file and the spill stay in the local data directory whatever the backend: they are what survives
+    a store that is away."""
+    from airlock.store.embedded import PackWriter, ParquetSegments
+
+    data = DataDir.at(config.data_dir)
+    retention = None
+    if config.sampling.enabled:
+        from airlock.sampling.retention import SampledRetention
+
+        retention = SampledRetention(data)
+    return PackWriter(data.blobs, writer_id), ParquetSegments(data, retention)
+
+
 def embedded_stores(data_dir: str) -> Stores:
     """The embedded stores of one data directory, for commands given --data-dir alone."""
     from airlock.store.embedded.stores import open_embedded_at
@@ -69,4 +84,4 @@ def embedded_stores(data_dir: str) -> Stores:
     return open_embedded_at(data_dir)
 
 
-__all__ = ["Stores", "build_stores", "embedded_stores"]
+__all__ = ["Stores", "build_stores", "embedded_stores", "writer_sinks"]
