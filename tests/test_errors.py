@@ -84,6 +84,7 @@ def test_the_tree_is_as_pinned() -> None:
         "PayloadTooLarge": ("AirlockError", 413),
         "UnsupportedMediaType": ("AirlockError", 415),
         "Unprocessable": ("AirlockError", 422),
+        "RateLimited": ("AirlockError", 429),
         "InternalError": ("AirlockError", 500),
         "TokenizerUnavailable": ("AirlockError", 500),
         "EgressRefused": ("AirlockError", 502),

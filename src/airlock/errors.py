@@ -22,6 +22,7 @@
     ├── HeadersTooLarge       431       a header line (or the request line) too long, or too many headers
     ├── UnsupportedMediaType  415       a body in a content type or encoding the endpoint does not take
     ├── Unprocessable         422       well-formed JSON that fails validation (lists each error)
+    ├── RateLimited           429       over a configured limit (Retry-After and RateLimit headers say when)
     ├── InternalError         500       a defect; logged with its traceback, recorded, answered as problem+json
     ├── TokenizerUnavailable  500       a tokenizer unknown, or its vocabulary file missing or altered
     ├── EgressRefused         502       a destination outside the configured allow-list
@@ -222,6 +223,15 @@ class EnergyUnavailable(AirlockError):
     status = 503
     slug = "energy-unavailable"
     title = "No energy source can be read"
+
+
+class RateLimited(AirlockError):
+    """Over a limit. `retry_after_s` becomes the Retry-After header; the limit's RateLimit-Policy and
+    RateLimit headers travel in the `_headers` extra (headers, not body)."""
+
+    status = 429
+    slug = "rate-limited"
+    title = "Too many requests"
 
 
 class StoreError(AirlockError):

@@ -42,12 +42,15 @@ def trace_headers(ctx: RequestContext) -> dict[str, str]:
 
 
 def problem_response(err: AirlockError, ctx: RequestContext) -> web.Response:
-    """The problem+json response for `err`, its `instance` naming the request, with the trace headers."""
+    """The problem+json response for `err`, its `instance` naming the request, with the trace headers
+    and any headers the error carries (`_headers`: Retry-After, RateLimit, ...)."""
+    headers = trace_headers(ctx)
+    headers.update(err.extra.get("_headers") or {})
     return web.Response(
         status=err.status,
         body=problem_body(err, instance=f"/requests/{ctx.request_id}"),
         content_type=PROBLEM_CONTENT_TYPE,
-        headers=trace_headers(ctx),
+        headers=headers,
     )
 
 
