@@ -127,7 +127,7 @@ def write_config(tmp: Path, sims: dict[str, Sim], model_extra: dict[str, Any] | 
 
 
 class Gateway(Proc):
-    def __init__(self, config: Path, *extra: str) -> None:
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         cfg = yaml.safe_load(config.read_text())
         self.port = int(cfg["server"]["port"])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -135,7 +135,7 @@ class Gateway(Proc):
         self.config = config
         super().__init__(
             ["serve", "-c", str(config), *extra],
-            env={"TEST_UPSTREAM_KEY": "upstream-secret-123", "TEST_GLOBEX_KEY": OTHER_KEY},
+            env={"TEST_UPSTREAM_KEY": "upstream-secret-123", "TEST_GLOBEX_KEY": OTHER_KEY, **(env or {})},
         )
         wait_http(f"{self.url}/healthz", proc=self.p)
 

@@ -478,6 +478,28 @@ class StoreSettings(Strict):
         return self
 
 
+class LimitRule(Strict):
+    """A rate limit on the model API: `requests` per `window_s` for each partition of the calls it
+    applies to (a partition: one value of each `per` field; user, agent and session come from the
+    x-airlock-user, x-airlock-agent and x-airlock-session headers). Shared by every worker and replica
+    through the store (Redis when store.redis is set, else the state database)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    per: list[Literal["tenant", "user", "agent", "session", "model"]] = Field(default_factory=lambda: ["tenant"])
+    requests: int = Field(gt=0)
+    window_s: float = Field(default=60.0, gt=0, le=86_400 * 31)
+    burst: int | None = Field(default=None, gt=0)  # how many may come at once; default: the whole quota
+    models: list[str] = Field(default_factory=list)  # the model names asked for that it applies to; none: all
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.requests / self.window_s
+
+    @property
+    def burst_or_quota(self) -> int:
+        return self.burst if self.burst is not None else self.requests
+
+
 class Config(Strict):
     data_dir: str = "./data"
     store: StoreSettings = StoreSettings()
@@ -493,6 +515,7 @@ class Config(Strict):
     energy: EnergySettings = EnergySettings()
     sampling: Sampling = Sampling()
     telemetry: Telemetry = Telemetry()
+    limits: list[LimitRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -528,6 +551,10 @@ class Config(Strict):
                 raise ValueError(
                     f"replay.judge must be served locally, never by a hosted API; {hosted} are public_cloud"
                 )
+        limit_names = [rule.name for rule in self.limits]
+        if len(limit_names) != len(set(limit_names)):
+            repeated = sorted({n for n in limit_names if limit_names.count(n) > 1})
+            raise ValueError(f"limit names must be unique; repeated: {repeated}")
         if self.store.regions and self.node.region not in self.store.regions:
             raise ValueError(
                 f"store.regions has no entry for this node's region {self.node.region!r} (node.region): a node "

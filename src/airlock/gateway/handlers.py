@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,10 @@ class ModelCall:
     @property
     def tenant(self) -> str | None:
         return self.ctx.tenant
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.request.headers
 
     def replace_body(self, body: dict[str, Any], raw: bytes) -> None:
         self.body, self.raw = body, raw

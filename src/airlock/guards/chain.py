@@ -9,6 +9,7 @@ that passes costs a list append per guard."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from airlock.errors import AirlockError
@@ -29,6 +30,8 @@ class GuardedCall(Protocol):
     def raw(self) -> bytes: ...
     @property
     def route(self) -> Any: ...  # the route chosen before the guards (gateway.routing.ResolvedRoute)
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # the request's headers, case-insensitive
     def replace_body(self, body: dict[str, Any], raw: bytes) -> None: ...
 
 
