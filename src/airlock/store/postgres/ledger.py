@@ -1,0 +1,78 @@
+"""LedgerItemRepository on PostgreSQL (table ledger_items), behaving as the embedded SQLiteLedgerItems."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from airlock.errors import ItemConflict
+from airlock.store.ledger import LedgerItemRecord
+from airlock.store.postgres.connection import PostgresPool
+
+_ITEM_COLUMNS = (
+    "tenant", "item_id", "category", "amount_usd", "quantity", "unit", "occurred_ns", "trace_id", "task",
+    "feature", "user_id", "vendor", "description", "attributes", "request_sha",
+)  # fmt: skip
+
+_INSERT = (
+    f"INSERT INTO ledger_items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_ITEM_COLUMNS))})"
+    " ON CONFLICT (tenant, item_id) DO NOTHING"
+)
+
+
+class PostgresLedgerItems:
+    """The posted line items. A batch is one transaction; two workers posting the same id at once are
+    ordered by the primary key (the second waits for the first to commit, then finds its row)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.pool = PostgresPool(dsn)
+
+    def insert_all(self, items: Sequence[LedgerItemRecord]) -> list[bool]:
+        # Rows are written in key order, so that two batches sharing ids wait on each other instead of
+        # deadlocking; the answer keeps the caller's order (a stable sort keeps repeats of one id in it).
+        order = sorted(range(len(items)), key=lambda i: (items[i].tenant, items[i].item_id))
+        created = [False] * len(items)
+        conflicts: list[int] = []
+        with self.pool.transaction("storing ledger items") as conn:
+            for i in order:
+                item = items[i]
+                if conn.execute(_INSERT, _item_row(item)).rowcount == 1:
+                    created[i] = True
+                    continue
+                known = conn.execute(
+                    "SELECT request_sha FROM ledger_items WHERE tenant = %s AND item_id = %s",
+                    (item.tenant, item.item_id),
+                ).fetchone()
+                if known is None or known[0] != item.request_sha:
+                    conflicts.append(i)
+            if conflicts:  # the first in the caller's order, as the embedded store names it
+                raise ItemConflict(items[min(conflicts)].item_id)
+        return created
+
+    def in_window(self, since_ns: int, until_ns: int) -> list[LedgerItemRecord]:
+        with self.pool.connection("reading ledger items") as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_ITEM_COLUMNS)} FROM ledger_items WHERE occurred_ns >= %s AND occurred_ns < %s"
+                " ORDER BY occurred_ns, seq",
+                (since_ns, until_ns),
+            ).fetchall()
+        out = []
+        for r in rows:
+            row = dict(zip(_ITEM_COLUMNS, r, strict=True))
+            row["attributes"] = orjson.loads(row["attributes"]) if row["attributes"] else {}
+            out.append(LedgerItemRecord(**row))
+        return out
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _item_row(item: LedgerItemRecord) -> tuple[Any, ...]:
+    attributes = orjson.dumps(dict(item.attributes)).decode() if item.attributes else None
+    return (
+        item.tenant, item.item_id, item.category, item.amount_usd, item.quantity, item.unit, item.occurred_ns,
+        item.trace_id, item.task, item.feature, item.user_id, item.vendor, item.description, attributes,
+        item.request_sha,
+    )  # fmt: skip
