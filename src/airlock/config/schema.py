@@ -478,6 +478,13 @@ class StoreSettings(Strict):
         return self
 
 
+LimitField = Literal["tenant", "user", "agent", "session", "model"]
+
+
+def _by_tenant() -> list[LimitField]:
+    return ["tenant"]
+
+
 class LimitRule(Strict):
     """A rate limit on the model API: `requests` per `window_s` for each partition of the calls it
     applies to (a partition: one value of each `per` field; user, agent and session come from the
@@ -485,7 +492,7 @@ class LimitRule(Strict):
     through the store (Redis when store.redis is set, else the state database)."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    per: list[Literal["tenant", "user", "agent", "session", "model"]] = Field(default_factory=lambda: ["tenant"])
+    per: list[LimitField] = Field(default_factory=_by_tenant)
     requests: int = Field(gt=0)
     window_s: float = Field(default=60.0, gt=0, le=86_400 * 31)
     burst: int | None = Field(default=None, gt=0)  # how many may come at once; default: the whole quota

@@ -5,7 +5,7 @@ section names, and is the only place that chooses one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from airlock.config.schema import Config
@@ -52,14 +52,14 @@ class Stores:
     open_export_cursors: Callable[[], ExportCursorRepository]
 
 
-def build_stores(config: Config) -> Stores:
-    """Open the configured backend; raises StoreUnavailable naming what cannot be used."""
-    backend = config.store.backend
-    if backend == "embedded":
-        from airlock.store.embedded.stores import open_embedded
+def build_stores(config: Config, region: str | None = None, environ: Mapping[str, str] | None = None) -> Stores:
+    """Open the stores of a node of `region` (default: this node's, node.region): the embedded ones
+    of the data directory, with each concern the region's `store:` names moved to its server backend.
+    Raises StoreUnavailable naming the backend that cannot be used."""
+    from airlock.store.embedded.stores import open_embedded
+    from airlock.store.servers import lay_servers
 
-        return open_embedded(config)
-    raise AssertionError(f"store backend {backend!r} passed validation but has no implementation")
+    return lay_servers(open_embedded(config), config, region or config.node.region, environ)
 
 
 def writer_sinks(config: Config, writer_id: str) -> tuple[PayloadSink, SegmentSink]:

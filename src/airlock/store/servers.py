@@ -1,0 +1,63 @@
+"""The server backends a deployment's `store:` section names, laid over the embedded stores of the
+node's data directory: each concern with a server named moves there, the others stay embedded.
+Secrets are read from the environment variables the config names, here and nowhere else."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from airlock.config.schema import Config, PostgresBackend
+from airlock.errors import StoreUnavailable
+from airlock.store.sampling import SamplingStores
+
+if TYPE_CHECKING:
+    from airlock.store import Stores
+
+
+def secret(environ: Mapping[str, str], var: str, what: str) -> str:
+    value = environ.get(var)
+    if not value:
+        raise StoreUnavailable(f"{what}: the environment variable {var} is not set")
+    return value
+
+
+def with_postgres(stores: Stores, cfg: PostgresBackend, environ: Mapping[str, str]) -> Stores:
+    """Control-plane state in PostgreSQL: ledger items, energy readings, replay runs, export cursors,
+    the sampler's state and lock, and the writer registry."""
+    from airlock.store.postgres import PostgresState
+
+    dsn = secret(environ, cfg.dsn_env, "store.postgres")
+    try:
+        state = PostgresState(dsn)
+    except StoreUnavailable as e:
+        raise StoreUnavailable(f"store.postgres ({cfg.dsn_env}) cannot be used: {e.detail}") from None
+    sampling = dataclasses.replace(stores.sampling, open_state=state.sampling_state, take_lock=state.take_sampler_lock)
+    return dataclasses.replace(
+        stores,
+        backend=_joined(stores.backend, "postgres"),
+        writers=state.writer_registry(),
+        sampling=sampling,
+        open_ledger_items=state.ledger_items,
+        open_energy_readings=state.energy_readings,
+        open_replay_runs=state.replay_runs,
+        open_export_cursors=state.export_cursors,
+    )
+
+
+def _joined(backend: str, name: str) -> str:
+    return name if backend == "embedded" else f"{backend}+{name}"
+
+
+def lay_servers(stores: Stores, config: Config, region: str, environ: Mapping[str, str] | None = None) -> Stores:
+    """The node's stores with every server backend of `region` laid over the embedded ones."""
+    env = os.environ if environ is None else environ
+    servers = config.store.for_region(region)
+    if servers.postgres is not None:
+        stores = with_postgres(stores, servers.postgres, env)
+    return stores
+
+
+__all__ = ["SamplingStores", "lay_servers", "secret", "with_postgres"]
