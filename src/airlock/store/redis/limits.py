@@ -43,7 +43,7 @@ class RedisLimits:
         answers and runs scripts (what `serve` asks before it starts)."""
         with redis_errors("checking that it answers", self.url):
             self._client.ping()
-            self._bucket(keys=[self.prefix + "check"], args=[1, 1, 0, "", "0"])
+            self._bucket(keys=[self.prefix + "check"], args=[1, 1, 0, "", "0", scripts.GRACE_MS])
 
     def close(self) -> None:
         self._client.close()
@@ -56,12 +56,12 @@ class RedisLimits:
 
     def take(self, key: str, rate_per_s: float, burst: int, cost: float = 1, now: float | None = None) -> BucketAnswer:
         check_bucket(rate_per_s, burst, cost)
-        args = [emission_us(rate_per_s), burst, repr(float(cost)), _now_arg(now, True), "0"]
+        args = [emission_us(rate_per_s), burst, repr(float(cost)), _now_arg(now, True), "0", scripts.GRACE_MS]
         return self._bucket_answer(self._run(f"taking from rate bucket {key!r}", self._bucket, self._b(key), args))
 
     def correct(self, key: str, rate_per_s: float, burst: int, delta: float, now: float | None = None) -> BucketAnswer:
         check_bucket(rate_per_s, burst, 0)
-        args = [emission_us(rate_per_s), burst, repr(float(delta)), _now_arg(now, True), "1"]
+        args = [emission_us(rate_per_s), burst, repr(float(delta)), _now_arg(now, True), "1", scripts.GRACE_MS]
         return self._bucket_answer(self._run(f"correcting rate bucket {key!r}", self._bucket, self._b(key), args))
 
     def _b(self, key: str) -> str:
@@ -84,13 +84,14 @@ class RedisLimits:
             repr(float(window_s)),
             _now_arg(now),
             "0",
+            scripts.GRACE_MS,
         ]
         reply = self._run(f"adding to budget counter {key!r}", self._budget, self._w(key, window_s), args)
         return BudgetAnswer(int(reply[0]) == 1, float(reply[1]), float(reply[2]))
 
     def total(self, key: str, window_s: float, now: float | None = None) -> float:
         check_window(window_s)
-        args = ["0", "", repr(float(window_s)), _now_arg(now), "1"]
+        args = ["0", "", repr(float(window_s)), _now_arg(now), "1", scripts.GRACE_MS]
         reply = self._run(f"reading budget counter {key!r}", self._budget, self._w(key, window_s), args)
         return float(reply[1])
 
@@ -101,7 +102,9 @@ class RedisLimits:
 
     def claim(self, scope: str, key: str, request_sha: str, ttl_s: float, now: float | None = None) -> Claim:
         what = f"claiming idempotency key {key!r} of {scope!r}"
-        reply = self._run(what, self._claim, self._k(scope, key), [request_sha, repr(float(ttl_s)), _now_arg(now)])
+        reply = self._run(
+            what, self._claim, self._k(scope, key), [request_sha, repr(float(ttl_s)), _now_arg(now), scripts.GRACE_MS]
+        )
         state = bytes(reply[0]).decode()
         if state == "completed":
             return Claim("completed", bytes(reply[1]) if reply[1] is not None else b"")

@@ -2,18 +2,25 @@
 read and the write that depends on it cannot interleave with another replica's.
 
 Each script takes `now` as an argument; an empty string means the server's clock (TIME), so
-replicas whose clocks disagree still agree on every bucket. The GCRA sums are those of
-`airlock.store.embedded.limits.gcra_take` and `gcra_correct`, in whole microseconds, in the same order,
-so both backends give the same answers. Numbers go back to Python as strings where they are not
-whole (Redis truncates a Lua number to an integer reply).
+replicas whose clocks disagree still agree on every bucket. What decides is the moment a key stores
+(a TAT, a window's start, an expiry); Redis drops the key half a second after that moment has
+passed on its own clock (GRACE_MS), so a `now` injected or skewed by less than that reads the same.
+
+The GCRA sums are those of `airlock.store.embedded.limits.gcra_take` and `gcra_correct`, in whole
+microseconds, in the same order, so both backends give the same answers. Numbers go back to Python
+as strings where they are not whole (Redis truncates a Lua number to an integer reply).
 """
 
 from __future__ import annotations
 
-# KEYS[1] the bucket. ARGV: emission interval (us), burst, cost or delta, now (us) or '', '1' to correct.
+GRACE_MS = 500
+
+# KEYS[1] the bucket. ARGV: emission interval (us), burst, cost or delta, now (us) or '', '1' to correct,
+# GRACE_MS.
 # Returns {allowed 0|1, remaining tokens, wait (us), ahead (us)}. The key holds the TAT and expires
 # when it is reached: an absent key is a full bucket.
 BUCKET = """
+local grace = tonumber(ARGV[6])
 local emission = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local amount = tonumber(ARGV[3])
@@ -47,9 +54,8 @@ else
   end
 end
 if write then
-  local ttl_ms = math.ceil((new_tat - now) / 1000)
-  if ttl_ms > 0 then
-    redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
+  if new_tat > now then
+    redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + grace)
   else
     redis.call('DEL', KEYS[1])
   end
@@ -61,8 +67,8 @@ return {allowed and 1 or 0, remaining, math.max(wait, 0), ahead}
 """
 
 # KEYS[1] the counter of one key and window length. ARGV: amount, limit or '' (no limit), window (s),
-# now (s) or '', '1' to only read. The key holds the start of the window it counts and its total, and
-# expires when that window ends. Returns {allowed 0|1, total, seconds to the window's end}.
+# now (s) or '', '1' to only read, GRACE_MS. The key holds the start of the window it counts and its
+# total, and expires when that window ends. Returns {allowed 0|1, total, seconds to the window's end}.
 BUDGET = """
 local now
 if ARGV[4] == '' then
@@ -85,12 +91,13 @@ local allowed = ARGV[2] == '' or amount <= 0 or total + amount <= tonumber(ARGV[
 if allowed then
   total = total + amount
   redis.call('HSET', KEYS[1], 'start', string.format('%.17g', start), 'total', string.format('%.17g', total))
-  redis.call('PEXPIRE', KEYS[1], math.max(math.ceil(reset * 1000), 1))
+  redis.call('PEXPIRE', KEYS[1], math.ceil(reset * 1000) + tonumber(ARGV[6]))
 end
 return {allowed and 1 or 0, string.format('%.17g', total), string.format('%.17g', reset)}
 """
 
-# KEYS[1] the key. ARGV: request digest, ttl (s), now (s) or ''. Returns {state} or {'completed', response}.
+# KEYS[1] the key. ARGV: request digest, ttl (s), now (s) or '', GRACE_MS.
+# Returns {state} or {'completed', response}.
 # The hash holds the digest, the state, the moment it expires and, once completed, the response; Redis
 # expires it then too (the stored moment decides, so that an injected `now` is honoured).
 CLAIM = """
@@ -110,7 +117,7 @@ end
 local ttl = tonumber(ARGV[2])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'sha', ARGV[1], 'state', 'in_progress', 'expires', string.format('%.17g', now + ttl))
-redis.call('PEXPIRE', KEYS[1], math.max(math.ceil(ttl * 1000), 1))
+redis.call('PEXPIRE', KEYS[1], math.max(math.ceil(ttl * 1000), 0) + tonumber(ARGV[4]))
 return {'new'}
 """
 
