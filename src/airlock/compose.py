@@ -22,8 +22,10 @@ from airlock.gateway.app import STATE_KEY, Surface, build_app, build_state
 from airlock.gateway.state import GatewayState
 from airlock.guards import Guard, GuardChain
 from airlock.ledger.http import add_ledger_routes
+from airlock.limits import LimitGuard
 from airlock.sampling.service import run_sampler
 from airlock.store import Stores, build_stores
+from airlock.store.fail_policy import FailPolicy
 from airlock.telemetry import install as install_telemetry
 from airlock.tokens.guard import PreflightGuard
 from airlock.tokens.preflight import Preflight
@@ -33,10 +35,16 @@ log = logging.getLogger("airlock.gateway")
 __all__ = ["build_gateway", "gateway_state", "model_guards", "surfaces"]
 
 
-def model_guards(config: Config, preflight: Preflight) -> GuardChain:
+def model_guards(config: Config, preflight: Preflight, stores: Stores | None = None) -> GuardChain:
     """The guards every model call passes, in order. Pre-flight comes first: it may shrink the body that
-    later guards (residency, prompts, limits, budgets) look at."""
+    later guards (residency, prompts, limits, budgets) look at. Limits need the stores (their buckets
+    are shared by every worker and replica)."""
     guards: list[Guard] = [PreflightGuard(preflight)]
+    if config.limits:
+        if stores is None:
+            raise ValueError("limits are configured: model_guards needs the stores their buckets live in")
+        policy = FailPolicy(stores.limits_fail)
+        guards.append(LimitGuard(config.limits, policy.buckets(stores.open_limits())))
     return GuardChain(guards)
 
 
@@ -98,7 +106,7 @@ def build_gateway(config: Config, environ: dict[str, str] | None = None) -> web.
     store cannot be opened."""
     stores = build_stores(config)
     preflight = Preflight(config)
-    state = build_state(config, stores, model_guards(config, preflight), environ)
+    state = build_state(config, stores, model_guards(config, preflight, stores), environ)
     return build_app(state, surfaces(config, stores, preflight))
 
 

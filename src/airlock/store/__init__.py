@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from airlock.config.schema import Config
 from airlock.store.demo import DemoRecord
@@ -16,11 +17,18 @@ from airlock.store.energy import CallFactReader, EnergyAggregator, EnergyReading
 from airlock.store.export import ExportCursorRepository, ExportFeed
 from airlock.store.interface import PayloadReader, PayloadSink, SegmentSink, SpanReader
 from airlock.store.ledger import BillReader, LedgerItemRepository, RecordOwnerReader
+from airlock.store.limits import BudgetCounters, IdempotencyKeys, RateBuckets
 from airlock.store.nodes import WriterRegistry
 from airlock.store.query import SpanQuery
 from airlock.store.replay import ReplayRunRepository, ReplaySelection
 from airlock.store.sampling import SamplingStores
 from airlock.store.slices import SliceCandidates
+
+
+class SharedLimits(RateBuckets, BudgetCounters, IdempotencyKeys, Protocol):
+    """The counters every worker and replica agrees on: rate buckets, budgets, idempotency keys."""
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -50,6 +58,8 @@ class Stores:
     open_energy_readings: Callable[[], EnergyReadingRepository]
     open_replay_runs: Callable[[], ReplayRunRepository]
     open_export_cursors: Callable[[], ExportCursorRepository]
+    open_limits: Callable[[], SharedLimits]
+    limits_fail: Literal["open", "closed"] = "closed"  # what a limit answers while its store is away
 
 
 def build_stores(config: Config, region: str | None = None, environ: Mapping[str, str] | None = None) -> Stores:

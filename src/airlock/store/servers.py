@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from airlock.config.schema import Config, PostgresBackend
+from airlock.config.schema import Config, PostgresBackend, RedisBackend
 from airlock.errors import StoreUnavailable
 from airlock.store.sampling import SamplingStores
 
@@ -47,6 +47,27 @@ def with_postgres(stores: Stores, cfg: PostgresBackend, environ: Mapping[str, st
     )
 
 
+def with_redis(stores: Stores, cfg: RedisBackend, environ: Mapping[str, str]) -> Stores:
+    """Rate buckets, budgets and idempotency keys in Redis, shared by every replica; while Redis is
+    away they answer by cfg.on_unavailable."""
+    from airlock.store.redis import open_redis
+
+    url = secret(environ, cfg.url_env, "store.redis")
+    limits = open_redis(url, cfg.prefix)
+    try:
+        limits.check()
+    except StoreUnavailable as e:
+        limits.close()
+        raise StoreUnavailable(f"store.redis ({cfg.url_env}) cannot be used: {e.detail}") from None
+    limits.close()
+    return dataclasses.replace(
+        stores,
+        backend=_joined(stores.backend, "redis"),
+        open_limits=lambda: open_redis(url, cfg.prefix),
+        limits_fail="open" if cfg.on_unavailable == "fail_open" else "closed",
+    )
+
+
 def _joined(backend: str, name: str) -> str:
     return name if backend == "embedded" else f"{backend}+{name}"
 
@@ -57,7 +78,9 @@ def lay_servers(stores: Stores, config: Config, region: str, environ: Mapping[st
     servers = config.store.for_region(region)
     if servers.postgres is not None:
         stores = with_postgres(stores, servers.postgres, env)
+    if servers.redis is not None:
+        stores = with_redis(stores, servers.redis, env)
     return stores
 
 
-__all__ = ["SamplingStores", "lay_servers", "secret", "with_postgres"]
+__all__ = ["SamplingStores", "lay_servers", "secret", "with_postgres", "with_redis"]

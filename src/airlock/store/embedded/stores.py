@@ -11,6 +11,7 @@ from airlock.store.embedded.energy import DuckDBCallFacts, DuckDBEnergyAggregato
 from airlock.store.embedded.export import SegmentFeed, SQLiteExportCursors
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.ledger import DuckDBBillReader, DuckDBRecordOwners, SQLiteLedgerItems
+from airlock.store.embedded.limits import SQLiteLimits
 from airlock.store.embedded.nodes import SQLiteWriterRegistry
 from airlock.store.embedded.query import BlobReader, DuckDBSpanReader
 from airlock.store.embedded.query_engine import DuckDBSpanQuery
@@ -56,4 +57,5 @@ def open_embedded_at(data_dir: str) -> Stores:
         open_energy_readings=lambda: SQLiteEnergyReadings(data.state_db),
         open_replay_runs=lambda: SQLiteReplayRuns(data),
         open_export_cursors=lambda: SQLiteExportCursors(data.state_db),
+        open_limits=lambda: SQLiteLimits(data.state_db),
     )
