@@ -97,3 +97,16 @@ def test_unset_secret_variables_of_the_stores_are_named() -> None:
     assert "store.clickhouse.url_env: AIRLOCK_CH_URL is not set" in joined
     assert "store.s3.secret_key_env: S3_SECRET is not set" in joined
     assert "AIRLOCK_PG_DSN" not in joined and "S3_KEY is not set" not in joined
+
+
+def test_a_shared_record_without_shared_state_is_refused() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(BASE + "store:\n  clickhouse: {url_env: CH}\n")
+    assert "name store.postgres as well" in e.value.detail
+
+
+def test_tail_sampling_on_clickhouse_is_refused_saying_what_to_use() -> None:
+    text = BASE + "sampling: {enabled: true}\nstore:\n  postgres: {dsn_env: PG}\n  clickhouse: {url_env: CH}\n"
+    with pytest.raises(ConfigError) as e:
+        parse_config(text)
+    assert "retention_days" in e.value.detail

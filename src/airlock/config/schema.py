@@ -562,6 +562,18 @@ class Config(Strict):
         if len(limit_names) != len(set(limit_names)):
             repeated = sorted({n for n in limit_names if limit_names.count(n) > 1})
             raise ValueError(f"limit names must be unique; repeated: {repeated}")
+        for region, servers in (self.store.regions or {"": self.store.for_region(self.node.region)}).items():
+            where = f"store.regions.{region}" if region else "store"
+            if servers.clickhouse is not None and servers.postgres is None:
+                raise ValueError(
+                    f"{where}.clickhouse: a record shared by several nodes needs their state shared too "
+                    f"(export cursors, sampling and replay state): name {where}.postgres as well"
+                )
+            if servers.clickhouse is not None and self.sampling.enabled:
+                raise ValueError(
+                    f"{where}.clickhouse: tail sampling runs on the embedded record only for now; on "
+                    "ClickHouse, bound the record with clickhouse.retention_days instead"
+                )
         if self.store.regions and self.node.region not in self.store.regions:
             raise ValueError(
                 f"store.regions has no entry for this node's region {self.node.region!r} (node.region): a node "
