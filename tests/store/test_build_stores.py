@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from airlock.config import parse_config
@@ -82,3 +83,28 @@ def test_serve_refuses_to_start_naming_the_backend_it_cannot_reach(tmp_path: Pat
     assert done.returncode == 2
     assert "cannot start: store.postgres (TEST_PG_DSN) cannot be used" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
+
+
+def test_a_cross_region_view_does_not_read_another_regions_embedded_record(tmp_path: Path, postgres_dsn: str) -> None:
+    from click.testing import CliRunner
+
+    from airlock.cli.main import cli
+
+    regions = (
+        "store:\n  regions:\n"
+        "    eu-west-1: {postgres: {dsn_env: TEST_PG_DSN}}\n"
+        "    us-east-1: {postgres: {dsn_env: TEST_PG_DSN}}\n"
+    )
+    path = tmp_path / "airlock.yaml"
+    path.write_text(_config(tmp_path, regions))
+    (tmp_path / "data").mkdir()
+    runner = CliRunner()
+    env = {"TEST_PG_DSN": postgres_dsn}
+    own = runner.invoke(cli, ["cost", "report", "-c", str(path), "--regions", "eu-west-1", "--format", "json"], env=env)
+    assert own.exit_code == 0, own.output
+    assert orjson.loads(own.output)["by"][0] == "region"
+    other = runner.invoke(cli, ["cost", "report", "-c", str(path), "--regions", "all"], env=env)
+    assert other.exit_code == 2
+    assert "region 'us-east-1' keeps its record on its own nodes" in other.output
+    unknown = runner.invoke(cli, ["cost", "report", "-c", str(path), "--regions", "mars-1"], env=env)
+    assert unknown.exit_code == 2 and "not under store.regions" in unknown.output

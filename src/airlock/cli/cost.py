@@ -65,6 +65,11 @@ def _dims(by: str) -> list[str]:
 @click.option("--forecast-tasks", type=int, default=None, help="Project the bill to this many tasks at today's mix.")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--limit", type=int, default=40, show_default=True, help="Rows shown in the table.")
+@click.option(
+    "--regions",
+    default=None,
+    help="Comma list of store.regions, or all: each region's bill computed by its own stores, merged by region.",
+)
 def report_cmd(
     data_dir: str | None,
     config_path: str | None,
@@ -74,19 +79,30 @@ def report_cmd(
     forecast_tasks: int | None,
     fmt: str,
     limit: int,
+    regions: str | None,
 ) -> None:
     """Line items by category, inference share, cost per task and per successful task, wasted spend,
     gross margin (with ledger.revenue_per_task) and a forecast."""
+    from airlock.errors import StoreError
     from airlock.ledger import cost_report
+    from airlock.ledger.report import regional_cost_report
 
     config = config_for(data_dir, config_path)
-    report = cost_report(
-        config,
-        _dims(by),
-        parse_when(since) if since else None,
-        parse_when(until) if until else None,
-        forecast_tasks,
-    )
+    window = (parse_when(since) if since else None, parse_when(until) if until else None)
+    try:
+        if regions:
+            known = list(config.store.regions)
+            chosen = known if regions == "all" else [r.strip() for r in regions.split(",") if r.strip()]
+            unknown = [r for r in chosen if r not in known]
+            if unknown or not chosen:
+                raise click.BadParameter(
+                    f"not under store.regions: {unknown or regions}; known: {known}", param_hint="--regions"
+                )
+            report = regional_cost_report(config, chosen, _dims(by), *window, forecast_tasks)
+        else:
+            report = cost_report(config, _dims(by), *window, forecast_tasks)
+    except StoreError as e:
+        raise click.UsageError(f"the store cannot be read: {e.detail}") from None
     if fmt == "json":
         sys.stdout.write(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
         return

@@ -133,19 +133,66 @@ def cost_report(
         total = (_rows(bill, config, []) or [CostRow({})])[0]
         categories = sorted(total.by_category, key=lambda c: -total.by_category[c])
         unpriced = bill.unpriced()
-        forecast = None
-        if forecast_tasks and total.tasks:
-            scale = forecast_tasks / total.tasks
-            revenue = None
-            if total.revenue_usd is not None:
-                revenue = total.revenue_usd * scale
-            forecast = Forecast(
-                forecast_tasks,
-                total.total_usd * scale,
-                {c: v * scale for c, v in total.by_category.items()},
-                revenue,
-                (revenue - total.total_usd * scale) / revenue if revenue else None,
-            )
+        forecast = _forecast(total, forecast_tasks)
         return CostReport(by, rows, total, categories, unpriced, bill.held_bytes, forecast)
     finally:
         bill.close()
+
+
+def _forecast(total: CostRow, forecast_tasks: int | None) -> Forecast | None:
+    if not (forecast_tasks and total.tasks):
+        return None
+    scale = forecast_tasks / total.tasks
+    revenue = total.revenue_usd * scale if total.revenue_usd is not None else None
+    return Forecast(
+        forecast_tasks,
+        total.total_usd * scale,
+        {c: v * scale for c, v in total.by_category.items()},
+        revenue,
+        (revenue - total.total_usd * scale) / revenue if revenue else None,
+    )
+
+
+def regional_cost_report(
+    config: Config,
+    regions: list[str],
+    by: list[str],
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    forecast_tasks: int | None = None,
+) -> CostReport:
+    """The bill across regions, grouped by region first: each region's report is computed by that
+    region's own stores (the grouping runs where the record is), and only its totals come back, so no
+    span or payload leaves its region. A task that spans regions counts once in each."""
+    from airlock.store import build_stores
+
+    reports = {
+        region: cost_report(config, by, since_ns, until_ns, None, build_stores(config, region)) for region in regions
+    }
+    rows = [_with_key({"region": region, **row.key}, row) for region, report in reports.items() for row in report.rows]
+    total = CostRow({})
+    for report in reports.values():
+        _add(total, report.total)
+    categories = sorted(total.by_category, key=lambda c: -total.by_category[c])
+    unpriced = [{"region": region, **u} for region, report in reports.items() for u in report.unpriced]
+    held = sum(report.held_bytes for report in reports.values())
+    return CostReport(["region", *by], rows, total, categories, unpriced, held, _forecast(total, forecast_tasks))
+
+
+def _with_key(key: dict[str, str], row: CostRow) -> CostRow:
+    out = CostRow(key)
+    _add(out, row)
+    return out
+
+
+def _add(into: CostRow, row: CostRow) -> None:
+    into.total_usd += row.total_usd
+    into.estimated_usd += row.estimated_usd
+    into.tasks += row.tasks
+    into.successful_tasks += row.successful_tasks
+    for category, usd in row.by_category.items():
+        into.by_category[category] = into.by_category.get(category, 0.0) + usd
+    for reason, usd in row.wasted_usd.items():
+        into.wasted_usd[reason] = into.wasted_usd.get(reason, 0.0) + usd
+    if row.revenue_usd is not None:
+        into.revenue_usd = (into.revenue_usd or 0.0) + row.revenue_usd

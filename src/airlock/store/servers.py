@@ -76,6 +76,11 @@ def lay_servers(stores: Stores, config: Config, region: str, environ: Mapping[st
     """The node's stores with every server backend of `region` laid over the embedded ones."""
     env = os.environ if environ is None else environ
     servers = config.store.for_region(region)
+    if region != config.node.region and servers.clickhouse is None:
+        raise StoreUnavailable(
+            f"region {region!r} keeps its record on its own nodes (no store.regions.{region}.clickhouse): "
+            "a cross-region view reads each region's ClickHouse"
+        )
     if servers.postgres is not None:
         stores = with_postgres(stores, servers.postgres, env)
     if servers.redis is not None:
