@@ -58,6 +58,7 @@ EXPORTS: dict[str, list[str]] = {
         "ParquetSegments",
         "SQLiteState",
     ],
+    "airlock.store.redis": ["RedisLimits", "open_redis"],
     "airlock.telemetry": [
         "TRACES_PATH",
         "Decoded",
