@@ -93,9 +93,9 @@ def test_a_killed_redis_is_unavailable_at_once_and_used_again_when_back(own_redi
     try:
         assert store.take("k", 1e-6, 3, now=T0).remaining == 2
         own_redis.kill()
-        error = _unavailable_within(1.0, lambda: store.take("k", 1e-6, 3, now=T0))
+        error = _unavailable_within(2.0, lambda: store.take("k", 1e-6, 3, now=T0))
         assert "Redis at unix://" in str(error) and "taking from rate bucket 'k'" in str(error)
-        _unavailable_within(1.0, lambda: store.claim("s", "k", "a", 60, now=T0))
+        _unavailable_within(2.0, lambda: store.claim("s", "k", "a", 60, now=T0))
         own_redis.start()  # an empty server: nothing was saved
         assert store.take("k", 1e-6, 3, now=T0).remaining == 2  # the same client, a new connection
         assert store.claim("s", "k", "a", 60, now=T0).state == "new"  # its scripts loaded again
@@ -111,7 +111,7 @@ def test_a_hung_redis_times_out_in_about_half_a_second(own_redis: OwnRedis) -> N
         began = time.monotonic()
         with pytest.raises(StoreUnavailable, match="Timeout"):
             store.add("b", 1, 10, 60, now=T0)
-        assert 0.4 < time.monotonic() - began < 1.5
+        assert 0.4 < time.monotonic() - began < 2.0
         own_redis.resume()
         assert store.add("b", 1, 10, 60, now=T0).total == 1  # the timed-out add was never applied
     finally:
@@ -133,6 +133,9 @@ def test_check_names_redis_and_never_its_password(tmp_path: Path) -> None:
         right.close()
     finally:
         server.stop()
+    with pytest.raises(StoreUnavailable, match="the URL is not usable") as refused:
+        open_redis(f"http://user:{secret}@127.0.0.1/0", "t:")
+    assert secret not in str(refused.value)
     gone = open_redis(f"redis://user:{secret}@127.0.0.1:1/0", "t:")  # nothing listens on port 1
     error = _unavailable_within(2.0, gone.check)
     assert "redis://user:***@127.0.0.1:1/0" in str(error) and secret not in str(error)
@@ -162,8 +165,9 @@ def test_keys_live_under_the_prefix_and_expire(own_redis: OwnRedis) -> None:
 
 def test_the_fail_policy_answers_while_redis_is_away_and_says_so(own_redis: OwnRedis) -> None:
     store = open_redis(own_redis.url, "t:")
-    opened = FailPolicy("open", probe_after_s=0.2)
-    closed = FailPolicy("closed", probe_after_s=0.2)
+    clock = [0.0]  # the policies' monotonic clock, moved by the test alone
+    opened = FailPolicy("open", probe_after_s=0.2, clock=lambda: clock[0])
+    closed = FailPolicy("closed", probe_after_s=0.2, clock=lambda: clock[0])
     try:
         assert opened.buckets(store).take("k", 1e-6, 1, now=T0).decided_by == "store"
         refused = closed.buckets(store).take("k", 1e-6, 1, now=T0)
@@ -187,10 +191,9 @@ def test_the_fail_policy_answers_while_redis_is_away_and_says_so(own_redis: OwnR
 
         own_redis.start()
         assert closed.buckets(store).take("k3", 1e-6, 1, now=T0).decided_by == "fail-closed"  # no probe yet
-        time.sleep(0.25)
+        clock[0] += 0.2
         back = closed.buckets(store).take("k3", 1e-6, 1, now=T0)
         assert back.allowed and back.decided_by == "store" and not closed.store_down
-        time.sleep(0.05)
         assert opened.budgets(store).add("b", 1, 10, 60, now=T0).decided_by == "store"
     finally:
         store.close()
@@ -205,7 +208,7 @@ def test_the_fail_policy_asks_a_hung_redis_once_per_probe_not_once_per_call(own_
         own_redis.pause()
         began = time.monotonic()
         answers = [buckets.take("k", 10, 10, now=T0) for _ in range(20)]
-        assert time.monotonic() - began < 1.5  # one timeout, not twenty
+        assert time.monotonic() - began < 3.0  # one timeout, not twenty (ten seconds)
         assert all(a.allowed and a.decided_by == "fail-open" for a in answers)
         assert policy.decided == 20
     finally:
