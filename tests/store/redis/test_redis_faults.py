@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,10 +47,23 @@ class OwnRedis:
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while not self.sock.exists():
+        while not self._answers():  # its socket file appears before it listens
             assert self.proc.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not open its socket"
+            assert time.monotonic() < deadline, "redis-server did not answer on its socket"
             time.sleep(0.01)
+
+    def _answers(self) -> bool:
+        if not self.sock.exists():
+            return False
+        with socket.socket(socket.AF_UNIX) as conn:
+            try:
+                conn.settimeout(1.0)
+                conn.connect(str(self.sock))
+                conn.sendall(b"PING\r\n")
+                reply = conn.recv(64)
+            except OSError:
+                return False
+        return reply.startswith((b"+PONG", b"-NOAUTH"))
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -80,10 +94,10 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.stop()
 
 
-def _unavailable_within(seconds: float, call: object) -> StoreUnavailable:
+def _unavailable_within(seconds: float, call: Callable[[], object]) -> StoreUnavailable:
     began = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
-        call()  # type: ignore[operator]
+        call()
     assert time.monotonic() - began < seconds
     return caught.value
 
