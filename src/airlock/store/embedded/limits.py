@@ -92,17 +92,20 @@ class SQLiteLimits:
             self._state.close()
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One BEGIN IMMEDIATE transaction, committed when the block ends, rolled back if it raises."""
+    def _transaction(self, what: str, now: float | None) -> Iterator[tuple[sqlite3.Connection, float]]:
+        """One BEGIN IMMEDIATE transaction and the moment it runs at (`now`, or the clock read once the
+        write lock is held, so that moments follow the order of the writes), committed when the block
+        ends, rolled back if it raises."""
         with self._lock:
             conn = self._conn
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    yield conn
+                    at = time.time() if now is None else now
+                    yield conn, at
                     self._writes += 1
                     if self._writes % _SWEEP_EVERY == 0:
-                        self._sweep(conn, time.time())
+                        self._sweep(conn, at)
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -121,16 +124,16 @@ class SQLiteLimits:
 
     def take(self, key: str, rate_per_s: float, burst: int, cost: float = 1, now: float | None = None) -> BucketAnswer:
         check_bucket(rate_per_s, burst, cost)
-        with self._transaction(f"taking from rate bucket {key!r}") as conn:
-            at = micros(time.time() if now is None else now)
+        with self._transaction(f"taking from rate bucket {key!r}", now) as (conn, at_s):
+            at = micros(at_s)
             step = gcra_take(self._tat(conn, key), at, rate_per_s, burst, cost)
             self._store_tat(conn, key, step.tat_us)
         return step.answer
 
     def correct(self, key: str, rate_per_s: float, burst: int, delta: float, now: float | None = None) -> BucketAnswer:
         check_bucket(rate_per_s, burst, 0)
-        with self._transaction(f"correcting rate bucket {key!r}") as conn:
-            at = micros(time.time() if now is None else now)
+        with self._transaction(f"correcting rate bucket {key!r}", now) as (conn, at_s):
+            at = micros(at_s)
             step = gcra_correct(self._tat(conn, key), at, rate_per_s, burst, delta)
             self._store_tat(conn, key, step.tat_us)
         return step.answer
@@ -155,8 +158,7 @@ class SQLiteLimits:
         self, key: str, amount: float, limit: float | None, window_s: float, now: float | None = None
     ) -> BudgetAnswer:
         check_window(window_s)
-        with self._transaction(f"adding to budget counter {key!r}") as conn:
-            at = time.time() if now is None else now
+        with self._transaction(f"adding to budget counter {key!r}", now) as (conn, at):
             start = window_start(at, window_s)
             total = self._window_total(conn, key, window_s, start)
             allowed = limit is None or amount <= 0 or total + amount <= limit
@@ -171,8 +173,7 @@ class SQLiteLimits:
 
     def total(self, key: str, window_s: float, now: float | None = None) -> float:
         check_window(window_s)
-        with self._transaction(f"reading budget counter {key!r}") as conn:
-            at = time.time() if now is None else now
+        with self._transaction(f"reading budget counter {key!r}", now) as (conn, at):
             return self._window_total(conn, key, window_s, window_start(at, window_s))
 
     @staticmethod
@@ -186,8 +187,7 @@ class SQLiteLimits:
     # IdempotencyKeys
 
     def claim(self, scope: str, key: str, request_sha: str, ttl_s: float, now: float | None = None) -> Claim:
-        with self._transaction(f"claiming idempotency key {key!r} of {scope!r}") as conn:
-            at = time.time() if now is None else now
+        with self._transaction(f"claiming idempotency key {key!r} of {scope!r}", now) as (conn, at):
             row = conn.execute(
                 "SELECT request_sha, state, response, expires_at FROM idempotency_keys WHERE scope = ? AND key = ?",
                 (scope, key),
@@ -208,8 +208,7 @@ class SQLiteLimits:
         return Claim("new")
 
     def complete(self, scope: str, key: str, response: bytes, now: float | None = None) -> None:
-        with self._transaction(f"completing idempotency key {key!r} of {scope!r}") as conn:
-            at = time.time() if now is None else now
+        with self._transaction(f"completing idempotency key {key!r} of {scope!r}", now) as (conn, at):
             done = conn.execute(
                 "UPDATE idempotency_keys SET state = 'completed', response = ?"
                 " WHERE scope = ? AND key = ? AND state = 'in_progress' AND (expires_at IS NULL OR expires_at > ?)",
@@ -219,7 +218,7 @@ class SQLiteLimits:
             raise StoreConflict(f"idempotency key {key!r} of {scope!r} is not in progress: nothing to complete")
 
     def release(self, scope: str, key: str, now: float | None = None) -> None:
-        with self._transaction(f"releasing idempotency key {key!r} of {scope!r}") as conn:
+        with self._transaction(f"releasing idempotency key {key!r} of {scope!r}", now) as (conn, _):
             conn.execute(
                 "DELETE FROM idempotency_keys WHERE scope = ? AND key = ? AND state = 'in_progress'", (scope, key)
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airlock.errors import StoreConflict
+from airlock.errors import StoreConflict, StoreUnavailable
 from airlock.store.limits import BucketAnswer, BudgetAnswer, Claim, check_bucket, check_window, emission_us, micros
 from airlock.store.redis import scripts
 from airlock.store.redis.connection import DEFAULT_TIMEOUT_S, connect, redact, redis_errors
@@ -112,7 +112,9 @@ class RedisLimits:
             return Claim("new")
         if state == "in_progress":
             return Claim("in_progress")
-        return Claim("mismatch")
+        if state == "mismatch":
+            return Claim("mismatch")
+        raise StoreUnavailable(f"Redis at {redact(self.url)}: {what}: the script answered {state!r}")
 
     def complete(self, scope: str, key: str, response: bytes, now: float | None = None) -> None:
         what = f"completing idempotency key {key!r} of {scope!r}"
