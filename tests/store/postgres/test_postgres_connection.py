@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import psycopg
+import pytest
 
+from airlock.errors import StoreConflict, StoreUnavailable
 from airlock.store.ledger import LedgerItemRecord
 from airlock.store.postgres import PostgresState
 from airlock.store.postgres.connection import PostgresPool
@@ -68,3 +71,57 @@ def test_a_forked_child_leaves_its_parents_sessions_alone(postgres_dsn: str) -> 
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         pool.close()
+
+
+def test_psycopg_failures_leave_as_store_errors(postgres_dsn: str) -> None:
+    """As store/embedded/failures.py for SQLite: a refused constraint or a transaction that lost a race
+    (serialization failure, deadlock) is StoreConflict; anything else StoreUnavailable."""
+    pool = PostgresPool(postgres_dsn)
+    try:
+        with pool.connection("setting up") as conn:
+            conn.execute("CREATE TABLE t (k INT PRIMARY KEY, v INT NOT NULL)")
+            conn.execute("INSERT INTO t VALUES (1, 0), (2, 0)")
+        with (
+            pytest.raises(StoreConflict, match=r"^inserting twice: duplicate key"),
+            pool.connection("inserting twice") as c,
+        ):
+            c.execute("INSERT INTO t VALUES (1, 1)")
+        with (
+            pytest.raises(StoreUnavailable, match=r"^a bad query: PostgreSQL: UndefinedTable"),
+            pool.connection("a bad query") as c,
+        ):
+            c.execute("SELECT * FROM no_such_table")
+        assert lost_race(pool, "REPEATABLE READ", [(1, 1)], [(1, 2)])  # could not serialize access
+        assert lost_race(pool, "READ COMMITTED", [(1, 1), (2, 1)], [(2, 2), (1, 2)])  # deadlock detected
+    finally:
+        pool.close()
+
+
+def lost_race(pool: PostgresPool, isolation: str, first: list[tuple[int, int]], second: list[tuple[int, int]]) -> bool:
+    """Two transactions updating rows in the orders given, each after the other has begun: True when
+    exactly one of them was refused with StoreConflict and the other committed."""
+    begun = threading.Barrier(2)
+    outcome: list[BaseException | None] = []
+
+    def run(updates: list[tuple[int, int]], delay: float) -> None:
+        try:
+            with pool.transaction(f"updating t ({isolation})") as conn:
+                conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+                conn.execute("SELECT 1 FROM t")  # the snapshot is taken here
+                if isolation == "READ COMMITTED":  # each takes its first row before the other goes on
+                    conn.execute("UPDATE t SET v = v WHERE k = %s", (updates[0][0],))
+                begun.wait(timeout=10)
+                time.sleep(delay)
+                for k, v in updates:
+                    conn.execute("UPDATE t SET v = %s WHERE k = %s", (v, k))
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    threads = [threading.Thread(target=run, args=(first, 0.0)), threading.Thread(target=run, args=(second, 0.2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    conflicts = [o for o in outcome if isinstance(o, StoreConflict)]
+    return len(conflicts) == 1 and outcome.count(None) == 1
