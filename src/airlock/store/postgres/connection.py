@@ -33,7 +33,9 @@ def connection_settings(dsn: str) -> dict[str, str]:
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.Error as e:
-        raise StoreUnavailable(f"the PostgreSQL DSN cannot be used: {type(e).__name__}") from e
+        raise StoreUnavailable(
+            f"the PostgreSQL DSN is not a libpq connection string or URI ({type(e).__name__})"
+        ) from e
     settings = {k: str(v) for k, v in params.items() if v is not None}
     settings.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
     settings.setdefault("application_name", "airlock")
@@ -52,7 +54,7 @@ def open_connection(dsn: str, what: str) -> psycopg.Connection[TupleRow]:
     try:
         conn = psycopg.connect(psycopg.conninfo.make_conninfo(**connection_settings(dsn)), autocommit=True)
     except psycopg.Error as e:
-        raise postgres_failure(e, f"{what}: connecting to PostgreSQL") from e
+        raise postgres_failure(e, what) from e
     conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
     return conn
 
