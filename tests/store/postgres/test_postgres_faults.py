@@ -4,8 +4,13 @@ or a DSN that does not parse, is StoreUnavailable too, without repeating the DSN
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -208,3 +213,37 @@ def test_bad_values_are_store_errors_not_psycopg_errors(postgres_dsn: str) -> No
         items.close()
         readings.close()
         writers.close()
+
+
+def test_a_killed_samplers_lock_is_let_go(postgres_dsn: str) -> None:
+    state = PostgresState(postgres_dsn)
+    script = (
+        "import sys\n"
+        "from airlock.store.postgres.sampling import PostgresSamplerLock\n"
+        "lock = PostgresSamplerLock.take(sys.argv[1])\n"
+        "print('held' if lock else 'busy', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src")}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, postgres_dsn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert state.take_sampler_lock() is None
+        holder.kill()
+        holder.wait(10)
+        deadline = time.monotonic() + 10
+        taken = state.take_sampler_lock()
+        while taken is None and time.monotonic() < deadline:  # the server notices the session gone
+            time.sleep(0.02)
+            taken = state.take_sampler_lock()
+        assert taken is not None
+        taken.release()
+    finally:
+        holder.kill()
+        holder.wait(10)
+        if holder.stdin is not None:
+            holder.stdin.close()
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -10,6 +10,7 @@ caller knows whether doing it again is safe."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,19 +33,30 @@ def connection_settings(dsn: str) -> dict[str, str]:
     try:
         params = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.Error as e:
-        raise StoreUnavailable(f"the PostgreSQL DSN cannot be used: {type(e).__name__}") from e
+        raise StoreUnavailable(
+            f"the PostgreSQL DSN is not a libpq connection string or URI ({type(e).__name__})"
+        ) from e
     settings = {k: str(v) for k, v in params.items() if v is not None}
     settings.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
     settings.setdefault("application_name", "airlock")
+    # Over TCP, find a server that vanished without closing the connection (a host gone, a partition)
+    # within about a minute instead of waiting on it for ever; libpq ignores these on a Unix socket.
+    for key, value in (("keepalives", "1"), ("keepalives_idle", "30"), ("keepalives_interval", "10")):
+        settings.setdefault(key, value)
+    settings.setdefault("keepalives_count", "3")
     return settings
 
 
 def open_connection(dsn: str, what: str) -> psycopg.Connection[TupleRow]:
-    """A new autocommit connection; StoreUnavailable naming `what` when the server cannot be reached."""
+    """A new autocommit connection whose explicit transactions are READ COMMITTED whatever the server's
+    default (the repositories' compare-and-set statements are written for it); StoreUnavailable naming
+    `what` when the server cannot be reached."""
     try:
-        return psycopg.connect(psycopg.conninfo.make_conninfo(**connection_settings(dsn)), autocommit=True)
+        conn = psycopg.connect(psycopg.conninfo.make_conninfo(**connection_settings(dsn)), autocommit=True)
     except psycopg.Error as e:
-        raise postgres_failure(e, f"{what}: connecting to PostgreSQL") from e
+        raise postgres_failure(e, what) from e
+    conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+    return conn
 
 
 class PostgresPool:
@@ -63,11 +75,20 @@ class PostgresPool:
         self._generation = 0  # bumped when the server is found gone: connections older than that are stale
         self._born: dict[int, int] = {}  # id(connection) -> the generation it was opened in
         self._closed = False
+        self._pid = os.getpid()
+        # Connections a forked child inherited: its parent's sessions, never used or closed here (closing
+        # one would end the parent's session), only kept from the garbage collector, which would.
+        self._inherited: list[psycopg.Connection[TupleRow]] = []
 
     def _take(self, what: str) -> psycopg.Connection[TupleRow]:
         with self._lock:
             if self._closed:
                 raise StoreUnavailable(f"{what}: the PostgreSQL repository is closed")
+            if os.getpid() != self._pid:
+                self._pid = os.getpid()
+                self._inherited.extend(self._idle)
+                self._idle = []
+                self._generation += 1
             if self._idle:
                 return self._idle.pop()
             generation = self._generation

@@ -18,28 +18,36 @@ class PostgresEnergyReadings:
         self.pool = PostgresPool(dsn)
 
     def add(self, readings: Sequence[Reading], source: str) -> int:
-        new = 0
-        conflicts: list[int] = []
+        if not readings:
+            return 0
+        # One pipeline of inserts, then one query for the values stored at the times already taken.
         order = sorted(range(len(readings)), key=lambda i: (readings[i].device, readings[i].t_ns))
+        inserted = [False] * len(readings)
         with self.pool.transaction("storing energy readings") as conn:
-            for i in order:
-                r = readings[i]
-                cur = conn.execute(
+            with conn.cursor() as cur:
+                cur.executemany(
                     "INSERT INTO energy_readings (device, t_ns, energy_mj, source) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (device, t_ns) DO NOTHING",
-                    (r.device, r.t_ns, r.energy_mj, source),
+                    " ON CONFLICT (device, t_ns) DO NOTHING RETURNING 1",
+                    [(readings[i].device, readings[i].t_ns, readings[i].energy_mj, source) for i in order],
+                    returning=True,
                 )
-                if cur.rowcount == 1:
-                    new += 1
-                    continue
-                known = conn.execute(
-                    "SELECT energy_mj FROM energy_readings WHERE device = %s AND t_ns = %s", (r.device, r.t_ns)
-                ).fetchone()
-                if known is None or known[0] != r.energy_mj:
-                    conflicts.append(i)
-            if conflicts:  # the first in the caller's order, as the embedded store names it
-                raise ReadingConflict(readings[min(conflicts)])
-        return new
+                for i in order:
+                    inserted[i] = cur.fetchone() is not None
+                    cur.nextset()
+            repeats = [r for r, new in zip(readings, inserted, strict=True) if not new]
+            if repeats:
+                stored = {
+                    (str(d), int(t)): int(e)
+                    for d, t, e in conn.execute(
+                        "SELECT device, t_ns, energy_mj FROM energy_readings"
+                        " WHERE (device, t_ns) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))",
+                        ([r.device for r in repeats], [r.t_ns for r in repeats]),
+                    ).fetchall()
+                }
+                for r in repeats:  # the first in the caller's order, as the embedded store names it
+                    if stored.get((r.device, r.t_ns)) != r.energy_mj:
+                        raise ReadingConflict(r)
+        return sum(inserted)
 
     def of(self, device: str, since_ns: int = 0, until_ns: int = 2**62) -> list[Reading]:
         with self.pool.connection("reading energy readings") as conn:

@@ -30,25 +30,33 @@ class PostgresLedgerItems:
         self.pool = PostgresPool(dsn)
 
     def insert_all(self, items: Sequence[LedgerItemRecord]) -> list[bool]:
+        if not items:
+            return []
         # Rows are written in key order, so that two batches sharing ids wait on each other instead of
         # deadlocking; the answer keeps the caller's order (a stable sort keeps repeats of one id in it).
+        # The inserts go as one pipeline, and the bodies already stored are read in one query after.
         order = sorted(range(len(items)), key=lambda i: (items[i].tenant, items[i].item_id))
         created = [False] * len(items)
-        conflicts: list[int] = []
         with self.pool.transaction("storing ledger items") as conn:
-            for i in order:
-                item = items[i]
-                if conn.execute(_INSERT, _item_row(item)).rowcount == 1:
-                    created[i] = True
-                    continue
-                known = conn.execute(
-                    "SELECT request_sha FROM ledger_items WHERE tenant = %s AND item_id = %s",
-                    (item.tenant, item.item_id),
-                ).fetchone()
-                if known is None or known[0] != item.request_sha:
-                    conflicts.append(i)
-            if conflicts:  # the first in the caller's order, as the embedded store names it
-                raise ItemConflict(items[min(conflicts)].item_id)
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT + " RETURNING 1", [_item_row(items[i]) for i in order], returning=True)
+                for i in order:
+                    created[i] = cur.fetchone() is not None
+                    cur.nextset()
+            known = [items[i] for i in range(len(items)) if not created[i]]
+            if not known:
+                return created
+            stored = {
+                (str(t), str(k)): str(sha)
+                for t, k, sha in conn.execute(
+                    "SELECT tenant, item_id, request_sha FROM ledger_items"
+                    " WHERE (tenant, item_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([i.tenant for i in known], [i.item_id for i in known]),
+                ).fetchall()
+            }
+            for item in known:  # the first in the caller's order, as the embedded store names it
+                if stored.get((item.tenant, item.item_id)) != item.request_sha:
+                    raise ItemConflict(item.item_id)
         return created
 
     def in_window(self, since_ns: int, until_ns: int) -> list[LedgerItemRecord]:
