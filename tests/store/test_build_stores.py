@@ -108,3 +108,29 @@ def test_a_cross_region_view_does_not_read_another_regions_embedded_record(tmp_p
     assert "region 'us-east-1' keeps its record on its own nodes" in other.output
     unknown = runner.invoke(cli, ["cost", "report", "-c", str(path), "--regions", "mars-1"], env=env)
     assert unknown.exit_code == 2 and "not under store.regions" in unknown.output
+
+
+def test_compaction_reads_the_samplers_cursor_where_its_state_is(tmp_path: Path, postgres_dsn: str) -> None:
+    from airlock.store.sampling import PassCommit
+
+    text = _config(tmp_path, "store:\n  postgres: {dsn_env: TEST_PG_DSN}\n")
+    stores = build_stores(parse_config(text), environ={"TEST_PG_DSN": postgres_dsn})
+    state = stores.sampling.open_state()
+    try:
+        state.commit(
+            PassCommit(
+                pass_no=1,
+                at_ns=10**18,
+                cursors={"w1": 4},
+                waiting={"w1": 4},
+                changed={},
+                removed=(),
+                model={"pass": 1},
+                stats={"spans_read": 0, "decided": 0, "kept": 0, "pending": 0, "skipped": 0},
+            )
+        )
+        expected = state.decided_through("w1")
+    finally:
+        state.close()
+    assert expected >= 0
+    assert stores.sampling.retention.decided_through("w1") == expected  # not -1 from the unused local state file

@@ -83,7 +83,8 @@ def writer_sinks(config: Config, writer_id: str) -> tuple[PayloadSink, SegmentSi
     if config.sampling.enabled:
         from airlock.sampling.retention import SampledRetention
 
-        retention = SampledRetention(data)
+        # The sampler's cursors are where its state is (the state database, or PostgreSQL).
+        retention = SampledRetention(data, build_stores(config).sampling.retention)
     return PackWriter(data.blobs, writer_id), ParquetSegments(data, retention)
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
 
 from airlock.config.schema import Config, PostgresBackend, RedisBackend
 from airlock.errors import StoreUnavailable
-from airlock.store.sampling import SamplingStores
+from airlock.store.sampling import RetentionReads, SamplingStateRepository, SamplingStores
 
 if TYPE_CHECKING:
     from airlock.store import Stores
@@ -24,6 +26,26 @@ def secret(environ: Mapping[str, str], var: str, what: str) -> str:
     return value
 
 
+class SharedCursorRetention:
+    """What compaction reads when the sampler's state is in PostgreSQL: how far the sampler has
+    decided each writer from there, the verdicts from the record's own decision files."""
+
+    def __init__(self, open_state: Callable[[], SamplingStateRepository], verdicts: RetentionReads) -> None:
+        self._open_state = open_state
+        self._verdicts = verdicts
+
+    def decided_through(self, writer_id: str) -> int:
+        """Asked once per compaction: a connection for the question, closed after it."""
+        state = self._open_state()
+        try:
+            return state.decided_through(writer_id)
+        finally:
+            state.close()
+
+    def verdicts(self, trace_ids: pa.Array) -> pa.Table | None:
+        return self._verdicts.verdicts(trace_ids)
+
+
 def with_postgres(stores: Stores, cfg: PostgresBackend, environ: Mapping[str, str]) -> Stores:
     """Control-plane state in PostgreSQL: ledger items, energy readings, replay runs, export cursors,
     the sampler's state and lock, and the writer registry."""
@@ -34,7 +56,12 @@ def with_postgres(stores: Stores, cfg: PostgresBackend, environ: Mapping[str, st
         state = PostgresState(dsn)
     except StoreUnavailable as e:
         raise StoreUnavailable(f"store.postgres ({cfg.dsn_env}) cannot be used: {e.detail}") from None
-    sampling = dataclasses.replace(stores.sampling, open_state=state.sampling_state, take_lock=state.take_sampler_lock)
+    sampling = dataclasses.replace(
+        stores.sampling,
+        open_state=state.sampling_state,
+        take_lock=state.take_sampler_lock,
+        retention=SharedCursorRetention(state.sampling_state, stores.sampling.retention),
+    )
     return dataclasses.replace(
         stores,
         backend=_joined(stores.backend, "postgres"),
