@@ -213,25 +213,32 @@ def test_a_full_disk_loses_no_acknowledged_record_without_counting_it(tiny_fs: T
 
 
 def test_the_reserved_loss_file_takes_its_count_on_a_full_disk(tiny_fs: TinyFs) -> None:
-    """A loss file reserved before the disk filled is rewritten in place after; one made after is refused."""
+    """A loss file reserved before the disk filled is rewritten in place after; a process starting on
+    the full disk takes over a spare left by one that lost nothing; with none left, it is refused."""
     run = tiny_fs.mount / "run"
     (tiny_fs.outside / "run").mkdir()
     script = f"""
-import sys, time
+import sys
 from airlock.record.losses import LossFile, loss_path
-f = LossFile(loss_path({str(run)!r}, "w1", "writer"), "w1", "w1", "writer")
+def loss_file(name):
+    return LossFile(loss_path({str(run)!r}, name, "writer"), name, name, "writer")
+f = loss_file("w1")
 f.reserve()
+spare = loss_file("w0")
+spare.reserve()
+spare.close()  # ended with nothing counted
 print("reserved", flush=True)
 sys.stdin.readline()  # the disk is full now
 reasons = {{f"reason {{i}} " + "x" * 400: i + 1 for i in range(40)}}  # more than the block holds
 print(f.write(sum(reasons.values()), reasons), flush=True)
-late = LossFile(loss_path({str(run)!r}, "w2", "writer"), "w2", "w2", "writer")
-try:
-    late.reserve()
-    print("late reserved", flush=True)
-except OSError as e:
-    print("late refused", e.errno, flush=True)
-print(late.write(5, {{"x": 5}}), flush=True)
+for name in ("w2", "w3"):
+    late = loss_file(name)
+    try:
+        late.reserve()
+        print("reserved", flush=True)
+    except OSError as e:
+        print("refused", e.errno, flush=True)
+    print(late.write(5, {{"late": 5}}), flush=True)
 """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (_SOURCE, os.environ.get("PYTHONPATH")) if p)}
     child = subprocess.Popen(
@@ -249,11 +256,12 @@ print(late.write(5, {{"x": 5}}), flush=True)
     child.stdin.flush()
     out, err = child.communicate(timeout=20)
     assert child.returncode == 0, err.decode()
-    assert out.decode().split("\n")[:3] == ["True", f"late refused {errno.ENOSPC}", "False"], (out, err)
+    assert out.decode().split("\n")[:5] == ["True", "reserved", "True", f"refused {errno.ENOSPC}", "False"], (out, err)
 
     losses = read_losses(tiny_fs.outside / "run")
     assert losses.unreadable == []
-    assert losses.dropped == sum(range(1, 41))  # the count is whole, whatever reasons had to be folded
+    assert losses.dropped == sum(range(1, 41)) + 5  # the count is whole, whatever reasons had to be folded
     assert sum(losses.reasons.values()) == losses.dropped
-    assert [f["writer_id"] for f in losses.files] == ["w1"]  # the refused one left no file behind
+    assert sorted(f["writer_id"] for f in losses.files) == ["w1", "w2"]  # w2 in w0's block; w3 left nothing
+    assert sorted(p.name for p in (tiny_fs.outside / "run").iterdir()) == ["w1.writer.lost", "w2.writer.lost"]
     assert (tiny_fs.outside / "run" / "w1.writer.lost").stat().st_size == 4096

@@ -43,7 +43,7 @@ def test_a_damaged_block_is_reported_not_read_as_zero(tmp_path: Path) -> None:
     f = LossFile(loss_path(tmp_path, "w1", "writer"), "w1", "w1", "writer")
     f.reserve()
     f.write(7, {"x": 7})
-    f.close(remove_if_zero=True, dropped=7)
+    f.close()
     path = tmp_path / "w1.writer.lost"
     raw = bytearray(path.read_bytes())
     raw[12] ^= 0xFF  # a torn write at a power loss
@@ -52,15 +52,28 @@ def test_a_damaged_block_is_reported_not_read_as_zero(tmp_path: Path) -> None:
     assert losses.dropped == 0 and losses.unreadable == ["w1.writer.lost: damaged"]
 
 
-def test_a_clean_stop_removes_its_file_and_one_that_lost_records_keeps_it(tmp_path: Path) -> None:
+def test_a_file_left_with_nothing_counted_is_taken_over_by_the_next_process(tmp_path: Path) -> None:
+    """So run/ keeps about one file per live process, and a restart on a full disk finds its block."""
     clean = LossFile(loss_path(tmp_path, "w1", "writer"), "w1", "w1", "writer")
     lossy = LossFile(loss_path(tmp_path, "w1", "gateway"), "w1", "w1", "gateway")
-    clean.reserve()
-    lossy.reserve()
+    alive = LossFile(loss_path(tmp_path, "w2", "writer"), "w2", "w2", "writer")
+    for f in (clean, lossy, alive):
+        f.reserve()
     lossy.write(2, {"x": 2})
-    clean.close(remove_if_zero=True, dropped=0)
-    lossy.close(remove_if_zero=True, dropped=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1.gateway.lost"]
+    spare_inode = (tmp_path / "w1.writer.lost").stat().st_ino
+    clean.close()
+    lossy.close()
+    nxt = LossFile(loss_path(tmp_path, "w3", "writer"), "w3", "w3", "writer")
+    nxt.reserve()
+    assert (tmp_path / "w3.writer.lost").stat().st_ino == spare_inode  # renamed, not made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w1.gateway.lost", "w2.writer.lost", "w3.writer.lost"]
+    other = LossFile(loss_path(tmp_path, "w4", "writer"), "w4", "w4", "writer")
+    other.reserve()  # no spare left: the counted one and the live ones are not taken
+    assert (tmp_path / "w4.writer.lost").exists() and (tmp_path / "w1.gateway.lost").exists()
+    nxt.write(1, {"y": 1})
+    losses = read_losses(tmp_path)
+    assert losses.dropped == 3 and losses.reasons == {"x": 2, "y": 1}
+    assert sorted(f["writer_id"] for f in losses.files) == ["w1", "w3"]
 
 
 def test_a_file_that_could_not_be_reserved_is_made_at_the_next_count(tmp_path: Path) -> None:

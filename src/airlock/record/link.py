@@ -223,7 +223,7 @@ class RecorderLink:
                 reasons,
                 self.data.run,
             )
-        self.losses.close(remove_if_zero=True, dropped=self.dropped)
+        self.losses.close()
 
     # -- the request path ------------------------------------------------------------------------
 

@@ -3,10 +3,16 @@ cannot refuse it.
 
 Each process that can lose records (a gateway worker's request path, its writer process) reserves a
 file of `LOSS_FILE_BYTES` in the data directory's `run/` folder when it starts, written whole and
-fsynced once. Every later count rewrites that same block in place (one pwrite at offset 0, never
-longer, never truncated), so the filesystem needs no new block for it: on a disk that has filled up
-since, the count still lands. It is not fsynced again (a power loss can take the last count, as it
-can take the records themselves), which keeps a failing request path from waiting on the disk.
+fsynced once, and holds an flock on it while it lives. Every later count rewrites that same block in
+place (one pwrite at offset 0, never longer, never truncated), so the filesystem needs no new block
+for it: on a disk that has filled up since, the count still lands. It is not fsynced again (a power
+loss can take the last count, as it can take the records themselves), which keeps a failing request
+path from waiting on the disk.
+
+A file whose process has ended with nothing counted stays as a spare: the next process to start
+takes it over (a rename, no new blocks) before it makes a new one, so `run/` holds about one per
+process alive at once, and a gateway restarted on a disk that is already full still has its blocks.
+A file with a count is never taken over.
 
 The block holds [u32 length][u32 crc32][JSON] padded with spaces: the JSON says whose count it is
 (`worker`, `writer_id`, `role`), the count (`dropped`) and the count per reason. A block that does not
@@ -18,6 +24,7 @@ a new file over the old, is the first thing a full disk refuses."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import struct
@@ -91,10 +98,14 @@ class LossFile:
         return self._fd >= 0
 
     def reserve(self) -> None:
-        """Make (or take over) the file at its full size with a count of zero, synced to disk."""
+        """Take over a spare (see the module) or make the file, at its full size with a count of zero,
+        synced to disk, and locked. Raises OSError where the disk refuses even that."""
         if self._fd >= 0:
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._take_spare()
+        if fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new name of ours: nobody else holds it
         try:
             _pwrite_all(fd, encode(self._content(0, {})))
             os.fsync(fd)
@@ -104,6 +115,29 @@ class LossFile:
                 self.path.unlink()  # a file short of its block would need new blocks later
             raise
         self._fd = fd
+
+    def _take_spare(self) -> int | None:
+        """The locked fd of a spare renamed to our name, or None when there is none."""
+        for path in sorted(self.path.parent.glob(f"*{SUFFIX}")):
+            if path == self.path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue  # taken by another process meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino != os.stat(path).st_ino or os.fstat(fd).st_size != LOSS_FILE_BYTES:
+                    raise BlockingIOError  # renamed under us, or not a whole block
+                content = decode(os.pread(fd, LOSS_FILE_BYTES, 0))
+                if content is None or content.get("dropped") != 0:
+                    raise BlockingIOError  # a count (or a damaged one) stays where it is
+                os.rename(path, self.path)
+            except OSError:  # held by a live process, or not a spare
+                os.close(fd)
+                continue
+            return fd
+        return None
 
     def write(self, dropped: int, reasons: dict[str, int]) -> bool:
         """Put the count in the file; False (logged once) where the file could not be made."""
@@ -122,14 +156,11 @@ class LossFile:
             return False
         return True
 
-    def close(self, remove_if_zero: bool, dropped: int) -> None:
-        """Close the file; a clean run's (nothing dropped) is removed, so run/ keeps only real losses."""
+    def close(self) -> None:
+        """Close (and unlock) the file: with a count it stays for `airlock status`, without one as a spare."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if remove_if_zero and dropped == 0:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
 
     def _content(self, dropped: int, reasons: dict[str, int]) -> dict[str, Any]:
         return {**self.identity, "pid": os.getpid(), "dropped": dropped, "reasons": reasons, "updated_at": time.time()}
@@ -148,7 +179,7 @@ class Losses:
 
     dropped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-    files: list[dict[str, Any]] = field(default_factory=list)  # each file's content, with its "path"
+    files: list[dict[str, Any]] = field(default_factory=list)  # each counting file's content, with its "path"
     unreadable: list[str] = field(default_factory=list)  # files whose block does not check out
 
     def of(self, writer_id: str, worker: str | None) -> tuple[int, dict[str, int]]:
@@ -183,10 +214,15 @@ def read_losses(run_dir: str | os.PathLike[str]) -> Losses:
         if not block:
             continue  # made by a process that died before reserving it: it holds no count
         content = decode(block)
+        if content is None:  # read in the middle of a rewrite, perhaps: once more before calling it damaged
+            with contextlib.suppress(OSError):
+                content = decode(path.read_bytes())
         if content is None:
             out.unreadable.append(f"{path.name}: damaged")
             continue
         dropped = int(content.get("dropped") or 0)
+        if not dropped:
+            continue  # a live process that lost nothing, or a spare
         out.dropped += dropped
         for reason, n in (content.get("reasons") or {}).items():
             out.reasons[reason] = out.reasons.get(reason, 0) + int(n)

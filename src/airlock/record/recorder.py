@@ -247,9 +247,9 @@ class Recorder:
                 self.losses.write(self.dropped, self.drop_reasons)
 
     def close_losses(self) -> None:
-        """At the end: the loss file stays if anything was dropped, and goes if nothing was."""
+        """At the end: the loss file stays, with its count, or as a spare for the next process."""
         if self.losses is not None:
-            self.losses.close(remove_if_zero=True, dropped=self.dropped)
+            self.losses.close()
 
     def note_error(self, message: str) -> None:
         changed = self.error != message
