@@ -99,3 +99,15 @@ def test_status_files_a_full_disk_left_stale_are_raised_to_the_loss_count(tmp_pa
     assert rows["w1-r1"]["drop_reasons"] == {"gateway reason": 4, "writer reason": 3}
     assert rows["w9"]["dropped"] == 0
     assert read_losses(tmp_path).dropped == 57
+
+
+def test_a_count_after_close_goes_back_into_the_same_block(tmp_path: Path) -> None:
+    f = LossFile(loss_path(tmp_path, "w1", "gateway"), "w1", "w1", "gateway")
+    f.reserve()
+    f.write(1, {"x": 1})
+    inode = (tmp_path / "w1.gateway.lost").stat().st_ino
+    f.close()
+    assert f.write(2, {"x": 2})  # a record refused after the recorder closed
+    f.close()
+    assert [p.stat().st_ino for p in tmp_path.iterdir()] == [inode]
+    assert read_losses(tmp_path).dropped == 2

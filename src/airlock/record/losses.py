@@ -91,6 +91,7 @@ class LossFile:
         self.path = Path(path)
         self.identity = {"worker": worker, "writer_id": writer_id, "role": role}
         self._fd = -1
+        self._closed = False  # closed after a reservation: the block at `path` is ours
         self._unwritten_logged = False
 
     @property
@@ -102,6 +103,11 @@ class LossFile:
         synced to disk, and locked. Raises OSError where the disk refuses even that."""
         if self._fd >= 0:
             return
+        if self._closed:  # a count after `close` (a late record at shutdown): back into our own block
+            fd = _lock_whole(self.path)
+            if fd is not None:
+                self._fd = fd
+                return
         fd = self._take_spare()
         if fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -121,19 +127,15 @@ class LossFile:
         for path in sorted(self.path.parent.glob(f"*{SUFFIX}")):
             if path == self.path:
                 continue
+            fd = _lock_whole(path)
+            if fd is None:
+                continue  # held by a live process, or not a whole block
             try:
-                fd = os.open(path, os.O_RDWR)
-            except OSError:
-                continue  # taken by another process meanwhile
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_ino != os.stat(path).st_ino or os.fstat(fd).st_size != LOSS_FILE_BYTES:
-                    raise BlockingIOError  # renamed under us, or not a whole block
                 content = decode(os.pread(fd, LOSS_FILE_BYTES, 0))
                 if content is None or content.get("dropped") != 0:
                     raise BlockingIOError  # a count (or a damaged one) stays where it is
                 os.rename(path, self.path)
-            except OSError:  # held by a live process, or not a spare
+            except OSError:
                 os.close(fd)
                 continue
             return fd
@@ -161,9 +163,26 @@ class LossFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+            self._closed = True
 
     def _content(self, dropped: int, reasons: dict[str, int]) -> dict[str, Any]:
         return {**self.identity, "pid": os.getpid(), "dropped": dropped, "reasons": reasons, "updated_at": time.time()}
+
+
+def _lock_whole(path: Path) -> int | None:
+    """`path` opened and locked, if no live process holds it and it is a whole block; else None."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None  # taken over, or removed, meanwhile
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path).st_ino or os.fstat(fd).st_size != LOSS_FILE_BYTES:
+            raise BlockingIOError  # renamed under us, or not a whole block
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _pwrite_all(fd: int, block: bytes) -> None:
