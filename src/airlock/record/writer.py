@@ -5,7 +5,9 @@ file (fsynced in durable mode, then the waiting futures complete), and keep the 
 segment. When the open segment is old enough or big enough, write it as Parquet (temp name, rename) and
 delete the write-ahead file it came from. On start, write-ahead and spill files that no live process
 holds (a crash, a kill -9) are replayed first. An OSError anywhere keeps the batch and retries with
-backoff; meanwhile the queue fills and the request path spills, so nothing is lost silently.
+backoff; meanwhile the queue fills and the request path spills, so nothing is lost silently. At a
+shutdown the disk still refuses, what is held goes to the spill file, and what even that refuses is
+counted in the writer's loss file (`losses.py`), reserved at start for this.
 """
 
 from __future__ import annotations
