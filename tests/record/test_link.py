@@ -16,6 +16,7 @@ import pytest
 
 from airlock.config.schema import Config
 from airlock.record.link import RecorderLink, RecorderStartError
+from airlock.record.losses import read_losses
 from airlock.store.embedded import BlobReader, DataDir, DuckDBSpanReader
 
 SECRET = b"Bearer sk-never-on-disk-4711"
@@ -289,3 +290,23 @@ def test_records_submitted_while_closing_go_to_the_spill_file(tmp_path: Path) ->
 
     run(body)
     assert no_secret_on_disk(tmp_path)
+
+
+def test_a_writer_stopped_at_the_close_timeout_has_what_it_held_counted_as_lost(tmp_path: Path) -> None:
+    """Regression: a writer that did not finish within the close timeout was killed with its records
+    unconfirmed, and nothing counted them."""
+
+    async def body() -> None:
+        link = RecorderLink(config(tmp_path, writer_nice=0), DataDir.at(tmp_path), "w-hung")
+        await link.start()
+        os.kill(link.writer_pid or 0, signal.SIGSTOP)  # hung: it cannot confirm or finish
+        for i in range(10):
+            link.submit(record(i))
+        await link.close(timeout=0.5)
+        stats = link.stats()
+        assert (stats["accepted"], stats["dropped"], stats["written"]) == (10, 10, 0)
+
+    run(body)
+    losses = read_losses(tmp_path / "run")
+    assert losses.dropped == 10
+    assert losses.reasons == {"the writer process was stopped at shutdown before confirming them": 10}

@@ -17,6 +17,7 @@ from airlock.cli.render import console as make_console
 from airlock.errors import BlobCorrupt
 from airlock.gateway.metrics import worker_statuses
 from airlock.record.enrich import sse_events
+from airlock.record.losses import read_losses
 from airlock.store.embedded import DataDir
 from airlock.store.interface import TraceFilter
 
@@ -56,9 +57,15 @@ def _writer_scheduling(status: dict[str, Any]) -> str:
 @data_options
 @click.option("--all", "show_all", is_flag=True, help="Include workers that have stopped.")
 def status(data_dir: str | None, config_path: str | None, show_all: bool) -> None:
-    """Recorder health per worker: queue depth, spills, drops, errors."""
+    """Recorder health per worker: queue depth, spills, drops, errors. Workers that have stopped are
+    shown too (without --all) when they lost records; the loss files' total follows the table."""
     data = _data_dir(data_dir, config_path)
-    rows = worker_statuses(data.run, live_only=not show_all)
+    losses = read_losses(data.run)
+    rows = [
+        s
+        for s in worker_statuses(data.run, live_only=False, losses=losses)
+        if show_all or s["alive"] or s.get("dropped")
+    ]
     console = make_console()
     if not rows:
         console.print(f"no {'' if show_all else 'live '}gateway workers recorded in {data.root}")
@@ -84,7 +91,13 @@ def status(data_dir: str | None, config_path: str | None, show_all: bool) -> Non
     pending_wal = sum(1 for p in data.wal.glob("*.wal")) if data.wal.exists() else 0
     pending_spill = sum(1 for p in data.spill.glob("*")) if data.spill.exists() else 0
     console.print(f"write-ahead files: {pending_wal}   spill files: {pending_spill}")
-    if any(s.get("dropped") for s in rows):
+    if losses.dropped:
+        console.print(Text(f"records lost (not in the record), counted in {data.run}/*.lost: {losses.dropped}", "red"))
+        for reason, n in sorted(losses.reasons.items(), key=lambda kv: -kv[1]):
+            console.print(Text(f"  {n}  {reason}"))
+    for unreadable in losses.unreadable:
+        console.print(Text(f"loss file unreadable: {unreadable}", "red"))
+    if losses.dropped or losses.unreadable or any(s.get("dropped") for s in rows):
         sys.exit(1)
 
 

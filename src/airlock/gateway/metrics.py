@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from airlock.record.losses import Losses, read_losses
+
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
 
@@ -65,7 +67,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def worker_statuses(run_dir: Path, live_only: bool = True) -> list[dict[str, Any]]:
+def worker_statuses(run_dir: Path, live_only: bool = True, losses: Losses | None = None) -> list[dict[str, Any]]:
+    """The status file of each writer (only live ones if `live_only`). A status file is rewritten by
+    renaming a new one over it, which a full disk refuses: its `dropped` (and reasons) are raised to
+    what the writer's loss files say (`record/losses.py`), which a full disk cannot refuse."""
+    losses = losses if losses is not None else read_losses(run_dir)
     out = []
     for path in sorted(run_dir.glob("*.json")):
         try:
@@ -73,6 +79,9 @@ def worker_statuses(run_dir: Path, live_only: bool = True) -> list[dict[str, Any
         except (OSError, orjson.JSONDecodeError):
             continue
         status["alive"] = not status.get("stopped") and _alive(int(status.get("pid", -1)))
+        lost, reasons = losses.of(str(status.get("writer_id")), status.get("worker"))
+        if lost > int(status.get("dropped") or 0):
+            status["dropped"], status["drop_reasons"] = lost, reasons
         if status["alive"] or not live_only:
             out.append(status)
     return out

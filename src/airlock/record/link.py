@@ -6,7 +6,8 @@ milliseconds (at once in durable mode, or when a long stream's record is waiting
 The gateway never waits on disk: its backlog (records handed over and not yet in the write-ahead
 file) is bounded by `recorder.queue_size`, and a record that would exceed it goes to the spill file,
 which the writer replays once it has caught up. Nothing is dropped silently: a failed spill, or
-records the writer process took with it when it died, are counted as dropped with the reason.
+records the writer process took with it when it died, are counted as dropped with the reason, in
+memory and in this worker's loss file (`losses.py`, reserved at start), and logged at shutdown.
 
 Its public face is the one the gateway used with the in-process recorder: `submit`, `accepting`,
 `error`, `stats()`, `queue_depth`, plus `start` and `close`."""
@@ -30,6 +31,7 @@ import orjson
 from airlock.config.schema import Config
 from airlock.errors import RecorderStartError
 from airlock.record import scheduling, wire
+from airlock.record.losses import LossFile, loss_path
 from airlock.record.recorder import Spill, spill_record
 from airlock.store.embedded.layout import DataDir
 
@@ -60,6 +62,7 @@ class _Protocol(asyncio.Protocol):
         self.link = link
         self.reader = wire.FrameReader()
         self.transport: asyncio.BaseTransport | None = None
+        self.closed = asyncio.get_running_loop().create_future()  # done once the writer's last word is in
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # handed to the link once the writer says it is ready
@@ -72,6 +75,8 @@ class _Protocol(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
         self.link._writer_gone(self)
 
 
@@ -87,6 +92,7 @@ class RecorderLink:
         self.spilled = 0
         self.dropped = 0
         self.drop_reasons: dict[str, int] = {}
+        self.losses = LossFile(loss_path(data.run, writer_id, "gateway"), writer_id, writer_id, "gateway")
         self.writer_pid: int | None = None
         self._own_error: str | None = None  # the writer process is gone, or the spill failed
         self._own_error_since: float | None = None
@@ -127,6 +133,10 @@ class RecorderLink:
         self._loop = asyncio.get_running_loop()
         self._status_source = status_source
         await self._spawn()
+        try:  # the writer has made the data directory by now
+            self.losses.reserve()
+        except OSError as e:  # a full disk at start: the count stays in memory, each drop tries again
+            log.error("the loss-count file %s could not be reserved: %s", self.losses.path, e.strerror or e)
         self._started = True
         self._send_status()  # and every second from now on
 
@@ -148,7 +158,12 @@ class RecorderLink:
         ours.setblocking(False)
         _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
         self._protocol = protocol
-        start = {"config": self.config.model_dump(mode="json"), "writer_id": self.writer_id, "stamp": self.stamp}
+        start = {
+            "config": self.config.model_dump(mode="json"),
+            "writer_id": self.writer_id,
+            "worker": self._base_id,
+            "stamp": self.stamp,
+        }
         protocol.transport.write(wire.frame(wire.START, start))  # type: ignore[union-attr]
         try:
             ready = await self._ready
@@ -186,10 +201,29 @@ class RecorderLink:
                 log.error("the writer process did not finish within %.0f s; stopping it", timeout)
                 proc.kill()
                 await asyncio.get_running_loop().run_in_executor(None, proc.wait)
+                if self.queue_depth > 0:  # what it held unconfirmed (at most: its write-ahead file is replayed)
+                    self.count_dropped(
+                        self.queue_depth, "the writer process was stopped at shutdown before confirming them"
+                    )
+                    self._done = self._queued
+            if self._protocol is not None:  # the writer's last counts (its drops at shutdown) arrive before its end
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._protocol.closed), 5.0)
         if self._transport is not None:
             self._transport.close()
         self._fail_waiting("the recorder closed")
         self.spill.close()
+        stats = self.stats()
+        if stats["dropped"]:
+            reasons = "; ".join(f"{n} {reason}" for reason, n in sorted(stats["drop_reasons"].items()))
+            log.error(
+                "%d of %d records were not recorded (%s); counted in %s",
+                stats["dropped"],
+                self.accepted,
+                reasons,
+                self.data.run,
+            )
+        self.losses.close()
 
     # -- the request path ------------------------------------------------------------------------
 
@@ -352,9 +386,9 @@ class RecorderLink:
         self._spill_unsent(unsent)
         lost = self.queue_depth
         if lost > 0:
-            reason = "the writer process exited before confirming them (at most; replayed if in its write-ahead file)"
-            self.dropped += lost
-            self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + lost
+            self.count_dropped(
+                lost, "the writer process exited before confirming them (at most; replayed if in its write-ahead file)"
+            )
         log.error("the writer process exited (code %s) with %d records unconfirmed; spilling", code, max(lost, 0))
         self._done = self._queued
         for key in _CUMULATIVE:  # the dead writer's counts carry over to the next one's
@@ -408,6 +442,7 @@ class RecorderLink:
         """This side's counters (and the gateway's metrics) to the writer, for the worker's status file."""
         status = {
             "pid": os.getpid(),
+            "worker": self._base_id,
             "accepted": self.accepted,
             "spilled": self.spilled,
             "dropped": self.dropped,
@@ -424,6 +459,13 @@ class RecorderLink:
         self._send(wire.STATUS, status)
         if not self._closing and self._loop is not None:
             self._status_handle = self._loop.call_later(STATUS_EVERY_S, self._send_status)
+
+    def count_dropped(self, n: int, reason: str) -> None:
+        """`n` records lost for `reason`: counted in memory and in this worker's loss file (one pwrite
+        into its reserved block, no fsync: a failing request path must not wait on the disk)."""
+        self.dropped += n
+        self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + n
+        self.losses.write(self.dropped, self.drop_reasons)
 
     def note_error(self, message: str) -> None:
         """Set this side's error (also how `spill_record` reports a failed spill)."""

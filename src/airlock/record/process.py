@@ -91,7 +91,14 @@ class WriterHost:
         data = DataDir.at(config.data_dir)
         writer_id = start["writer_id"]
         # The gateway's spill file is <writer_id>.spill; this process's own (only at a failing shutdown) differs.
-        self.rec = Recorder(config.recorder, data, writer_id, start.get("stamp") or {}, spill_id=f"{writer_id}.w")
+        self.rec = Recorder(
+            config.recorder,
+            data,
+            writer_id,
+            start.get("stamp") or {},
+            spill_id=f"{writer_id}.w",
+            worker=start.get("worker"),
+        )
         self.gateway_status: dict[str, Any] = {}
         self.durable = config.recorder.durable
         self.done = 0

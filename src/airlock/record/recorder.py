@@ -6,12 +6,14 @@ a future that completes once the record is in the fsynced write-ahead file. The 
 helpers serve both sides.
 
 Counters (`stats`) make every outcome visible: accepted, spilled, dropped (the spill itself failed),
-written. Nothing is dropped silently."""
+written. Nothing is dropped silently: each drop is also counted in the process's loss file
+(`losses.py`), reserved at start so that it can still be written on a full disk."""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -22,7 +24,10 @@ from typing import Any
 from airlock.config.schema import Recorder as RecorderConfig
 from airlock.record import frames
 from airlock.record.headers import SECRET_HEADERS
+from airlock.record.losses import LossFile, loss_path
 from airlock.store.embedded.layout import DataDir
+
+log = logging.getLogger("airlock.recorder")
 
 _SECRET_HEADER_BYTES = frozenset(h.encode() for h in SECRET_HEADERS)
 
@@ -157,9 +162,8 @@ def spill_record(owner: Any, record: dict[str, Any], fut: asyncio.Future[None] |
         owner.spill.append(record)
         owner.spilled += 1
     except OSError as e:
-        owner.dropped += 1
         reason = f"spill failed: {e.strerror or e}"
-        owner.drop_reasons[reason] = owner.drop_reasons.get(reason, 0) + 1
+        owner.count_dropped(1, reason)
         owner.note_error(reason)
         if fut is not None:
             fut.set_exception(OSError(reason))
@@ -176,7 +180,10 @@ class Recorder:
         writer_id: str,
         stamp: dict[str, Any] | None = None,
         spill_id: str | None = None,
+        worker: str | None = None,
     ) -> None:
+        """`worker` is the gateway worker this recorder writes for (its first writer's id; by default
+        `writer_id`), named in the loss file so that `airlock status` can add up a worker's losses."""
         self.cfg = cfg
         self.stamp = stamp or {}  # columns every record of this writer carries (node, region)
         self.data = data
@@ -188,6 +195,9 @@ class Recorder:
         self.spilled = 0
         self.dropped = 0
         self.drop_reasons: dict[str, int] = {}
+        self.losses: LossFile | None = None  # the dropped count on disk, once `reserve_losses` has run
+        self.worker = worker or writer_id
+        self._drop_lock = threading.Lock()  # the request path and the writer's thread both count
         self.error: str | None = None  # last persistence error, None once writes succeed again
         self.error_since: float | None = None
         self.written = 0  # records in finished segments
@@ -216,6 +226,30 @@ class Recorder:
             return fut
         spill_record(self, record, fut)
         return fut
+
+    def reserve_losses(self) -> None:
+        """Reserve this recorder's loss file (run/<writer_id>.writer.lost). Where the disk refuses
+        even that, the count stays in memory (and each drop tries the file again): logged, not fatal."""
+        self.losses = LossFile(
+            loss_path(self.data.run, self.writer_id, "writer"), self.worker, self.writer_id, "writer"
+        )
+        try:
+            self.losses.reserve()
+        except OSError as e:
+            log.error("the loss-count file %s could not be reserved: %s", self.losses.path, e.strerror or e)
+
+    def count_dropped(self, n: int, reason: str) -> None:
+        """`n` records lost for `reason`: counted in memory and in the loss file."""
+        with self._drop_lock:
+            self.dropped += n
+            self.drop_reasons[reason] = self.drop_reasons.get(reason, 0) + n
+            if self.losses is not None:
+                self.losses.write(self.dropped, self.drop_reasons)
+
+    def close_losses(self) -> None:
+        """At the end: the loss file stays, with its count, or as a spare for the next process."""
+        if self.losses is not None:
+            self.losses.close()
 
     def note_error(self, message: str) -> None:
         changed = self.error != message

@@ -5,7 +5,9 @@ file (fsynced in durable mode, then the waiting futures complete), and keep the 
 segment. When the open segment is old enough or big enough, write it as Parquet (temp name, rename) and
 delete the write-ahead file it came from. On start, write-ahead and spill files that no live process
 holds (a crash, a kill -9) are replayed first. An OSError anywhere keeps the batch and retries with
-backoff; meanwhile the queue fills and the request path spills, so nothing is lost silently.
+backoff; meanwhile the queue fills and the request path spills, so nothing is lost silently. At a
+shutdown the disk still refuses, what is held goes to the spill file, and what even that refuses is
+counted in the writer's loss file (`losses.py`), reserved at start for this.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class BatchWriter:
         fd = _lock_writer(self.data.run, self.writer_id, blocking=True)
         assert fd is not None
         self._lock_fd = fd
+        self.rec.reserve_losses()  # before anything can be dropped: a full disk must still take the count
         self.recover()
         self.blobs.remember(recent_digests(self.data, 200_000))
         self._thread.start()
@@ -206,8 +209,7 @@ class BatchWriter:
                 break
             if self._backoff:
                 if stopping and self._backoff >= 1.0:
-                    log.error("recorder still failing at shutdown: %s", self.rec.error)
-                    self._spill_unwritten()
+                    self._spill_unwritten()  # and says so in one line
                     break
                 time.sleep(self._backoff)
         if self._wal is not None:
@@ -215,6 +217,7 @@ class BatchWriter:
         self.blobs.close()
         self.rec.spill.close()
         self.write_status(stopped=True)
+        self.rec.close_losses()
         os.close(self._lock_fd)
 
     def _spill_unwritten(self) -> None:
@@ -224,15 +227,28 @@ class BatchWriter:
         left += [r for r, _ in self._drain(0.0)]
         while batch := self._drain(0.0):
             left += [r for r, _ in batch]
+        refused: dict[str, int] = {}
+        spilled = 0
         for record in left:
             strip_secret_headers(record)  # credentials never reach the disk
             try:
                 self.rec.spill.append(record)
-                self.rec.spilled += 1
+                spilled += 1
             except OSError as e:
-                self.rec.dropped += 1
                 reason = f"shutdown while the store failed: {e.strerror or e}"
-                self.rec.drop_reasons[reason] = self.rec.drop_reasons.get(reason, 0) + 1
+                refused[reason] = refused.get(reason, 0) + 1
+        self.rec.spilled += spilled
+        for reason, n in refused.items():  # one rewrite of the loss file per reason, not per record
+            self.rec.count_dropped(n, reason)
+        lost = sum(refused.values())
+        where = f"counted as dropped in {self.rec.losses.path}" if self.rec.losses is not None else "counted as dropped"
+        log.error(
+            "recorder still failing at shutdown (%s): %d records spilled for the next start, %d lost (%s)",
+            self.rec.error,
+            spilled,
+            lost,
+            where,
+        )
         self._pending = []
 
     def _wait_s(self) -> float:

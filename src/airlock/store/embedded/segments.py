@@ -88,8 +88,12 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     """Write to a temporary name, fsync, rename, fsync the folder: the file is whole once it exists, and
     stays so across a power loss, before anything it replaces (a write-ahead file, compacted inputs) goes."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd", row_group_size=65_536)
-    _fsync(tmp)
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=65_536)
+        _fsync(tmp)
+    except (OSError, pa.ArrowException):
+        tmp.unlink(missing_ok=True)  # a full disk: what the partial file took goes back (the spill may need it)
+        raise
     os.replace(tmp, path)
     _fsync(path.parent)
 
