@@ -18,8 +18,7 @@ from airlock.cli.tokens import tokens
 from airlock.config import load_config
 from airlock.config.load import environment_problems
 from airlock.config.schema import Config
-from airlock.errors import ConfigError, StoreError
-from airlock.store import build_stores
+from airlock.errors import ConfigError
 
 DEFAULT_CONFIG = "airlock.yaml"
 
@@ -54,11 +53,6 @@ def serve(config_path: str, workers: int | None, port: int | None, host: str | N
         sys.exit(2)
     server = config.server.model_copy(update={k: v for k, v in (("port", port), ("host", host)) if v is not None})
     config = config.model_copy(update={"server": server})
-    try:  # every backend the store: section names is reached (and migrated) before any worker starts
-        build_stores(config)
-    except StoreError as e:
-        click.echo(f"airlock: cannot start: {e.detail}", err=True)
-        sys.exit(2)
     sys.exit(run(config, workers))
 
 

@@ -19,6 +19,7 @@ from airlock.errors import AddressInUse, RecorderStartError, StoreError
 from airlock.gateway.address import claim_address
 from airlock.gateway.protocol import ClientTimeouts, GuardedAppRunner
 from airlock.gateway.supervisor import Supervisor
+from airlock.store import build_stores
 from airlock.store.embedded import DataDir
 
 log = logging.getLogger("airlock.gateway")
@@ -106,6 +107,11 @@ def serve(config: Config, workers: int | None = None) -> int:
             print(f"airlock: {e.detail}", file=sys.stderr, flush=True)
             return 1
     try:
+        try:  # every backend the store: section names is reached (and migrated) before any worker starts
+            build_stores(config)
+        except StoreError as e:
+            print(f"airlock: cannot start: {e.detail}", file=sys.stderr, flush=True)
+            return 2
         if n == 1:
             return run_worker(config, reuse_port=False, announce=True)
         supervisor = Supervisor(_worker_main, config, n, DataDir.at(config.data_dir).run)
