@@ -4,6 +4,7 @@ the bucket's failures, and a real BatchWriter writing through it while the endpo
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -220,3 +221,13 @@ def test_a_batch_writer_loses_nothing_while_uploads_fail(tmp_path: Path, forward
     stored = sorted(v for v in found.values() if isinstance(v, bytes))
     assert stored == sorted([b'{"n": %d}' % i for i in range(40)] + [b'{"shared": 1}'])
     assert rows[0]["resp"] == hashlib.sha256(b'{"shared": 1}').hexdigest()
+
+
+def test_a_full_pack_is_uploaded_by_put_many_itself(bucket: S3Bucket, raw_s3: Any) -> None:
+    writer = S3PackWriter(bucket, "w1", pack_max_bytes=10_000)
+    writer.put_many([b"small"])
+    assert writer.uploaded == 0
+    writer.put_many([os.urandom(12_000)])  # incompressible: the pack passes 10 kB, uploaded at once
+    assert writer.uploaded == 1 and len(keys(raw_s3, bucket.bucket)) == 1
+    writer.put_many([b"synced"], sync=True)
+    assert writer.uploaded == 2 and len(writer.take_unlogged()) == 3
