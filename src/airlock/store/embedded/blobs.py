@@ -99,32 +99,10 @@ class PackWriter:
                 self._append(fresh, sync)
         return digests
 
-    def _frames(self, fresh: dict[str, bytes]) -> list[list[tuple[str, bytes]]]:
-        groups: list[list[tuple[str, bytes]]] = [[]]
-        size = 0
-        for digest, data in fresh.items():
-            if groups[-1] and size + len(data) > _FRAME_MAX_RAW:
-                groups.append([])
-                size = 0
-            groups[-1].append((digest, data))
-            size += len(data)
-        return groups
-
     def _append(self, fresh: dict[str, bytes], sync: bool) -> None:
         self._open_pack()
-        out = bytearray()
-        rows: list[IndexRow] = []
         base = self._pack_size
-        for group in self._frames(fresh):
-            compressed = self._compressor.compress(b"".join(data for _, data in group))
-            entries = b"".join(_ENTRY.pack(bytes.fromhex(d), len(data)) for d, data in group)
-            frame_offset = base + len(out)
-            out += _FRAME_HEAD.pack(len(compressed), len(group)) + entries + compressed
-            frame_length = len(out) - (frame_offset - base)
-            inner = 0
-            for digest, data in group:
-                rows.append((digest, self._pack_name, frame_offset, frame_length, inner, len(data)))
-                inner += len(data)
+        out, rows = encode_frames(self._compressor, fresh, self._pack_name, base)
         view = memoryview(out)
         try:
             while view:
@@ -197,13 +175,56 @@ def read_blob(root: Path, digest: str, location: IndexRow | Sequence[Any]) -> by
             frame = f.read(int(frame_length))
     except FileNotFoundError:
         raise BlobCorrupt(f"blob {digest}: its pack {pack} is missing") from None
+    return blob_from(frame_contents(frame, digest), digest, int(inner), int(length))
+
+
+def _groups(fresh: dict[str, bytes]) -> list[list[tuple[str, bytes]]]:
+    """Payloads in order, cut into groups of at most _FRAME_MAX_RAW raw bytes (one payload alone may exceed it)."""
+    groups: list[list[tuple[str, bytes]]] = [[]]
+    size = 0
+    for digest, data in fresh.items():
+        if groups[-1] and size + len(data) > _FRAME_MAX_RAW:
+            groups.append([])
+            size = 0
+        groups[-1].append((digest, data))
+        size += len(data)
+    return groups
+
+
+def encode_frames(
+    compressor: zstandard.ZstdCompressor, fresh: dict[str, bytes], pack: str, base: int
+) -> tuple[bytearray, list[IndexRow]]:
+    """Payloads by digest as the frames to append to `pack` at byte offset `base`, and the index row
+    of each payload (its frame's place in the pack, its own place in the frame's contents)."""
+    out = bytearray()
+    rows: list[IndexRow] = []
+    for group in _groups(fresh):
+        compressed = compressor.compress(b"".join(data for _, data in group))
+        entries = b"".join(_ENTRY.pack(bytes.fromhex(d), len(data)) for d, data in group)
+        frame_offset = base + len(out)
+        out += _FRAME_HEAD.pack(len(compressed), len(group)) + entries + compressed
+        frame_length = len(out) - (frame_offset - base)
+        inner = 0
+        for digest, data in group:
+            rows.append((digest, pack, frame_offset, frame_length, inner, len(data)))
+            inner += len(data)
+    return out, rows
+
+
+def frame_contents(frame: bytes, digest: str) -> bytes:
+    """The decompressed contents of one whole frame (its payloads end to end). BlobCorrupt, naming
+    `digest` (the payload sought in it), when the frame is damaged."""
     try:
         clen, count = _FRAME_HEAD.unpack_from(frame, 0)
         start = _FRAME_HEAD.size + count * _ENTRY.size
-        raw = zstandard.ZstdDecompressor().decompress(frame[start : start + clen])
+        return zstandard.ZstdDecompressor().decompress(frame[start : start + clen])
     except (struct.error, zstandard.ZstdError) as e:
         raise BlobCorrupt(f"blob {digest}: its pack frame is damaged ({e})") from None
-    data = raw[int(inner) : int(inner) + int(length)]
+
+
+def blob_from(contents: bytes, digest: str, inner: int, length: int) -> bytes:
+    """One payload out of a frame's contents, verified against its digest (BlobCorrupt if it fails)."""
+    data = contents[inner : inner + length]
     if hashlib.sha256(data).hexdigest() != digest:
         raise BlobCorrupt(f"blob {digest} fails its hash check")
     return data
