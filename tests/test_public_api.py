@@ -70,6 +70,7 @@ EXPORTS: dict[str, list[str]] = {
         "PostgresWriterRegistry",
     ],
     "airlock.store.redis": ["RedisLimits", "open_redis"],
+    "airlock.store.s3": ["BlobLocator", "S3Bucket", "S3PackWriter", "S3PayloadReader", "open_s3"],
     "airlock.telemetry": [
         "TRACES_PATH",
         "Decoded",

@@ -424,7 +424,7 @@ class S3Backend(Strict):
     access_key_env: str
     secret_key_env: str
     region: str = "us-east-1"
-    prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_.-]+/)*$")
+    prefix: str = Field(default="", pattern=r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*/)*$")
 
     @field_validator("access_key_env", "secret_key_env")
     @classmethod

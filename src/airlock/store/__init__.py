@@ -5,6 +5,7 @@ section names, and is the only place that chooses one."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -15,7 +16,7 @@ from airlock.store.drift import DriftReader
 from airlock.store.embedded.layout import DataDir
 from airlock.store.energy import CallFactReader, EnergyAggregator, EnergyReadingRepository
 from airlock.store.export import ExportCursorRepository, ExportFeed
-from airlock.store.interface import PayloadReader, PayloadSink, SegmentSink, SpanReader
+from airlock.store.interface import BlobLocator, PayloadReader, PayloadSink, SegmentSink, SpanReader
 from airlock.store.ledger import BillReader, LedgerItemRepository, RecordOwnerReader
 from airlock.store.limits import BudgetCounters, IdempotencyKeys, RateBuckets
 from airlock.store.nodes import WriterRegistry
@@ -42,6 +43,7 @@ class Stores:
     data: DataDir
     spans: SpanReader  # traces, spans and hops by trace
     payloads: PayloadReader  # request and response bytes by digest
+    blob_index: BlobLocator  # where each payload is: digest -> pack, offset, lengths
     writers: WriterRegistry
     drift: DriftReader  # provider usage beside local counts (pre-flight calibration, tokens drift)
     query: SpanQuery  # group-by queries over any attribute (airlock query)
@@ -79,13 +81,20 @@ def writer_sinks(config: Config, writer_id: str) -> tuple[PayloadSink, SegmentSi
     from airlock.store.embedded import PackWriter, ParquetSegments
 
     data = DataDir.at(config.data_dir)
+    servers = config.store.for_region(config.node.region)
     retention = None
     if config.sampling.enabled:
         from airlock.sampling.retention import SampledRetention
 
         # The sampler's cursors are where its state is (the state database, or PostgreSQL).
         retention = SampledRetention(data, build_stores(config).sampling.retention)
-    return PackWriter(data.blobs, writer_id), ParquetSegments(data, retention)
+    payloads: PayloadSink = PackWriter(data.blobs, writer_id)
+    if servers.s3 is not None:
+        from airlock.store.s3 import S3PackWriter
+        from airlock.store.servers import open_bucket
+
+        payloads = S3PackWriter(open_bucket(servers.s3, os.environ), writer_id)
+    return payloads, ParquetSegments(data, retention)
 
 
 def embedded_stores(data_dir: str) -> Stores:

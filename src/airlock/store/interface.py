@@ -6,7 +6,7 @@ own protocol module beside this one (query, slices, drift, export, demo, ...).""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,6 +33,21 @@ class PayloadReader(Protocol):
     def get(self, digest: str) -> bytes: ...
     def get_many(self, digests: list[str]) -> dict[str, Any]: ...
     def resolve(self, prefix: str) -> str: ...
+
+
+class BlobLocator(Protocol):
+    """Where payloads are, by digest: the blob index, whichever store keeps it. The embedded
+    `BlobReader` (over the index segments) is one."""
+
+    def locate(self, digests: list[str]) -> Mapping[str, Sequence[Any]]:
+        """An index row (digest, pack, frame_offset, frame_length, inner_offset, length) for each
+        digest the index holds (any one, where it holds several); digests it does not hold are absent."""
+        ...
+
+    def resolve(self, prefix: str) -> str:
+        """The full digest for a unique prefix of at least 8 hex characters; KeyError when none or
+        several match."""
+        ...
 
 
 class SegmentSink(Protocol):

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from airlock.config.schema import Config, PostgresBackend, RedisBackend
+from airlock.config.schema import Config, PostgresBackend, RedisBackend, S3Backend
 from airlock.errors import StoreUnavailable
+from airlock.store.interface import TraceFilter
+from airlock.store.replay import Payloads, RecordedPair, ReplaySelection, TraceSelection
 from airlock.store.sampling import RetentionReads, SamplingStateRepository, SamplingStores
 
 if TYPE_CHECKING:
     from airlock.store import Stores
+    from airlock.store.s3 import S3Bucket
 
 
 def secret(environ: Mapping[str, str], var: str, what: str) -> str:
@@ -95,6 +98,53 @@ def with_redis(stores: Stores, cfg: RedisBackend, environ: Mapping[str, str]) ->
     )
 
 
+def open_bucket(cfg: S3Backend, environ: Mapping[str, str]) -> S3Bucket:
+    """The region's payload bucket, checked reachable (StoreUnavailable naming it, never the secret)."""
+    from airlock.store.s3 import open_s3
+
+    access = secret(environ, cfg.access_key_env, "store.s3")
+    secret_key = secret(environ, cfg.secret_key_env, "store.s3")
+    bucket = open_s3(cfg.endpoint, cfg.bucket, access, secret_key, cfg.region, cfg.prefix)
+    try:
+        bucket.check()
+    except StoreUnavailable as e:
+        raise StoreUnavailable(f"store.s3 cannot be used: {e.detail}") from None
+    return bucket
+
+
+class ReplayPayloadsFrom:
+    """A replay selection whose payloads come from another reader (the object store's)."""
+
+    def __init__(self, selection: ReplaySelection, payloads: Payloads) -> None:
+        self._selection = selection
+        self._payloads = payloads
+
+    def traces(self, flt: TraceFilter, limit: int | None) -> TraceSelection:
+        return self._selection.traces(flt, limit)
+
+    def model_calls(self, trace_ids: Sequence[str], kinds: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return self._selection.model_calls(trace_ids, kinds)
+
+    def recorded_pairs(self, run: str) -> list[RecordedPair]:
+        return self._selection.recorded_pairs(run)
+
+    def payloads(self, digests: Sequence[str]) -> Payloads:
+        return self._payloads
+
+
+def with_s3(stores: Stores, cfg: S3Backend, environ: Mapping[str, str]) -> Stores:
+    """Payload packs in an object store, located through the record's blob index."""
+    from airlock.store.s3 import S3PayloadReader
+
+    reader = S3PayloadReader(open_bucket(cfg, environ), stores.blob_index)
+    return dataclasses.replace(
+        stores,
+        backend=_joined(stores.backend, "s3"),
+        payloads=reader,
+        replay=ReplayPayloadsFrom(stores.replay, reader),
+    )
+
+
 def _joined(backend: str, name: str) -> str:
     return name if backend == "embedded" else f"{backend}+{name}"
 
@@ -112,6 +162,8 @@ def lay_servers(stores: Stores, config: Config, region: str, environ: Mapping[st
         stores = with_postgres(stores, servers.postgres, env)
     if servers.redis is not None:
         stores = with_redis(stores, servers.redis, env)
+    if servers.s3 is not None:
+        stores = with_s3(stores, servers.s3, env)
     return stores
 
 

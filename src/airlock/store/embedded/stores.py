@@ -36,11 +36,13 @@ def open_embedded_at(data_dir: str) -> Stores:
     except OSError as e:
         raise StoreUnavailable(f"the data directory {data_dir} is not usable: {e.strerror or e}") from e
     spans = DuckDBSpanReader(data)
+    blobs = BlobReader(data)
     return Stores(
         backend="embedded",
         data=data,
         spans=spans,
-        payloads=BlobReader(data),
+        payloads=blobs,
+        blob_index=blobs,
         writers=SQLiteWriterRegistry(data.state_db),
         drift=spans,
         query=DuckDBSpanQuery(data),

@@ -5,29 +5,15 @@ with one ranged GET and verified against the sha256, as the embedded reader does
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from airlock.errors import BlobCorrupt
 from airlock.store.embedded.blobs import blob_from, frame_contents, valid_prefix
+from airlock.store.interface import BlobLocator
 from airlock.store.s3.bucket import is_pack_name
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-class BlobLocator(Protocol):
-    """Where payloads are, by digest: the blob index, whichever store keeps it. The embedded
-    `BlobReader` (over the index segments) is one."""
-
-    def locate(self, digests: list[str]) -> Mapping[str, Sequence[Any]]:
-        """An index row (digest, pack, frame_offset, frame_length, inner_offset, length) for each
-        digest the index holds (any one, where it holds several); digests it does not hold are absent."""
-        ...
-
-    def resolve(self, prefix: str) -> str:
-        """The full digest for a unique prefix of at least 8 hex characters; KeyError when none or
-        several match."""
-        ...
 
 
 class PackReads(Protocol):
