@@ -53,7 +53,7 @@ def test_no_server_backend_means_every_concern_embedded() -> None:
             "store:\n  s3: {endpoint: 'http://k:s@10.0.0.9', bucket: abc, access_key_env: A, secret_key_env: B}\n",
             "must not hold credentials",
         ),
-        ("store:\n  clickhouse: {engine: server}\n", "needs url_env"),
+        ("store:\n  clickhouse: {database: x}\n", "store.clickhouse.url_env"),
         ("store:\n  redis: {url_env: R, on_unavailable: maybe}\n", "store.redis.on_unavailable"),
         ("store:\n  postgres: {dsn_env: PG, pool: 4}\n", "store.postgres.pool"),
     ],

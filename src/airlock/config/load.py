@@ -166,7 +166,7 @@ def _store_problems(config: Config, environ: Mapping[str, str]) -> list[str]:
         wanted.append(("postgres.dsn_env", stores.postgres.dsn_env, "PostgreSQL's DSN"))
     if stores.redis:
         wanted.append(("redis.url_env", stores.redis.url_env, "Redis's URL"))
-    if stores.clickhouse and stores.clickhouse.engine == "server":
+    if stores.clickhouse:
         wanted.append(("clickhouse.url_env", stores.clickhouse.url_env, "ClickHouse's URL"))
     if stores.s3:
         wanted.append(("s3.access_key_env", stores.s3.access_key_env, "the S3 access key"))

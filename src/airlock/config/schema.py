@@ -392,28 +392,19 @@ class RedisBackend(Strict):
 
 
 class ClickHouseBackend(Strict):
-    """Spans, hops and the blob index in ClickHouse: a server over HTTP (`url_env` names the variable
-    holding http(s)://user:password@host:8123), or the engine in process (`engine: chdb`, a folder
-    under the data directory unless `path` says where)."""
+    """Spans, hops and the blob index in a ClickHouse server, over HTTP: `url_env` names the variable
+    holding http(s)://user:password@host:8123. (chdb, the engine in process, runs the backend's tests:
+    it opens one engine per process and per folder, so the gateway's workers and writer processes
+    could not share it.)"""
 
-    engine: Literal["server", "chdb"] = "server"
-    url_env: str | None = None
-    path: str | None = None
+    url_env: str
     database: str = Field(default="airlock", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     retention_days: int | None = Field(default=None, gt=0)
 
     @field_validator("url_env")
     @classmethod
-    def _url_env(cls, v: str | None) -> str | None:
-        return None if v is None else _env_name(v)
-
-    @model_validator(mode="after")
-    def _where(self) -> ClickHouseBackend:
-        if self.engine == "server" and not self.url_env:
-            raise ValueError("engine server needs url_env (the variable holding the server's URL)")
-        if self.engine == "chdb" and self.url_env:
-            raise ValueError("engine chdb runs in process: give path (or nothing), not url_env")
-        return self
+    def _env(cls, v: str) -> str:
+        return _env_name(v)
 
 
 class S3Backend(Strict):
