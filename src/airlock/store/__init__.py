@@ -22,7 +22,7 @@ from airlock.store.limits import BudgetCounters, IdempotencyKeys, RateBuckets
 from airlock.store.nodes import WriterRegistry
 from airlock.store.query import SpanQuery
 from airlock.store.replay import ReplayRunRepository, ReplaySelection
-from airlock.store.sampling import SamplingStores
+from airlock.store.sampling import SamplerLock, SamplingStores
 from airlock.store.slices import SliceCandidates
 
 
@@ -61,6 +61,9 @@ class Stores:
     open_replay_runs: Callable[[], ReplayRunRepository]
     open_export_cursors: Callable[[], ExportCursorRepository]
     open_limits: Callable[[], SharedLimits]
+    # A lock that one process of those sharing the record holds at a time (OTLP export's leader):
+    # this node's processes with an embedded record, every node's with a shared one. None: held elsewhere.
+    take_leader: Callable[[str], SamplerLock | None]
     limits_fail: Literal["open", "closed"] = "closed"  # what a limit answers while its store is away
 
 

@@ -11,8 +11,6 @@ The exporter has its own egress client whose only allowed destination is the col
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import gzip
 import logging
 import os
@@ -27,6 +25,7 @@ from airlock.errors import EgressRefused, StoreConflict, StoreError
 from airlock.gateway.egress import EgressClient
 from airlock.store import Stores
 from airlock.store.export import Cursor, CursorMove, ExportBatch, ExportCursorRepository, ExportFeed
+from airlock.store.sampling import SamplerLock
 from airlock.telemetry.otlp_out import export_request
 
 log = logging.getLogger("airlock.telemetry")
@@ -98,20 +97,16 @@ class OtlpExporter:
             if env.get(var):
                 self.headers[header] = env[var]
         self.tail = tail if tail is not None else export_tail(stores, cfg.include_received)
-        self._lock_fd: int | None = None
+        self._take_leader = stores.take_leader
+        self._lock: SamplerLock | None = None
         self.last_error: str | None = None
 
     def _leader(self) -> bool:
-        if self._lock_fd is not None:
-            return True
-        fd = os.open(self.data.run / "otlp-export.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
+        """Whether this process exports: one of those sharing the record does (the lock's scope is the
+        record's: this node's processes, or every node's on a shared record)."""
+        if self._lock is None:
+            self._lock = self._take_leader("otlp-export")
+        return self._lock is not None
 
     def _encode(self, batch: ExportBatch) -> bytes:
         body = export_request(batch.rows, self.cfg.service_name).SerializeToString()
@@ -171,7 +166,6 @@ class OtlpExporter:
     async def close(self) -> None:
         await self.egress.close()
         self.tail.close()
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -8,13 +8,14 @@ from typing import Any
 
 import duckdb
 
+from airlock.errors import StoreUnavailable
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.drift import DRIFT_DIMENSIONS, TOKEN_SIDES, TokenRatio
 from airlock.store.embedded.blobs import INDEX_SCHEMA, BlobCorrupt, read_blob, valid_prefix
 from airlock.store.embedded.failures import store_errors
 from airlock.store.embedded.layout import DataDir
 from airlock.store.embedded.segments import live_segments
-from airlock.store.interface import TraceFilter
+from airlock.store.interface import BlobLocator, TraceFilter
 
 SPAN_COLUMNS = frozenset(SPAN_SCHEMA.names)
 
@@ -246,3 +247,36 @@ class BlobReader:
         if len(rows) != 1:
             raise KeyError(f"{len(rows)} blobs match {prefix!r}")
         return str(rows[0]["digest"])
+
+
+class LocalPacks:
+    """Payloads in this node's own packs, located through another store's blob index (a shared
+    record's): a node reads the payloads it wrote; another node's stay on that node."""
+
+    def __init__(self, data: DataDir, locator: BlobLocator) -> None:
+        self.data = data
+        self.locator = locator
+
+    def get_many(self, digests: Sequence[str]) -> dict[str, bytes | BlobCorrupt]:
+        out: dict[str, bytes | BlobCorrupt] = {}
+        for digest, location in self.locator.locate(list(digests)).items():
+            try:
+                out[digest] = read_blob(self.data.blobs, digest, location)
+            except BlobCorrupt as e:
+                out[digest] = e
+            except FileNotFoundError:
+                continue  # written by another node, whose packs are its own
+            except OSError as e:
+                raise StoreUnavailable(f"reading payload {digest[:12]}: {e.strerror or e}") from e
+        return out
+
+    def get(self, digest: str) -> bytes:
+        found = self.get_many([digest]).get(digest)
+        if found is None:
+            raise KeyError(digest)
+        if isinstance(found, BlobCorrupt):
+            raise found
+        return found
+
+    def resolve(self, prefix: str) -> str:
+        return self.locator.resolve(prefix)

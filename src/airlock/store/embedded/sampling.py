@@ -462,17 +462,18 @@ class EmbeddedRetentionReads:
 
 
 class FileSamplerLock:
-    """An exclusive flock on run/sampler.lock (the kernel lets it go if the process dies)."""
+    """An exclusive flock on run/<name>.lock (the kernel lets it go if the process dies): the sampler's,
+    or any other leader lock of this node's processes."""
 
     def __init__(self, fd: int) -> None:
         self._fd: int | None = fd
 
     @classmethod
-    def take(cls, data: DataDir) -> FileSamplerLock | None:
+    def take(cls, data: DataDir, name: str = "sampler") -> FileSamplerLock | None:
         """The lock, or None if another process holds it."""
-        with store_errors("taking the sampler lock"):
+        with store_errors(f"taking the {name} lock"):
             data.run.mkdir(parents=True, exist_ok=True)
-            fd = os.open(data.run / "sampler.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(data.run / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -16,7 +16,7 @@ from airlock.store.embedded.nodes import SQLiteWriterRegistry
 from airlock.store.embedded.query import BlobReader, DuckDBSpanReader
 from airlock.store.embedded.query_engine import DuckDBSpanQuery
 from airlock.store.embedded.replay import DuckDBReplaySelection, SQLiteReplayRuns
-from airlock.store.embedded.sampling import embedded_sampling_stores
+from airlock.store.embedded.sampling import FileSamplerLock, embedded_sampling_stores
 from airlock.store.embedded.slices import ParquetSliceCandidates
 
 if TYPE_CHECKING:
@@ -60,4 +60,5 @@ def open_embedded_at(data_dir: str) -> Stores:
         open_replay_runs=lambda: SQLiteReplayRuns(data),
         open_export_cursors=lambda: SQLiteExportCursors(data.state_db),
         open_limits=lambda: SQLiteLimits(data.state_db),
+        take_leader=lambda name: FileSamplerLock.take(data, name),
     )
