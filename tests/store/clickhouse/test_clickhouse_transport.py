@@ -4,13 +4,15 @@ the store's errors. Each test runs on chdb in process and, with AIRLOCK_TEST_CLI
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from airlock.errors import StoreError
-from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport, param_text
+from airlock.errors import StoreError, StoreUnavailable
+from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport, HttpTransport, param_text
 
 AWKWARD = ["plain", "it's", 'a "quote"', "back\\slash", "tab\there", "new\nline", "{x:String}", "ünï©ødé", ""]
 
@@ -101,3 +103,13 @@ def test_param_text_is_clickhouse_s_escaped_form() -> None:
     assert param_text(["it's", None]) == "['it\\'s',NULL]"
     with pytest.raises(StoreError):
         param_text(object())
+
+
+def test_a_server_that_cannot_be_reached_is_unavailable() -> None:
+    with socket.socket() as held:  # a port of ours that nothing listens on
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+            HttpTransport(f"http://127.0.0.1:{port}", "airlock", connect_timeout_s=2)
+        assert time.monotonic() - started < 10
