@@ -79,7 +79,10 @@ def test_a_refused_statement_is_a_store_error(any_clickhouse: ClickHouseTranspor
         any_clickhouse.insert_arrow("t", pa.table({"n": [1]}), dedup_token="x' OR 1")
 
 
-def test_chdb_transports_share_one_engine_apart_by_database(clickhouse: ClickHouseTransport, tmp_path: Path) -> None:
+def test_chdb_transports_share_one_engine_apart_by_database(
+    chdb_clickhouse: ClickHouseTransport, tmp_path: Path
+) -> None:
+    clickhouse = chdb_clickhouse
     assert isinstance(clickhouse, ChdbTransport)
     other = ChdbTransport(clickhouse.path, clickhouse.database + "_other")
     try:
