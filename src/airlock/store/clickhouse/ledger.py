@@ -50,12 +50,21 @@ def attribute(key: str, table: str = "s") -> str:
 
 
 class ScratchTables:
-    """Memory tables for one computation, named `scratch_<token>_<name>`, dropped together by close()."""
+    """Memory tables for one computation, named `scratch_<token>_<name>`, dropped together by close().
+    Those a process left behind (it died with a bill open) are dropped by the next computation once
+    they are a day old: no report holds a bill that long."""
 
     def __init__(self, transport: ClickHouseTransport) -> None:
         self.transport = transport
         self.prefix = f"scratch_{uuid.uuid4().hex[:16]}"
         self.made: list[str] = []
+        stale = transport.query_rows(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, 'scratch_')"
+            " AND metadata_modification_time < now() - INTERVAL 1 DAY",
+            {"db": transport.database},
+        )
+        for row in stale:
+            transport.command(f"DROP TABLE IF EXISTS {quoted(str(row['name']))}")
 
     def name(self, table: str) -> str:
         return f"{self.prefix}_{table}"
