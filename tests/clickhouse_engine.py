@@ -1,0 +1,70 @@
+"""The `clickhouse` fixture's machinery: the real ClickHouse engine in this process (chdb), a fresh
+database of its own per test with the migrations applied, dropped after it.
+
+chdb opens one engine per process on one folder, so every test of a pytest process shares one folder
+(named by the process id, removed when the session ends) and keeps apart by database. With
+AIRLOCK_TEST_CLICKHOUSE_URL set, `clickhouse_server` gives the same on a real server instead (skipped
+without it). Import the fixtures into a conftest or test module: `from clickhouse_engine import clickhouse`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from airlock.store.clickhouse.migrate import apply_migrations
+from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport, HttpTransport
+
+SERVER_URL_ENV = "AIRLOCK_TEST_CLICKHOUSE_URL"
+
+
+def chdb_folder() -> Path:
+    """Where this test process's chdb engine keeps its data."""
+    return Path(f"/tmp/airlock-test-chdb-{os.getpid()}")
+
+
+@pytest.fixture(scope="session")
+def _chdb_engine_folder() -> Iterator[Path]:
+    folder = chdb_folder()
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_database_name() -> str:
+    return "airlock_test_" + uuid.uuid4().hex[:12]
+
+
+def _migrated(transport: ClickHouseTransport) -> Iterator[ClickHouseTransport]:
+    try:
+        apply_migrations(transport)
+        yield transport
+    finally:
+        transport.command(f"DROP DATABASE IF EXISTS {transport.database}")
+        transport.close()
+
+
+@pytest.fixture
+def clickhouse(_chdb_engine_folder: Path) -> Iterator[ClickHouseTransport]:
+    """A ChdbTransport on a fresh, migrated database of its own (dropped after the test)."""
+    yield from _migrated(ChdbTransport(_chdb_engine_folder, fresh_database_name()))
+
+
+@pytest.fixture
+def clickhouse_server() -> Iterator[ClickHouseTransport]:
+    """An HttpTransport on a fresh, migrated database of the server AIRLOCK_TEST_CLICKHOUSE_URL names."""
+    url = os.environ.get(SERVER_URL_ENV)
+    if not url:
+        pytest.skip(f"{SERVER_URL_ENV} is not set: no ClickHouse server to test against")
+    yield from _migrated(HttpTransport(url, fresh_database_name()))
+
+
+@pytest.fixture(params=["chdb", "server"])
+def any_clickhouse(request: pytest.FixtureRequest) -> ClickHouseTransport:
+    """Each engine in turn: chdb in process, then a real server (skipped unless one is configured)."""
+    name = "clickhouse" if request.param == "chdb" else "clickhouse_server"
+    transport: ClickHouseTransport = request.getfixturevalue(name)
+    return transport
