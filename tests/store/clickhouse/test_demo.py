@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
-from airlock.store.clickhouse.demo import ClickHouseDemoRecord
+from airlock.store.clickhouse.demo import ClickHouseDemoReads
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.demo import HopOutcome, RegionCalls
 
@@ -22,8 +22,8 @@ def write(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table
         transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
 
 
-def test_demo_record_reads(clickhouse: ClickHouseTransport) -> None:
-    record = ClickHouseDemoRecord(clickhouse)
+def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
+    record = ClickHouseDemoReads(any_clickhouse)
     assert record.spans_recorded() == 0
     assert record.calls_by_region() == [] and record.first_failed_received_trace() is None
     rows = [
@@ -39,7 +39,7 @@ def test_demo_record_reads(clickhouse: ClickHouseTransport) -> None:
         {"trace_id": f"{2:032x}", "span_id": f"{2:016x}", "attempt": 2, "upstream": "us-1", "outcome": "ok"},
     ]
     write(
-        clickhouse,
+        any_clickhouse,
         "w1",
         0,
         pa.Table.from_pylist(rows, schema=SPAN_SCHEMA),

@@ -39,10 +39,10 @@ def write(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table
         transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
 
 
-def _tail(tmp_path: Path, clickhouse: ClickHouseTransport) -> ExportTail:
+def _tail(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> ExportTail:
     data = DataDir.at(tmp_path)
     data.create()
-    return ExportTail(ClickHouseExportFeed(clickhouse), SQLiteExportCursors(data.state_db), include_received=False)
+    return ExportTail(ClickHouseExportFeed(any_clickhouse), SQLiteExportCursors(data.state_db), include_received=False)
 
 
 def _tail_all(tail: ExportTail, limit: int) -> list[str]:
@@ -54,34 +54,34 @@ def _tail_all(tail: ExportTail, limit: int) -> list[str]:
 
 
 def test_each_row_goes_once_and_a_restart_resumes_inside_a_batch(
-    tmp_path: Path, clickhouse: ClickHouseTransport
+    tmp_path: Path, any_clickhouse: ClickHouseTransport
 ) -> None:
     for seq in (0, 1, 4):  # a writer's batch numbers may have gaps (a discarded partial batch)
-        write(clickhouse, "w1", seq, _batch(seq * 10, 5))
-    write(clickhouse, "w2", 0, _batch(100, 4, source="otlp"))
-    tail = _tail(tmp_path, clickhouse)
+        write(any_clickhouse, "w1", seq, _batch(seq * 10, 5))
+    write(any_clickhouse, "w2", 0, _batch(100, 4, source="otlp"))
+    tail = _tail(tmp_path, any_clickhouse)
     batch = tail.next_batch(7)  # stops inside w1's second batch
     assert batch.since == {"w1": None}
     assert batch.advance == {"w1": Cursor(0, "1", 2)}
     tail.commit(batch)
     tail.close()
-    tail = _tail(tmp_path, clickhouse)  # a restart: the cursor is in SQLite
+    tail = _tail(tmp_path, any_clickhouse)  # a restart: the cursor is in SQLite
     seen = [r["span_id"] for r in batch.rows] + _tail_all(tail, 4)
     assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(40, 45))]
     assert tail.cursor() == {"w1": Cursor(4), "w2": Cursor(0)}  # received spans are passed over, not sent
-    write(clickhouse, "w1", 5, _batch(50, 2))
+    write(any_clickhouse, "w1", 5, _batch(50, 2))
     assert _tail_all(tail, 100) == [f"{i:016x}" for i in (50, 51)]
     assert tail.next_batch(100).empty
     tail.close()
 
 
-def test_rows_are_whole_spans_and_ends_cover_every_batch(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
-    feed = ClickHouseExportFeed(clickhouse)
+def test_rows_are_whole_spans_and_ends_cover_every_batch(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+    feed = ClickHouseExportFeed(any_clickhouse)
     assert feed.ends() == ({}, 0)
     assert feed.next_batch({}, 10).empty
-    write(clickhouse, "w1", 0, _batch(0, 3))
-    write(clickhouse, "w1", 1, _batch(10, 3))
-    write(clickhouse, "w2", 7, _batch(20, 1))
+    write(any_clickhouse, "w1", 0, _batch(0, 3))
+    write(any_clickhouse, "w1", 1, _batch(10, 3))
+    write(any_clickhouse, "w2", 7, _batch(20, 1))
     assert feed.ends() == ({"w1": Cursor(1), "w2": Cursor(7)}, 3)
     row = feed.next_batch({}, 1).rows[0]
     assert set(row) == set(SPAN_SCHEMA.names)  # the batch columns writer_id and seq are not span columns
@@ -90,8 +90,8 @@ def test_rows_are_whole_spans_and_ends_cover_every_batch(tmp_path: Path, clickho
         [("feature", "x")],
         None,
     )
-    tail = _tail(tmp_path, clickhouse)
+    tail = _tail(tmp_path, any_clickhouse)
     assert tail.start_at_end() == 3  # a first start without backfill skips what is already recorded
-    write(clickhouse, "w2", 8, _batch(30, 2))
+    write(any_clickhouse, "w2", 8, _batch(30, 2))
     assert _tail_all(tail, 10) == [f"{30:016x}", f"{31:016x}"]
     tail.close()

@@ -36,7 +36,7 @@ def _scratch_tables(transport: ClickHouseTransport) -> int:
 
 
 @pytest.fixture
-def recorded(tmp_path: Path, clickhouse: ClickHouseTransport) -> Path:
+def recorded(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> Path:
     costs = {"airlock.cost.tool": "0.5", "airlock.cost.api": "nan", "airlock.cost.network": "2e6", "feature": "f"}
     a = span(1, **{"airlock.task": "t1", "attributes": costs})
     b = span(2, status="error", **{"airlock.task": "t1", "airlock.attempts": 2})  # its task's feature: f
@@ -44,7 +44,7 @@ def recorded(tmp_path: Path, clickhouse: ClickHouseTransport) -> Path:
     d = span(4, **{"airlock.replay.run": "r1"})  # a replay is never billed
     spans = pa.Table.from_pylist([a, b, c, d], schema=SPAN_SCHEMA)
     hops = pa.Table.from_pylist([hop(b, 1, "up-b", "timeout"), hop(b, 2, "up-a", "ok")], schema=HOP_SCHEMA)
-    write(clickhouse, "w1", 0, spans, hops)
+    write(any_clickhouse, "w1", 0, spans, hops)
     cfg = config(tmp_path)
     DataDir.at(cfg.data_dir).create()
     items = SQLiteLedgerItems(DataDir.at(cfg.data_dir).state_db)
@@ -53,11 +53,11 @@ def recorded(tmp_path: Path, clickhouse: ClickHouseTransport) -> Path:
     return tmp_path
 
 
-def test_the_bill_of_a_small_record(recorded: Path, clickhouse: ClickHouseTransport) -> None:
+def test_the_bill_of_a_small_record(recorded: Path, any_clickhouse: ClickHouseTransport) -> None:
     cfg = config(recorded)
-    bill = build_bill(cfg, reader=ClickHouseBillReader(clickhouse))
+    bill = build_bill(cfg, reader=ClickHouseBillReader(any_clickhouse))
     try:
-        assert _scratch_tables(clickhouse) > 0
+        assert _scratch_tables(any_clickhouse) > 0
         got = {(r["source"], r["category"], r["span_id"]): r for r in bill.lines()}
         usd = {k: v["usd"] for k, v in got.items() if k[0] != "storage"}
         one, two, three = (f"{n:016x}" for n in (1, 2, 3))
@@ -108,11 +108,11 @@ def test_the_bill_of_a_small_record(recorded: Path, clickhouse: ClickHouseTransp
             bill.grouped(["colour"], RevenueRule(None, {}))
     finally:
         bill.close()
-    assert _scratch_tables(clickhouse) == 0
+    assert _scratch_tables(any_clickhouse) == 0
 
 
-def test_record_owners(recorded: Path, clickhouse: ClickHouseTransport) -> None:
-    owners = ClickHouseRecordOwners(clickhouse)
+def test_record_owners(recorded: Path, any_clickhouse: ClickHouseTransport) -> None:
+    owners = ClickHouseRecordOwners(any_clickhouse)
     a, c, d = (span(n)["trace_id"] for n in (1, 3, 4))
     assert owners.owners([], []) == RecordOwners({}, {})
     assert owners.owners([a, c, d, "nope"], ["t1", c, "nope"]) == RecordOwners(

@@ -42,7 +42,7 @@ def _span(trace: int, n: int, **columns: object) -> dict[str, object]:
     return row | columns
 
 
-def _selection(tmp_path: Path, clickhouse: ClickHouseTransport) -> tuple[ClickHouseReplaySelection, list[str]]:
+def _selection(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> tuple[ClickHouseReplaySelection, list[str]]:
     data = DataDir.at(tmp_path / "data")
     data.create()
     packs = PackWriter(data.blobs, "w1")
@@ -64,12 +64,12 @@ def _selection(tmp_path: Path, clickhouse: ClickHouseTransport) -> tuple[ClickHo
             **{"airlock.replay.run": "r1", "airlock.replay.of": f"{1:016x}", "attributes": {"replay_role": "judge"}},
         ),
     ]
-    write(clickhouse, "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA))
-    return ClickHouseReplaySelection(clickhouse, BlobReader(data)), digests
+    write(any_clickhouse, "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA))
+    return ClickHouseReplaySelection(any_clickhouse, BlobReader(data)), digests
 
 
-def test_traces_newest_first_with_what_a_limit_cut(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
-    selection, _ = _selection(tmp_path, clickhouse)
+def test_traces_newest_first_with_what_a_limit_cut(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+    selection, _ = _selection(tmp_path, any_clickhouse)
     every = selection.traces(TraceFilter(), None)
     assert every.trace_ids == [f"{t:032x}" for t in (3, 2, 1)] and every.matched == 3  # never the replay's
     cut = selection.traces(TraceFilter(), 2)
@@ -85,8 +85,8 @@ def test_traces_newest_first_with_what_a_limit_cut(tmp_path: Path, clickhouse: C
     assert selection.traces(window, None).trace_ids == [f"{2:032x}", f"{1:032x}"]
 
 
-def test_model_calls_pairs_and_payloads(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
-    selection, digests = _selection(tmp_path, clickhouse)
+def test_model_calls_pairs_and_payloads(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+    selection, digests = _selection(tmp_path, any_clickhouse)
     traces = [f"{1:032x}", f"{3:032x}", f"{7:032x}"]
     calls = selection.model_calls(traces, ["model.chat", "model.embedding"])
     assert list(calls) == traces and calls[traces[2]] == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,13 @@ from airlock.energy.report import energy_report
 from airlock.ledger import build_bill
 from airlock.ledger.lines import pricing_tables
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
-from airlock.store.clickhouse.demo import ClickHouseDemoRecord
+from airlock.store.clickhouse.demo import ClickHouseDemoReads
 from airlock.store.clickhouse.energy import ClickHouseCallFacts
 from airlock.store.clickhouse.export import ClickHouseExportFeed
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
+from airlock.store.clickhouse.migrate import apply_migrations
 from airlock.store.clickhouse.replay import ClickHouseReplaySelection
-from airlock.store.clickhouse.transport import ClickHouseTransport
+from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
 from airlock.store.embedded.demo import DuckDBDemoRecord
 from airlock.store.embedded.energy import DuckDBCallFacts
@@ -37,6 +39,7 @@ from airlock.store.embedded.replay import DuckDBReplaySelection
 from airlock.store.export import Cursor, ExportFeed
 from airlock.store.interface import TraceFilter
 from airlock.store.ledger import LedgerItemRecord, RevenueRule
+from clickhouse_engine import _chdb_engine_folder, fresh_database_name  # noqa: F401 (a fixture)
 from ledger.ledger_record import T0, config
 
 TENANTS = ("acme", "beta", None)
@@ -168,8 +171,19 @@ class Record:
     clickhouse: ClickHouseTransport
 
 
-@pytest.fixture
-def record(tmp_path: Path, clickhouse: ClickHouseTransport) -> Record:
+@pytest.fixture(scope="module")
+def record(tmp_path_factory: pytest.TempPathFactory, _chdb_engine_folder: Path) -> Iterator[Record]:  # noqa: F811
+    """The record, written once for the module's tests (they only read it)."""
+    clickhouse = ChdbTransport(_chdb_engine_folder, fresh_database_name())
+    try:
+        apply_migrations(clickhouse)
+        yield _write_record(tmp_path_factory.mktemp("analyses"), clickhouse)
+    finally:
+        clickhouse.command(f"DROP DATABASE IF EXISTS {clickhouse.database}")
+        clickhouse.close()
+
+
+def _write_record(tmp_path: Path, clickhouse: ClickHouseTransport) -> Record:
     profile = [{"batch": 1, "prefill_j_per_token": 0.1, "decode_j_per_token": 1.0}]
     cfg = config(
         tmp_path,
@@ -324,7 +338,7 @@ def test_the_export_feed_is_the_same(record: Record) -> None:
 
 def test_the_demo_record_is_the_same(record: Record) -> None:
     embedded = DuckDBDemoRecord(record.data)
-    on_clickhouse = ClickHouseDemoRecord(record.clickhouse)
+    on_clickhouse = ClickHouseDemoReads(record.clickhouse)
     assert on_clickhouse.spans_recorded() == embedded.spans_recorded()
     assert rounded(on_clickhouse.calls_by_region()) == rounded(embedded.calls_by_region())
     assert on_clickhouse.hop_outcomes() == embedded.hop_outcomes()
