@@ -139,4 +139,5 @@ CREATE TABLE IF NOT EXISTS batches (
     written_at DateTime DEFAULT now()
 )
 ENGINE = ReplacingMergeTree
-ORDER BY (writer_id, seq);
+ORDER BY (writer_id, seq)
+SETTINGS non_replicated_deduplication_window = 10000;
