@@ -7,19 +7,13 @@ import pytest
 
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.clickhouse.demo import ClickHouseDemoReads
+from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.demo import HopOutcome, RegionCalls
 
 
 def _span(i: int, **columns: object) -> dict[str, object]:
     return {"trace_id": f"{i:032x}", "span_id": f"{i:016x}", "start_ns": 1_000 + i, "duration_ms": float(i)} | columns
-
-
-def write(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table, hops: pa.Table) -> None:
-    for name, table in (("hops", hops), ("spans", spans)):
-        n = table.num_rows
-        marked = table.append_column("writer_id", pa.array([writer] * n, pa.string()))
-        transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
 
 
 def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
@@ -38,8 +32,7 @@ def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
         {"trace_id": f"{2:032x}", "span_id": f"{2:016x}", "attempt": 1, "upstream": "eu-1", "outcome": "http_5xx"},
         {"trace_id": f"{2:032x}", "span_id": f"{2:016x}", "attempt": 2, "upstream": "us-1", "outcome": "ok"},
     ]
-    write(
-        any_clickhouse,
+    ClickHouseSegmentSink(any_clickhouse).write(
         "w1",
         0,
         pa.Table.from_pylist(rows, schema=SPAN_SCHEMA),

@@ -12,17 +12,11 @@ from airlock.energy.report import energy_report
 from airlock.ledger.lines import pricing_tables
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.clickhouse.energy import CALL_FACT_SCHEMA, ClickHouseCallFacts
+from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from ledger.ledger_record import T0, config, span
 
 S = 10**9
-
-
-def write(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table) -> None:
-    for name, table in (("hops", HOP_SCHEMA.empty_table()), ("spans", spans)):
-        n = table.num_rows
-        marked = table.append_column("writer_id", pa.array([writer] * n, pa.string()))
-        transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
 
 
 def test_call_facts_and_the_report_on_them(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
@@ -39,7 +33,9 @@ def test_call_facts_and_the_report_on_them(tmp_path: Path, any_clickhouse: Click
         span(6, **{"airlock.replay.run": "r1"}),
         span(7, start_ns=T0 + 10_000 * S),  # outside the period
     ]
-    write(any_clickhouse, "w1", 0, pa.Table.from_pylist(rows, schema=SPAN_SCHEMA))
+    ClickHouseSegmentSink(any_clickhouse).write(
+        "w1", 0, pa.Table.from_pylist(rows, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table()
+    )
     cfg = config(tmp_path)
     facts = ClickHouseCallFacts(any_clickhouse).call_facts(T0, T0 + 100 * S, pricing_tables(cfg))
     assert facts.schema == CALL_FACT_SCHEMA

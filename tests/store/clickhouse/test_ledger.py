@@ -13,18 +13,12 @@ import pytest
 from airlock.ledger import build_bill
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
+from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.embedded import DataDir
 from airlock.store.embedded.ledger import SQLiteLedgerItems
 from airlock.store.ledger import LedgerItemRecord, RecordOwners, RevenueRule
 from ledger.ledger_record import T0, config, hop, span
-
-
-def write(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table, hops: pa.Table) -> None:
-    for name, table in (("hops", hops), ("spans", spans)):
-        n = table.num_rows
-        marked = table.append_column("writer_id", pa.array([writer] * n, pa.string()))
-        transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
 
 
 def _scratch_tables(transport: ClickHouseTransport) -> int:
@@ -44,7 +38,7 @@ def recorded(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> Path:
     d = span(4, **{"airlock.replay.run": "r1"})  # a replay is never billed
     spans = pa.Table.from_pylist([a, b, c, d], schema=SPAN_SCHEMA)
     hops = pa.Table.from_pylist([hop(b, 1, "up-b", "timeout"), hop(b, 2, "up-a", "ok")], schema=HOP_SCHEMA)
-    write(any_clickhouse, "w1", 0, spans, hops)
+    ClickHouseSegmentSink(any_clickhouse).write("w1", 0, spans, hops)
     cfg = config(tmp_path)
     DataDir.at(cfg.data_dir).create()
     items = SQLiteLedgerItems(DataDir.at(cfg.data_dir).state_db)

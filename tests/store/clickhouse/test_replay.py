@@ -11,6 +11,7 @@ import pyarrow as pa
 from airlock.errors import BlobCorrupt
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.clickhouse.replay import ClickHouseReplaySelection
+from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
 from airlock.store.embedded.blobs import PackWriter
@@ -19,13 +20,6 @@ from airlock.store.interface import TraceFilter
 from airlock.store.replay import RecordedPair
 
 T0 = 1_780_000_000 * 10**9
-
-
-def write(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table) -> None:
-    for name, table in (("hops", HOP_SCHEMA.empty_table()), ("spans", spans)):
-        n = table.num_rows
-        marked = table.append_column("writer_id", pa.array([writer] * n, pa.string()))
-        transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
 
 
 def _span(trace: int, n: int, **columns: object) -> dict[str, object]:
@@ -64,7 +58,9 @@ def _selection(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> tuple[Cli
             **{"airlock.replay.run": "r1", "airlock.replay.of": f"{1:016x}", "attributes": {"replay_role": "judge"}},
         ),
     ]
-    write(any_clickhouse, "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA))
+    ClickHouseSegmentSink(any_clickhouse).write(
+        "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table()
+    )
     return ClickHouseReplaySelection(any_clickhouse, BlobReader(data)), digests
 
 

@@ -28,6 +28,7 @@ from airlock.store.clickhouse.export import ClickHouseExportFeed
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
 from airlock.store.clickhouse.migrate import apply_migrations
 from airlock.store.clickhouse.replay import ClickHouseReplaySelection
+from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
 from airlock.store.embedded.demo import DuckDBDemoRecord
@@ -157,13 +158,6 @@ def batches(spans: list[dict[str, Any]]) -> list[tuple[str, int, list[dict[str, 
     return out
 
 
-def write_clickhouse(transport: ClickHouseTransport, writer: str, seq: int, spans: pa.Table, hops: pa.Table) -> None:
-    for name, table in (("hops", hops), ("spans", spans)):
-        n = table.num_rows
-        marked = table.append_column("writer_id", pa.array([writer] * n, pa.string()))
-        transport.insert_arrow(name, marked.append_column("seq", pa.array([seq] * n, pa.int64())))
-
-
 @dataclass
 class Record:
     cfg: Config
@@ -199,13 +193,13 @@ def _write_record(tmp_path: Path, clickhouse: ClickHouseTransport) -> Record:
     data = DataDir.at(cfg.data_dir)
     data.create()
     spans, hops = generated_spans()
-    segments = ParquetSegments(data)
+    segments, sink = ParquetSegments(data), ClickHouseSegmentSink(clickhouse)
     for writer, seq, rows in batches(spans):
         ids = {s["span_id"] for s in rows}
         span_table = pa.Table.from_pylist(rows, schema=SPAN_SCHEMA)
         hop_table = pa.Table.from_pylist([h for h in hops if h["span_id"] in ids], schema=HOP_SCHEMA)
         segments.write(writer, seq, span_table, hop_table)
-        write_clickhouse(clickhouse, writer, seq, span_table, hop_table)
+        sink.write(writer, seq, span_table, hop_table)
     items = SQLiteLedgerItems(data.state_db)
     try:
         items.insert_all(
