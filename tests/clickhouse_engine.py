@@ -47,10 +47,16 @@ def _migrated(transport: ClickHouseTransport) -> Iterator[ClickHouseTransport]:
         transport.close()
 
 
+def fresh_chdb(folder: Path) -> Iterator[ClickHouseTransport]:
+    """A ChdbTransport on a fresh, migrated database, dropped when the generator ends (for fixtures of a
+    wider scope: `yield from fresh_chdb(_chdb_engine_folder)`)."""
+    yield from _migrated(ChdbTransport(folder, fresh_database_name()))
+
+
 @pytest.fixture
 def clickhouse(_chdb_engine_folder: Path) -> Iterator[ClickHouseTransport]:
     """A ChdbTransport on a fresh, migrated database of its own (dropped after the test)."""
-    yield from _migrated(ChdbTransport(_chdb_engine_folder, fresh_database_name()))
+    yield from fresh_chdb(_chdb_engine_folder)
 
 
 @pytest.fixture
