@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
-from airlock.store.clickhouse.demo import ClickHouseDemoReads
+from airlock.store.clickhouse.demo import ClickHouseDemoRecord
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.demo import HopOutcome, RegionCalls
@@ -17,7 +17,7 @@ def _span(i: int, **columns: object) -> dict[str, object]:
 
 
 def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
-    record = ClickHouseDemoReads(any_clickhouse)
+    record = ClickHouseDemoRecord(any_clickhouse)
     assert record.spans_recorded() == 0
     assert record.calls_by_region() == [] and record.first_failed_received_trace() is None
     rows = [
@@ -49,3 +49,7 @@ def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
     assert record.first_failed_received_trace() == f"{5:032x}"
     assert record.upstream_request_digest(f"{4:032x}") == "ab" * 32
     assert record.upstream_request_digest(f"{1:032x}") is None
+    # the traces and drift beside them come from the core readers
+    assert record.find_trace(f"{4:016x}") == f"{4:032x}"  # by its span id
+    assert [s["span_id"] for s in record.spans_of_trace(f"{2:032x}")] == [f"{2:016x}"]
+    assert record.token_ratios(["model"], None, "input") == []

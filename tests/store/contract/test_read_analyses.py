@@ -22,7 +22,7 @@ from airlock.energy.report import energy_report
 from airlock.ledger import build_bill
 from airlock.ledger.lines import pricing_tables
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
-from airlock.store.clickhouse.demo import ClickHouseDemoReads
+from airlock.store.clickhouse.demo import ClickHouseDemoRecord
 from airlock.store.clickhouse.energy import ClickHouseCallFacts
 from airlock.store.clickhouse.export import ClickHouseExportFeed
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
@@ -332,10 +332,13 @@ def test_the_export_feed_is_the_same(record: Record) -> None:
 
 def test_the_demo_record_is_the_same(record: Record) -> None:
     embedded = DuckDBDemoRecord(record.data)
-    on_clickhouse = ClickHouseDemoReads(record.clickhouse)
+    on_clickhouse = ClickHouseDemoRecord(record.clickhouse)
     assert on_clickhouse.spans_recorded() == embedded.spans_recorded()
     assert rounded(on_clickhouse.calls_by_region()) == rounded(embedded.calls_by_region())
     assert on_clickhouse.hop_outcomes() == embedded.hop_outcomes()
     assert on_clickhouse.first_failed_received_trace() == embedded.first_failed_received_trace() is not None
     for trace in (f"{4:032x}", f"{1:032x}", "unknown"):  # one span each (which of several is not said)
         assert on_clickhouse.upstream_request_digest(trace) == embedded.upstream_request_digest(trace)
+    assert on_clickhouse.token_ratios(["model", "tenant"], None, "input") == embedded.token_ratios(
+        ["model", "tenant"], None, "input"
+    )

@@ -1,8 +1,11 @@
 """The demo report's reads on ClickHouse (DemoRecord): the calls by the region that answered, the hops'
-outcomes and a span count, beside the traces and token drift of the core span reader."""
+outcomes and a span count, beside the traces (ClickHouseSpanReader) and token drift
+(ClickHouseDriftReader) of the core readers."""
 
 from __future__ import annotations
 
+from airlock.store.clickhouse.drift import ClickHouseDriftReader
+from airlock.store.clickhouse.spans import ClickHouseSpanReader
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.demo import HopOutcome, RegionCalls
 
@@ -69,3 +72,12 @@ class ClickHouseDemoReads:
             {"trace": trace_id},
         )
         return str(rows[0]["h"]) if rows else None
+
+
+class ClickHouseDemoRecord(ClickHouseDemoReads, ClickHouseSpanReader, ClickHouseDriftReader):
+    """DemoRecord on ClickHouse: the demo's own reads, the core span reader's and token drift."""
+
+    def __init__(self, transport: ClickHouseTransport) -> None:
+        ClickHouseDemoReads.__init__(self, transport)
+        ClickHouseSpanReader.__init__(self, transport)
+        ClickHouseDriftReader.__init__(self, transport)

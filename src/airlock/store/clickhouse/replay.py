@@ -13,56 +13,11 @@ import pyarrow.compute as pc
 
 from airlock.errors import BlobCorrupt
 from airlock.record.schema import SPAN_SCHEMA
+from airlock.store.clickhouse.query import Binds
+from airlock.store.clickhouse.spans import trace_filter_sql
 from airlock.store.clickhouse.transport import ClickHouseTransport, Params, quoted, rows_of
 from airlock.store.interface import PayloadReader, TraceFilter
 from airlock.store.replay import RecordedPair, TraceSelection
-
-SPAN_COLUMNS = frozenset(SPAN_SCHEMA.names)
-# Friendly names for the columns people filter by most (as the embedded reader's ALIASES).
-ALIASES = {
-    "tenant": "airlock.tenant",
-    "model": "gen_ai.request.model",
-    "served_model": "gen_ai.response.model",
-    "upstream": "airlock.upstream",
-    "session": "airlock.session",
-    "task": "airlock.task",
-    "route": "airlock.route",
-}
-
-
-def trace_conditions(flt: TraceFilter) -> tuple[str, dict[str, Any]]:
-    """The filter's conditions on a span, as a WHERE clause over the spans table and its parameters."""
-    clauses = ["1"]
-    params: dict[str, Any] = {}
-    if flt.since_ns is not None:
-        clauses.append("start_ns >= {since:Int64}")
-        params["since"] = flt.since_ns
-    if flt.until_ns is not None:
-        clauses.append("start_ns < {until:Int64}")
-        params["until"] = flt.until_ns
-    for i, (col, value) in enumerate(
-        (
-            ("airlock.tenant", flt.tenant),
-            ("gen_ai.request.model", flt.model),
-            ("status", flt.status),
-            ("trace_id", flt.trace_id),
-        )
-    ):
-        if value is not None:
-            clauses.append(f"{quoted(col)} = {{f{i}:String}}")
-            params[f"f{i}"] = value
-    if flt.originals_only:
-        clauses.append("`airlock.replay.run` IS NULL")
-    for i, (key, value) in enumerate(flt.attributes.items()):
-        col = ALIASES.get(key, key)
-        params[f"v{i}"] = value
-        if col in SPAN_COLUMNS:
-            clauses.append(f"toString({quoted(col)}) = {{v{i}:String}}")
-        else:
-            key_param = f"{{k{i}:String}}"
-            clauses.append(f"mapContains(attributes, {key_param}) AND attributes[{key_param}] = {{v{i}:String}}")
-            params[f"k{i}"] = key
-    return " AND ".join(clauses), params
 
 
 def as_span_table(table: pa.Table) -> pa.Table:
@@ -107,7 +62,8 @@ class ClickHouseReplaySelection:
         self._payloads = payloads
 
     def traces(self, flt: TraceFilter, limit: int | None) -> TraceSelection:
-        where, params = trace_conditions(replace(flt, originals_only=True))
+        binds = Binds()
+        where, params = trace_filter_sql(replace(flt, originals_only=True), binds), binds.params
         hit = f"SELECT DISTINCT trace_id FROM spans WHERE {where}"
         if limit is not None and limit <= 0:  # LIMIT 0 returns no row to carry the count
             rows = self.transport.query_rows(f"SELECT count() AS matched FROM ({hit})", params)
