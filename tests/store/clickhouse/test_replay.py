@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from airlock.errors import BlobCorrupt
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
-from airlock.store.clickhouse.replay import ClickHouseReplaySelection
+from airlock.store.clickhouse.replay import ClickHouseBlobLocator, ClickHouseReplaySelection
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
@@ -41,9 +42,8 @@ def _selection(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> tuple[Cli
     data.create()
     packs = PackWriter(data.blobs, "w1")
     digests = packs.put_many([b'{"messages": []}', b'{"answer": 1}'])
-    ParquetSegments(data).write(
-        "w1", 0, SPAN_SCHEMA.empty_table(), HOP_SCHEMA.empty_table(), blob_index=packs.index_table()
-    )
+    index = packs.index_table()
+    ParquetSegments(data).write("w1", 0, SPAN_SCHEMA.empty_table(), HOP_SCHEMA.empty_table(), blob_index=index)
     packs.close()
     spans = [
         _span(1, 1, **{"airlock.payload.upstream_request": digests[0], "attributes": {"feature": "search"}}),
@@ -59,7 +59,7 @@ def _selection(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> tuple[Cli
         ),
     ]
     ClickHouseSegmentSink(any_clickhouse).write(
-        "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table()
+        "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table(), blob_index=index
     )
     return ClickHouseReplaySelection(any_clickhouse, BlobReader(data)), digests
 
@@ -101,3 +101,19 @@ def test_model_calls_pairs_and_payloads(tmp_path: Path, any_clickhouse: ClickHou
     found = payloads.get_many([digests[0], digests[1], "0" * 64])
     assert found == {digests[0]: b'{"messages": []}'}  # only the set asked for, only what is stored
     assert not any(isinstance(v, BlobCorrupt) for v in found.values())
+
+
+def test_the_blob_locator_finds_what_the_index_holds(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+    """ClickHouse's blob_index locates a payload as the embedded index segments do (S3's reader reads
+    the frame it names)."""
+    _, digests = _selection(tmp_path, any_clickhouse)
+    locator = ClickHouseBlobLocator(any_clickhouse)
+    embedded = BlobReader(DataDir.at(tmp_path / "data"))
+    asked = [*digests, digests[0], "0" * 64]
+    assert locator.locate(asked) == embedded.locate(asked) and set(locator.locate(asked)) == set(digests)
+    assert locator.locate([]) == {}
+    assert locator.resolve(digests[1][:10].upper()) == digests[1]
+    with pytest.raises(KeyError):
+        locator.resolve("0" * 12)  # none
+    with pytest.raises(KeyError):
+        locator.resolve("abc")  # too short to be a prefix

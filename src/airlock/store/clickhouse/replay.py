@@ -1,6 +1,7 @@
 """Replay's selection on ClickHouse: which recorded traces and calls to replay, read from the spans
 table; their payloads come from the PayloadReader the backend is given (S3's, or the embedded packs').
-Replay runs are control-plane state (ReplayRunRepository), not the record's."""
+S3's reader finds a payload's frame through a BlobLocator: ClickHouseBlobLocator is the one over the
+blob_index table. Replay runs are control-plane state (ReplayRunRepository), not the record's."""
 
 from __future__ import annotations
 
@@ -16,13 +17,15 @@ from airlock.record.schema import SPAN_SCHEMA
 from airlock.store.clickhouse.query import Binds
 from airlock.store.clickhouse.spans import trace_filter_sql
 from airlock.store.clickhouse.transport import ClickHouseTransport, Params, quoted, rows_of
+from airlock.store.embedded.blobs import valid_prefix
 from airlock.store.interface import PayloadReader, TraceFilter
 from airlock.store.replay import RecordedPair, TraceSelection
 
 
 def as_span_table(table: pa.Table) -> pa.Table:
-    """Spans read from ClickHouse in the span schema's columns and types. ClickHouse has no NULL array:
-    an empty list reads back as NULL, as the recorder writes it (it never writes an empty list)."""
+    """Spans read from ClickHouse in the span schema's columns and types. ClickHouse has no NULL array
+    or map: an empty list is read as None, as the recorder writes it (it never writes an empty list),
+    and an empty map as {}, as the recorder writes a span's attributes (always a dict, often empty)."""
     spans = table.select(SPAN_SCHEMA.names).cast(SPAN_SCHEMA)
     for i, field in enumerate(SPAN_SCHEMA):
         if pa.types.is_list(field.type):
@@ -37,6 +40,40 @@ def span_rows(transport: ClickHouseTransport, where: str, params: Params) -> lis
     columns = ", ".join(quoted(n) for n in SPAN_SCHEMA.names)
     table = transport.query_arrow(f"SELECT {columns} FROM spans WHERE {where} ORDER BY start_ns, span_id", params)
     return rows_of(as_span_table(table))
+
+
+_INDEX_COLUMNS = ("digest", "pack", "frame_offset", "frame_length", "inner_offset", "length")
+
+
+class ClickHouseBlobLocator:
+    """BlobLocator over the blob_index table: where each payload lies in the packs."""
+
+    def __init__(self, transport: ClickHouseTransport) -> None:
+        self.transport = transport
+
+    def locate(self, digests: list[str]) -> dict[str, tuple[Any, ...]]:
+        """An index row (digest, pack, frame_offset, frame_length, inner_offset, length) per digest the
+        index holds (the first by pack and offset, where it holds several); others are absent."""
+        if not digests:
+            return {}
+        rows = self.transport.query_rows(
+            f"SELECT {', '.join(_INDEX_COLUMNS)} FROM blob_index WHERE digest IN {{digests:Array(String)}}"
+            " ORDER BY digest, pack, frame_offset LIMIT 1 BY digest",
+            {"digests": list(dict.fromkeys(digests))},
+        )
+        return {str(r["digest"]): tuple(r[c] for c in _INDEX_COLUMNS) for r in rows}
+
+    def resolve(self, prefix: str) -> str:
+        """The full digest for a unique prefix of at least 8 hex characters; KeyError when none or
+        several match."""
+        prefix = valid_prefix(prefix)
+        rows = self.transport.query_rows(
+            "SELECT DISTINCT digest FROM blob_index WHERE startsWith(digest, {prefix:String}) LIMIT 2",
+            {"prefix": prefix},
+        )
+        if len(rows) != 1:
+            raise KeyError(f"{len(rows)} blobs match {prefix!r}")
+        return str(rows[0]["digest"])
 
 
 class ReaderPayloads:
