@@ -10,14 +10,17 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from airlock.errors import StoreError
 from airlock.ledger import build_bill
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
+from airlock.store.clickhouse.migrate import apply_migrations
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
-from airlock.store.clickhouse.transport import ClickHouseTransport
+from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport
 from airlock.store.embedded import DataDir
 from airlock.store.embedded.ledger import SQLiteLedgerItems
 from airlock.store.ledger import LedgerItemRecord, RecordOwners, RevenueRule
+from clickhouse_engine import fresh_database_name
 from ledger.ledger_record import T0, config, hop, span
 
 
@@ -113,3 +116,28 @@ def test_record_owners(recorded: Path, any_clickhouse: ClickHouseTransport) -> N
         {a: frozenset({"acme"}), c: frozenset({"beta"})},  # a replay's spans own nothing
         {"t1": frozenset({"acme"}), c: frozenset({"beta"})},
     )
+
+
+def test_a_record_clickhouse_cannot_read_is_a_store_error_and_leaves_nothing(
+    tmp_path: Path, clickhouse: ClickHouseTransport
+) -> None:
+    """The bill fails as StoreError (what the analyses catch) when ClickHouse cannot answer, here a
+    database never migrated and one whose hops table is gone (the bill fails halfway), and the
+    scratch tables it had made by then are dropped."""
+    assert isinstance(clickhouse, ChdbTransport)
+    bare = ChdbTransport(clickhouse.path, fresh_database_name())
+    try:
+        with pytest.raises(StoreError):
+            build_bill(config(tmp_path), reader=ClickHouseBillReader(bare))
+        with pytest.raises(StoreError):
+            ClickHouseRecordOwners(bare).owners(["t"], [])
+        apply_migrations(bare)
+        one_span = pa.Table.from_pylist([span(1)], schema=SPAN_SCHEMA)
+        ClickHouseSegmentSink(bare).write("w1", 0, one_span, HOP_SCHEMA.empty_table())
+        bare.command("DROP TABLE hops")
+        with pytest.raises(StoreError, match="hops"):
+            build_bill(config(tmp_path), reader=ClickHouseBillReader(bare))
+        assert _scratch_tables(bare) == 0
+    finally:
+        bare.command(f"DROP DATABASE IF EXISTS {bare.database}")
+        bare.close()
