@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from airlock.query.spec import Filter
 
 
+_START, _SPAN = "__order_start_ns", "__order_span_id"  # the row order's keys, dropped before answering
+
+
 class ClickHouseSliceCandidates:
     def __init__(self, transport: ClickHouseTransport) -> None:
         self.transport = transport
@@ -55,9 +58,11 @@ class ClickHouseSliceCandidates:
             selects.append(f"if(mapContains(attributes, {k}), attributes[{k}], NULL) AS {quoted(ATTR_PREFIX + key)}")
         if not selects:
             return pa.table({})
-        table = self.transport.query_arrow(
-            f"SELECT {', '.join(selects)} FROM {SPANS} WHERE {condition} ORDER BY start_ns, span_id", binds.params
-        )
+        # sorted here, not by ClickHouse: an ORDER BY over every selected column cost it ten times the scan
+        selects += [f"start_ns AS {quoted(_START)}", f"span_id AS {quoted(_SPAN)}"]
+        table = self.transport.query_arrow(f"SELECT {', '.join(selects)} FROM {SPANS} WHERE {condition}", binds.params)
+        table = table.take(pc.sort_indices(table, [(_START, "ascending"), (_SPAN, "ascending")]))
+        table = table.drop_columns([_START, _SPAN])
         columns: dict[str, pa.Array] = {}
         for name in table.column_names:
             column = table.column(name)
