@@ -137,3 +137,20 @@ def test_a_half_written_batch_is_not_covered_and_is_discarded(clickhouse: ClickH
     sink.write("w-live", 0, spans, hops, index)  # the same batch again: nothing added
     assert _counts(clickhouse) == {"spans": 3, "hops": 1, "blob_index": 1, "batches": 1}
     assert sink.compact("w-live", 2) == 0
+
+
+def test_a_batch_across_midnight_retried_lands_once(clickhouse: ClickHouseTransport) -> None:
+    # Two days are two parts of one insert; the retry's blocks carry the same tokens and are dropped.
+    midnight = (1_764_000_000 * 10**9 // 86_400_000_000_000 + 1) * 86_400_000_000_000
+    spans = pa.Table.from_pylist(
+        [{"trace_id": "t", "span_id": f"s{i}", "start_ns": midnight - 2 + i} for i in range(4)], schema=SPAN_SCHEMA
+    )
+    sink = ClickHouseSegmentSink(clickhouse)
+    sink.write("w-night", 3, spans, HOP_SCHEMA.empty_table())
+    sink.write("w-night", 3, spans, HOP_SCHEMA.empty_table())
+    days = clickhouse.query_rows(
+        "SELECT toDate(fromUnixTimestamp64Nano(start_ns, 'UTC')) AS day, count() AS n FROM spans"
+        " GROUP BY day ORDER BY day"
+    )
+    assert [r["n"] for r in days] == [2, 2]
+    assert _counts(clickhouse)["batches"] == 1

@@ -4,13 +4,15 @@ the store's errors. Each test runs on chdb in process and, with AIRLOCK_TEST_CLI
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from airlock.errors import StoreError
-from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport, param_text
+from airlock.errors import StoreError, StoreUnavailable
+from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport, HttpTransport, param_text
 
 AWKWARD = ["plain", "it's", 'a "quote"', "back\\slash", "tab\there", "new\nline", "{x:String}", "ünï©ødé", ""]
 
@@ -77,7 +79,10 @@ def test_a_refused_statement_is_a_store_error(any_clickhouse: ClickHouseTranspor
         any_clickhouse.insert_arrow("t", pa.table({"n": [1]}), dedup_token="x' OR 1")
 
 
-def test_chdb_transports_share_one_engine_apart_by_database(clickhouse: ClickHouseTransport, tmp_path: Path) -> None:
+def test_chdb_transports_share_one_engine_apart_by_database(
+    chdb_clickhouse: ClickHouseTransport, tmp_path: Path
+) -> None:
+    clickhouse = chdb_clickhouse
     assert isinstance(clickhouse, ChdbTransport)
     other = ChdbTransport(clickhouse.path, clickhouse.database + "_other")
     try:
@@ -101,3 +106,13 @@ def test_param_text_is_clickhouse_s_escaped_form() -> None:
     assert param_text(["it's", None]) == "['it\\'s',NULL]"
     with pytest.raises(StoreError):
         param_text(object())
+
+
+def test_a_server_that_cannot_be_reached_is_unavailable() -> None:
+    with socket.socket() as held:  # a port of ours that nothing listens on
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
+            HttpTransport(f"http://127.0.0.1:{port}", "airlock", connect_timeout_s=2)
+        assert time.monotonic() - started < 10

@@ -114,7 +114,7 @@ def _rows(n: int = 600) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def stores(tmp_path_factory: pytest.TempPathFactory, _chdb_engine_folder: Path) -> Iterator[dict[str, Any]]:
     """The same rows, in three batches, on both stores; the readers of each (once for the module: the
     tests only read)."""
-    for transport in clickhouse_engine.fresh_chdb(_chdb_engine_folder):
+    for transport in clickhouse_engine.fresh_clickhouse(_chdb_engine_folder):
         yield _write_both(tmp_path_factory.mktemp("record") / "data", transport)
 
 
