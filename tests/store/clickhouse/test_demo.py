@@ -16,8 +16,8 @@ def _span(i: int, **columns: object) -> dict[str, object]:
     return {"trace_id": f"{i:032x}", "span_id": f"{i:016x}", "start_ns": 1_000 + i, "duration_ms": float(i)} | columns
 
 
-def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
-    record = ClickHouseDemoRecord(any_clickhouse)
+def test_demo_record_reads(clickhouse: ClickHouseTransport) -> None:
+    record = ClickHouseDemoRecord(clickhouse)
     assert record.spans_recorded() == 0
     assert record.calls_by_region() == [] and record.first_failed_received_trace() is None
     rows = [
@@ -32,7 +32,7 @@ def test_demo_record_reads(any_clickhouse: ClickHouseTransport) -> None:
         {"trace_id": f"{2:032x}", "span_id": f"{2:016x}", "attempt": 1, "upstream": "eu-1", "outcome": "http_5xx"},
         {"trace_id": f"{2:032x}", "span_id": f"{2:016x}", "attempt": 2, "upstream": "us-1", "outcome": "ok"},
     ]
-    ClickHouseSegmentSink(any_clickhouse).write(
+    ClickHouseSegmentSink(clickhouse).write(
         "w1",
         0,
         pa.Table.from_pylist(rows, schema=SPAN_SCHEMA),

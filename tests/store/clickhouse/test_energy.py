@@ -19,7 +19,7 @@ from ledger.ledger_record import T0, config, span
 S = 10**9
 
 
-def test_call_facts_and_the_report_on_them(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+def test_call_facts_and_the_report_on_them(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
     rows = [
         span(3, start_ns=T0 + 3 * S, end_ns=T0 + 2 * S, attributes={"feature": "chat", "task_type": "qa"}),
         span(1, **{"airlock.upstream": "up-b", "airlock.upstream.model": "m-large-v2", "airlock.route": None}),
@@ -33,11 +33,11 @@ def test_call_facts_and_the_report_on_them(tmp_path: Path, any_clickhouse: Click
         span(6, **{"airlock.replay.run": "r1"}),
         span(7, start_ns=T0 + 10_000 * S),  # outside the period
     ]
-    ClickHouseSegmentSink(any_clickhouse).write(
+    ClickHouseSegmentSink(clickhouse).write(
         "w1", 0, pa.Table.from_pylist(rows, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table()
     )
     cfg = config(tmp_path)
-    facts = ClickHouseCallFacts(any_clickhouse).call_facts(T0, T0 + 100 * S, pricing_tables(cfg))
+    facts = ClickHouseCallFacts(clickhouse).call_facts(T0, T0 + 100 * S, pricing_tables(cfg))
     assert facts.schema == CALL_FACT_SCHEMA
     got = {r["span_id"]: r for r in facts.to_pylist()}
     assert list(got) == [f"{n:016x}" for n in (1, 2, 3)]  # oldest first
@@ -49,7 +49,7 @@ def test_call_facts_and_the_report_on_them(tmp_path: Path, any_clickhouse: Click
     assert three["task"] == three["trace_id"]
     points = [{"batch": 1, "prefill_j_per_token": 0.1, "decode_j_per_token": 1.0}]
     cfg = config(tmp_path, energy={"profiles": [{"model": "m-large", "points": points, "idle_share": 0.0, "pue": 1.0}]})
-    report = energy_report(cfg, ["feature"], T0, T0 + 100 * S, reader=ClickHouseCallFacts(any_clickhouse))
+    report = energy_report(cfg, ["feature"], T0, T0 + 100 * S, reader=ClickHouseCallFacts(clickhouse))
     by_feature = {r["feature"]: r for r in report.rows}
     assert set(by_feature) == {"(none)", "search", "chat"}
     # the sampled call stands for four: its tokens and profile joules count four times

@@ -33,10 +33,10 @@ def _batch(first_id: int, n: int, source: str | None = None) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SPAN_SCHEMA)
 
 
-def _tail(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> ExportTail:
+def _tail(tmp_path: Path, clickhouse: ClickHouseTransport) -> ExportTail:
     data = DataDir.at(tmp_path)
     data.create()
-    return ExportTail(ClickHouseExportFeed(any_clickhouse), SQLiteExportCursors(data.state_db), include_received=False)
+    return ExportTail(ClickHouseExportFeed(clickhouse), SQLiteExportCursors(data.state_db), include_received=False)
 
 
 def _tail_all(tail: ExportTail, limit: int) -> list[str]:
@@ -48,19 +48,19 @@ def _tail_all(tail: ExportTail, limit: int) -> list[str]:
 
 
 def test_each_row_goes_once_and_a_restart_resumes_inside_a_batch(
-    tmp_path: Path, any_clickhouse: ClickHouseTransport
+    tmp_path: Path, clickhouse: ClickHouseTransport
 ) -> None:
-    sink = ClickHouseSegmentSink(any_clickhouse)
+    sink = ClickHouseSegmentSink(clickhouse)
     for seq in (0, 1, 4):  # a writer's batch numbers may have gaps (a discarded partial batch)
         sink.write("w1", seq, _batch(seq * 10, 5), HOP_SCHEMA.empty_table())
     sink.write("w2", 0, _batch(100, 4, source="otlp"), HOP_SCHEMA.empty_table())
-    tail = _tail(tmp_path, any_clickhouse)
+    tail = _tail(tmp_path, clickhouse)
     batch = tail.next_batch(7)  # stops inside w1's second batch
     assert batch.since == {"w1": None}
     assert batch.advance == {"w1": Cursor(0, "1", 2)}
     tail.commit(batch)
     tail.close()
-    tail = _tail(tmp_path, any_clickhouse)  # a restart: the cursor is in SQLite
+    tail = _tail(tmp_path, clickhouse)  # a restart: the cursor is in SQLite
     seen = [r["span_id"] for r in batch.rows] + _tail_all(tail, 4)
     assert seen == [f"{i:016x}" for i in (*range(0, 5), *range(10, 15), *range(40, 45))]
     assert tail.cursor() == {"w1": Cursor(4), "w2": Cursor(0)}  # received spans are passed over, not sent
@@ -70,8 +70,8 @@ def test_each_row_goes_once_and_a_restart_resumes_inside_a_batch(
     tail.close()
 
 
-def test_rows_are_whole_spans_and_ends_cover_every_batch(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
-    feed, sink = ClickHouseExportFeed(any_clickhouse), ClickHouseSegmentSink(any_clickhouse)
+def test_rows_are_whole_spans_and_ends_cover_every_batch(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
+    feed, sink = ClickHouseExportFeed(clickhouse), ClickHouseSegmentSink(clickhouse)
     assert feed.ends() == ({}, 0)
     assert feed.next_batch({}, 10).empty
     sink.write("w1", 0, _batch(0, 3), HOP_SCHEMA.empty_table())
@@ -85,25 +85,25 @@ def test_rows_are_whole_spans_and_ends_cover_every_batch(tmp_path: Path, any_cli
         [("feature", "x")],
         None,
     )
-    tail = _tail(tmp_path, any_clickhouse)
+    tail = _tail(tmp_path, clickhouse)
     assert tail.start_at_end() == 3  # a first start without backfill skips what is already recorded
     sink.write("w2", 8, _batch(30, 2), HOP_SCHEMA.empty_table())
     assert _tail_all(tail, 10) == [f"{30:016x}", f"{31:016x}"]
     tail.close()
 
 
-def test_a_batch_still_being_written_is_not_sent_in_part(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+def test_a_batch_still_being_written_is_not_sent_in_part(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
     """A batch's spans may land as two parts (they cross midnight) before its batches row: until that
     row says the batch is whole, none of it goes, so no cursor passes over its missing rows."""
-    sink = ClickHouseSegmentSink(any_clickhouse)
+    sink = ClickHouseSegmentSink(clickhouse)
     sink.write("w1", 0, _batch(0, 2), HOP_SCHEMA.empty_table())
     half = _batch(10, 3).slice(0, 2)  # the first part of batch 1 is in, the rest and its batches row not yet
-    any_clickhouse.insert_arrow("spans", with_batch(half, "w1", 1))
-    tail = _tail(tmp_path, any_clickhouse)
+    clickhouse.insert_arrow("spans", with_batch(half, "w1", 1))
+    tail = _tail(tmp_path, clickhouse)
     assert _tail_all(tail, 100) == [f"{0:016x}", f"{1:016x}"]
     assert tail.cursor() == {"w1": Cursor(0)}
-    any_clickhouse.insert_arrow("spans", with_batch(_batch(10, 3).slice(2), "w1", 1))
+    clickhouse.insert_arrow("spans", with_batch(_batch(10, 3).slice(2), "w1", 1))
     whole = {"writer_id": ["w1"], "seq": pa.array([1], pa.int64()), "spans": pa.array([3], pa.uint64())}
-    any_clickhouse.insert_arrow("batches", pa.table(whole))
+    clickhouse.insert_arrow("batches", pa.table(whole))
     assert _tail_all(tail, 100) == [f"{i:016x}" for i in (10, 11, 12)]
     tail.close()

@@ -33,7 +33,7 @@ def _scratch_tables(transport: ClickHouseTransport) -> int:
 
 
 @pytest.fixture
-def recorded(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> Path:
+def recorded(tmp_path: Path, clickhouse: ClickHouseTransport) -> Path:
     costs = {"airlock.cost.tool": "0.5", "airlock.cost.api": "nan", "airlock.cost.network": "2e6", "feature": "f"}
     a = span(1, **{"airlock.task": "t1", "attributes": costs})
     b = span(2, status="error", **{"airlock.task": "t1", "airlock.attempts": 2})  # its task's feature: f
@@ -41,7 +41,7 @@ def recorded(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> Path:
     d = span(4, **{"airlock.replay.run": "r1"})  # a replay is never billed
     spans = pa.Table.from_pylist([a, b, c, d], schema=SPAN_SCHEMA)
     hops = pa.Table.from_pylist([hop(b, 1, "up-b", "timeout"), hop(b, 2, "up-a", "ok")], schema=HOP_SCHEMA)
-    ClickHouseSegmentSink(any_clickhouse).write("w1", 0, spans, hops)
+    ClickHouseSegmentSink(clickhouse).write("w1", 0, spans, hops)
     cfg = config(tmp_path)
     DataDir.at(cfg.data_dir).create()
     items = SQLiteLedgerItems(DataDir.at(cfg.data_dir).state_db)
@@ -50,11 +50,11 @@ def recorded(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> Path:
     return tmp_path
 
 
-def test_the_bill_of_a_small_record(recorded: Path, any_clickhouse: ClickHouseTransport) -> None:
+def test_the_bill_of_a_small_record(recorded: Path, clickhouse: ClickHouseTransport) -> None:
     cfg = config(recorded)
-    bill = build_bill(cfg, reader=ClickHouseBillReader(any_clickhouse))
+    bill = build_bill(cfg, reader=ClickHouseBillReader(clickhouse))
     try:
-        assert _scratch_tables(any_clickhouse) > 0
+        assert _scratch_tables(clickhouse) > 0
         got = {(r["source"], r["category"], r["span_id"]): r for r in bill.lines()}
         usd = {k: v["usd"] for k, v in got.items() if k[0] != "storage"}
         one, two, three = (f"{n:016x}" for n in (1, 2, 3))
@@ -105,11 +105,11 @@ def test_the_bill_of_a_small_record(recorded: Path, any_clickhouse: ClickHouseTr
             bill.grouped(["colour"], RevenueRule(None, {}))
     finally:
         bill.close()
-    assert _scratch_tables(any_clickhouse) == 0
+    assert _scratch_tables(clickhouse) == 0
 
 
-def test_record_owners(recorded: Path, any_clickhouse: ClickHouseTransport) -> None:
-    owners = ClickHouseRecordOwners(any_clickhouse)
+def test_record_owners(recorded: Path, clickhouse: ClickHouseTransport) -> None:
+    owners = ClickHouseRecordOwners(clickhouse)
     a, c, d = (span(n)["trace_id"] for n in (1, 3, 4))
     assert owners.owners([], []) == RecordOwners({}, {})
     assert owners.owners([a, c, d, "nope"], ["t1", c, "nope"]) == RecordOwners(
@@ -119,13 +119,13 @@ def test_record_owners(recorded: Path, any_clickhouse: ClickHouseTransport) -> N
 
 
 def test_a_record_clickhouse_cannot_read_is_a_store_error_and_leaves_nothing(
-    tmp_path: Path, clickhouse: ClickHouseTransport
+    tmp_path: Path, chdb_clickhouse: ClickHouseTransport
 ) -> None:
     """The bill fails as StoreError (what the analyses catch) when ClickHouse cannot answer, here a
     database never migrated and one whose hops table is gone (the bill fails halfway), and the
     scratch tables it had made by then are dropped."""
-    assert isinstance(clickhouse, ChdbTransport)
-    bare = ChdbTransport(clickhouse.path, fresh_database_name())
+    assert isinstance(chdb_clickhouse, ChdbTransport)
+    bare = ChdbTransport(chdb_clickhouse.path, fresh_database_name())
     try:
         with pytest.raises(StoreError):
             build_bill(config(tmp_path), reader=ClickHouseBillReader(bare))

@@ -37,7 +37,7 @@ def _span(trace: int, n: int, **columns: object) -> dict[str, object]:
     return row | columns
 
 
-def _selection(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> tuple[ClickHouseReplaySelection, list[str]]:
+def _selection(tmp_path: Path, clickhouse: ClickHouseTransport) -> tuple[ClickHouseReplaySelection, list[str]]:
     data = DataDir.at(tmp_path / "data")
     data.create()
     packs = PackWriter(data.blobs, "w1")
@@ -58,14 +58,14 @@ def _selection(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> tuple[Cli
             **{"airlock.replay.run": "r1", "airlock.replay.of": f"{1:016x}", "attributes": {"replay_role": "judge"}},
         ),
     ]
-    ClickHouseSegmentSink(any_clickhouse).write(
+    ClickHouseSegmentSink(clickhouse).write(
         "w1", 0, pa.Table.from_pylist(spans, schema=SPAN_SCHEMA), HOP_SCHEMA.empty_table(), blob_index=index
     )
-    return ClickHouseReplaySelection(any_clickhouse, BlobReader(data)), digests
+    return ClickHouseReplaySelection(clickhouse, BlobReader(data)), digests
 
 
-def test_traces_newest_first_with_what_a_limit_cut(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
-    selection, _ = _selection(tmp_path, any_clickhouse)
+def test_traces_newest_first_with_what_a_limit_cut(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
+    selection, _ = _selection(tmp_path, clickhouse)
     every = selection.traces(TraceFilter(), None)
     assert every.trace_ids == [f"{t:032x}" for t in (3, 2, 1)] and every.matched == 3  # never the replay's
     cut = selection.traces(TraceFilter(), 2)
@@ -81,8 +81,8 @@ def test_traces_newest_first_with_what_a_limit_cut(tmp_path: Path, any_clickhous
     assert selection.traces(window, None).trace_ids == [f"{2:032x}", f"{1:032x}"]
 
 
-def test_model_calls_pairs_and_payloads(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
-    selection, digests = _selection(tmp_path, any_clickhouse)
+def test_model_calls_pairs_and_payloads(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
+    selection, digests = _selection(tmp_path, clickhouse)
     traces = [f"{1:032x}", f"{3:032x}", f"{7:032x}"]
     calls = selection.model_calls(traces, ["model.chat", "model.embedding"])
     assert list(calls) == traces and calls[traces[2]] == []
@@ -103,11 +103,11 @@ def test_model_calls_pairs_and_payloads(tmp_path: Path, any_clickhouse: ClickHou
     assert not any(isinstance(v, BlobCorrupt) for v in found.values())
 
 
-def test_the_blob_locator_finds_what_the_index_holds(tmp_path: Path, any_clickhouse: ClickHouseTransport) -> None:
+def test_the_blob_locator_finds_what_the_index_holds(tmp_path: Path, clickhouse: ClickHouseTransport) -> None:
     """ClickHouse's blob_index locates a payload as the embedded index segments do (S3's reader reads
     the frame it names)."""
-    _, digests = _selection(tmp_path, any_clickhouse)
-    locator = ClickHouseBlobLocator(any_clickhouse)
+    _, digests = _selection(tmp_path, clickhouse)
+    locator = ClickHouseBlobLocator(clickhouse)
     embedded = BlobReader(DataDir.at(tmp_path / "data"))
     asked = [*digests, digests[0], "0" * 64]
     assert locator.locate(asked) == embedded.locate(asked) and set(locator.locate(asked)) == set(digests)

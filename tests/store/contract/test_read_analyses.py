@@ -26,10 +26,9 @@ from airlock.store.clickhouse.demo import ClickHouseDemoRecord
 from airlock.store.clickhouse.energy import ClickHouseCallFacts
 from airlock.store.clickhouse.export import ClickHouseExportFeed
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
-from airlock.store.clickhouse.migrate import apply_migrations
 from airlock.store.clickhouse.replay import ClickHouseReplaySelection
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
-from airlock.store.clickhouse.transport import ChdbTransport, ClickHouseTransport
+from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
 from airlock.store.embedded.demo import DuckDBDemoRecord
 from airlock.store.embedded.energy import DuckDBCallFacts
@@ -40,7 +39,7 @@ from airlock.store.embedded.replay import DuckDBReplaySelection
 from airlock.store.export import Cursor, ExportFeed
 from airlock.store.interface import TraceFilter
 from airlock.store.ledger import LedgerItemRecord, RevenueRule
-from clickhouse_engine import _chdb_engine_folder, fresh_database_name  # noqa: F401 (a fixture)
+from clickhouse_engine import _chdb_engine_folder, fresh_clickhouse  # noqa: F401 (a fixture)
 from ledger.ledger_record import T0, config
 
 TENANTS = ("acme", "beta", None)
@@ -167,14 +166,10 @@ class Record:
 
 @pytest.fixture(scope="module")
 def record(tmp_path_factory: pytest.TempPathFactory, _chdb_engine_folder: Path) -> Iterator[Record]:  # noqa: F811
-    """The record, written once for the module's tests (they only read it)."""
-    clickhouse = ChdbTransport(_chdb_engine_folder, fresh_database_name())
-    try:
-        apply_migrations(clickhouse)
+    """The record, written once for the module's tests (they only read it): on chdb, or on
+    AIRLOCK_TEST_CLICKHOUSE_URL's server when that is set."""
+    for clickhouse in fresh_clickhouse(_chdb_engine_folder):
         yield _write_record(tmp_path_factory.mktemp("analyses"), clickhouse)
-    finally:
-        clickhouse.command(f"DROP DATABASE IF EXISTS {clickhouse.database}")
-        clickhouse.close()
 
 
 def _write_record(tmp_path: Path, clickhouse: ClickHouseTransport) -> Record:

@@ -174,11 +174,12 @@ _SPAN_FACTS = """
 CREATE TABLE {facts} ENGINE = Memory AS
 SELECT s.span_id AS span_id, s.trace_id AS trace_id, s.start_ns AS start_ns, s.status AS status, s.kind AS kind,
        coalesce(s.`airlock.task`, s.trace_id) AS task,
-       toNullable(toString(s.`airlock.tenant`)) AS tenant,
+       CAST(s.`airlock.tenant` AS Nullable(String)) AS tenant,
        -- a span without a feature (an app's root span sent over OTLP, say) belongs to its task's feature
        coalesce({feature}, max({feature}) OVER (PARTITION BY coalesce(s.`airlock.task`, s.trace_id))) AS feature,
        s.`airlock.user` AS user,
-       toNullable(toString(s.`airlock.upstream`)) AS upstream, toNullable(toString(s.`airlock.route`)) AS route,
+       CAST(s.`airlock.upstream` AS Nullable(String)) AS upstream,
+       CAST(s.`airlock.route` AS Nullable(String)) AS route,
        coalesce(rt.model, mn.name, mk.model) AS model,
        s.`gen_ai.usage.input_tokens` IS NOT NULL AND coalesce(s.`airlock.usage.reported`, false) AS reported,
        coalesce(s.`gen_ai.usage.input_tokens`, s.`airlock.local.input_tokens`) AS in_tok,
