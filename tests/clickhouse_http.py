@@ -68,7 +68,7 @@ def handler_for(engine: Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def _answer(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
@@ -83,10 +83,10 @@ def handler_for(engine: Engine) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def do_GET(self) -> None:
-            if urlsplit(self.path).path in ("/ping", "/"):
-                if "query" not in dict(parse_qsl(urlsplit(self.path).query)):
-                    self._answer(200, b"Ok.\n")
-                    return
+            parts = urlsplit(self.path)
+            if parts.path in ("/ping", "/") and "query" not in dict(parse_qsl(parts.query)):
+                self._answer(200, b"Ok.\n")
+                return
             self._serve(b"")
 
         def do_POST(self) -> None:

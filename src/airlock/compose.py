@@ -104,7 +104,7 @@ def surfaces(config: Config, stores: Stores, preflight: Preflight) -> list[Surfa
 def build_gateway(config: Config, environ: dict[str, str] | None = None) -> web.Application:
     """One worker's app, ready for an AppRunner; its state is `app[STATE_KEY]`. Raises StoreError when a
     store cannot be opened."""
-    stores = build_stores(config)
+    stores = build_stores(config, serving=True)
     preflight = Preflight(config)
     state = build_state(config, stores, model_guards(config, preflight, stores), environ)
     return build_app(state, surfaces(config, stores, preflight))

@@ -108,7 +108,7 @@ def serve(config: Config, workers: int | None = None) -> int:
             return 1
     try:
         try:  # every backend the store: section names is reached (and migrated) before any worker starts
-            build_stores(config)
+            build_stores(config, serving=True)
         except StoreError as e:
             print(f"airlock: cannot start: {e.detail}", file=sys.stderr, flush=True)
             return 2

@@ -67,14 +67,17 @@ class Stores:
     limits_fail: Literal["open", "closed"] = "closed"  # what a limit answers while its store is away
 
 
-def build_stores(config: Config, region: str | None = None, environ: Mapping[str, str] | None = None) -> Stores:
+def build_stores(
+    config: Config, region: str | None = None, environ: Mapping[str, str] | None = None, serving: bool = False
+) -> Stores:
     """Open the stores of a node of `region` (default: this node's, node.region): the embedded ones
     of the data directory, with each concern the region's `store:` names moved to its server backend.
-    Raises StoreUnavailable naming the backend that cannot be used."""
+    Raises StoreUnavailable naming the backend that cannot be used; `serving`: also the backends only
+    a serving gateway needs (Redis's limits)."""
     from airlock.store.embedded.stores import open_embedded
     from airlock.store.servers import lay_servers
 
-    return lay_servers(open_embedded(config), config, region or config.node.region, environ)
+    return lay_servers(open_embedded(config), config, region or config.node.region, environ, serving)
 
 
 def writer_sinks(config: Config, writer_id: str) -> tuple[PayloadSink, SegmentSink]:
@@ -97,6 +100,11 @@ def writer_sinks(config: Config, writer_id: str) -> tuple[PayloadSink, SegmentSi
         from airlock.store.servers import open_bucket
 
         payloads = S3PackWriter(open_bucket(servers.s3, os.environ), writer_id)
+    if servers.clickhouse is not None and servers.postgres is not None:  # the config requires both
+        from airlock.store.clickhouse.sink import ClickHouseSegmentSink
+        from airlock.store.servers import open_clickhouse
+
+        return payloads, ClickHouseSegmentSink(open_clickhouse(servers.clickhouse, servers.postgres, os.environ))
     return payloads, ParquetSegments(data, retention)
 
 

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from airlock.config.schema import Config, PostgresBackend, RedisBackend, S3Backend
-from airlock.errors import StoreUnavailable
+from airlock.config.schema import ClickHouseBackend, Config, PostgresBackend, RedisBackend, S3Backend
+from airlock.errors import StoreError, StoreUnavailable
 from airlock.store.interface import TraceFilter
 from airlock.store.replay import Payloads, RecordedPair, ReplaySelection, TraceSelection
 from airlock.store.sampling import RetentionReads, SamplingStateRepository, SamplingStores
 
 if TYPE_CHECKING:
     from airlock.store import Stores
+    from airlock.store.clickhouse.transport import ClickHouseTransport
     from airlock.store.s3 import S3Bucket
 
 
@@ -77,19 +79,21 @@ def with_postgres(stores: Stores, cfg: PostgresBackend, environ: Mapping[str, st
     )
 
 
-def with_redis(stores: Stores, cfg: RedisBackend, environ: Mapping[str, str]) -> Stores:
+def with_redis(stores: Stores, cfg: RedisBackend, environ: Mapping[str, str], serving: bool) -> Stores:
     """Rate buckets, budgets and idempotency keys in Redis, shared by every replica; while Redis is
-    away they answer by cfg.on_unavailable."""
+    away they answer by cfg.on_unavailable. Checked reachable when `serving` (a gateway that starts
+    without it refuses to); the read commands do not need it."""
     from airlock.store.redis import open_redis
 
     url = secret(environ, cfg.url_env, "store.redis")
-    limits = open_redis(url, cfg.prefix)
-    try:
-        limits.check()
-    except StoreUnavailable as e:
-        limits.close()
-        raise StoreUnavailable(f"store.redis ({cfg.url_env}) cannot be used: {e.detail}") from None
-    limits.close()
+    if serving:
+        limits = open_redis(url, cfg.prefix)
+        try:
+            limits.check()
+        except StoreUnavailable as e:
+            raise StoreUnavailable(f"store.redis ({cfg.url_env}) cannot be used: {e.detail}") from None
+        finally:
+            limits.close()
     return dataclasses.replace(
         stores,
         backend=_joined(stores.backend, "redis"),
@@ -145,11 +149,79 @@ def with_s3(stores: Stores, cfg: S3Backend, environ: Mapping[str, str]) -> Store
     )
 
 
+def open_clickhouse(cfg: ClickHouseBackend, state: PostgresBackend, environ: Mapping[str, str]) -> ClickHouseTransport:
+    """The region's ClickHouse database, migrated (under a PostgreSQL lock, so replicas starting at
+    once migrate it once) and with its retention set."""
+    from airlock.store.clickhouse.migrate import apply_migrations, set_retention
+    from airlock.store.clickhouse.transport import HttpTransport
+    from airlock.store.postgres.locks import PostgresLeaderLock
+
+    url = secret(environ, cfg.url_env, "store.clickhouse")
+    dsn = secret(environ, state.dsn_env, "store.postgres")
+    try:
+        transport = HttpTransport(url, cfg.database)
+        deadline = time.monotonic() + 60
+        while (lock := PostgresLeaderLock.take(dsn, f"clickhouse-migrations:{cfg.database}")) is None:
+            if time.monotonic() > deadline:
+                raise StoreUnavailable("another node has held the migration lock for a minute")
+            time.sleep(0.1)
+        try:
+            apply_migrations(transport)
+            set_retention(transport, cfg.retention_days)
+        finally:
+            lock.release()
+    except StoreError as e:
+        raise StoreUnavailable(f"store.clickhouse ({cfg.url_env}) cannot be used: {e.detail}") from None
+    return transport
+
+
+def with_clickhouse(
+    stores: Stores, cfg: ClickHouseBackend, state: PostgresBackend, environ: Mapping[str, str]
+) -> Stores:
+    """The record (spans, hops, the blob index) in ClickHouse, shared by every node of the region:
+    every reader of the record reads it there, and one node of all exports it."""
+    from airlock.store.clickhouse.demo import ClickHouseDemoRecord
+    from airlock.store.clickhouse.drift import ClickHouseDriftReader
+    from airlock.store.clickhouse.energy import ClickHouseCallFacts
+    from airlock.store.clickhouse.export import ClickHouseExportFeed
+    from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
+    from airlock.store.clickhouse.query import ClickHouseSpanQuery
+    from airlock.store.clickhouse.replay import ClickHouseBlobLocator, ClickHouseReplaySelection
+    from airlock.store.clickhouse.slices import ClickHouseSliceCandidates
+    from airlock.store.clickhouse.spans import ClickHouseSpanReader
+    from airlock.store.embedded.query import LocalPacks
+    from airlock.store.postgres.locks import PostgresLeaderLock
+
+    transport = open_clickhouse(cfg, state, environ)
+    dsn = secret(environ, state.dsn_env, "store.postgres")
+    locator = ClickHouseBlobLocator(transport)
+    payloads = LocalPacks(stores.data, locator)  # S3, laid over after this, reads every node's
+    return dataclasses.replace(
+        stores,
+        backend=_joined(stores.backend, "clickhouse"),
+        spans=ClickHouseSpanReader(transport),
+        drift=ClickHouseDriftReader(transport),
+        query=ClickHouseSpanQuery(transport),
+        slices=ClickHouseSliceCandidates(transport),
+        bills=ClickHouseBillReader(transport),
+        owners=ClickHouseRecordOwners(transport),
+        call_facts=ClickHouseCallFacts(transport),
+        export_feed=ClickHouseExportFeed(transport),
+        demo=ClickHouseDemoRecord(transport),
+        blob_index=locator,
+        payloads=payloads,
+        replay=ClickHouseReplaySelection(transport, payloads),
+        take_leader=lambda name: PostgresLeaderLock.take(dsn, name),
+    )
+
+
 def _joined(backend: str, name: str) -> str:
     return name if backend == "embedded" else f"{backend}+{name}"
 
 
-def lay_servers(stores: Stores, config: Config, region: str, environ: Mapping[str, str] | None = None) -> Stores:
+def lay_servers(
+    stores: Stores, config: Config, region: str, environ: Mapping[str, str] | None = None, serving: bool = False
+) -> Stores:
     """The node's stores with every server backend of `region` laid over the embedded ones."""
     env = os.environ if environ is None else environ
     servers = config.store.for_region(region)
@@ -161,7 +233,9 @@ def lay_servers(stores: Stores, config: Config, region: str, environ: Mapping[st
     if servers.postgres is not None:
         stores = with_postgres(stores, servers.postgres, env)
     if servers.redis is not None:
-        stores = with_redis(stores, servers.redis, env)
+        stores = with_redis(stores, servers.redis, env, serving)
+    if servers.clickhouse is not None and servers.postgres is not None:  # the config requires both
+        stores = with_clickhouse(stores, servers.clickhouse, servers.postgres, env)
     if servers.s3 is not None:
         stores = with_s3(stores, servers.s3, env)
     return stores

@@ -2,3 +2,5 @@
 the recorder's writer (sink.ClickHouseSegmentSink) and read by the analyses' protocols (spans, query,
 slices, drift, ...). It talks to ClickHouse through a transport (transport.py): a server over HTTP
 (clickhouse-connect) or the engine in process (chdb). Import its modules by their full path."""
+
+__all__: list[str] = []
