@@ -1,24 +1,32 @@
 """Scale-out benchmark: two gateway replicas on one machine, on the embedded store and on the server
-backends, side by side in one run.
+backends, side by side in one run; then a group-by and the slice finder over a large synthetic record
+on ClickHouse's engine (chdb) beside DuckDB.
 
 Usage:
     python bench/scale.py [--duration S] [--connections C] [--rounds N] [--probes N]
-                          [--output bench/RESULTS-scale.md]
+                          [--analysis-spans 10000000] [--slice-spans 1000000] [--skip-replicas]
+                          [--workdir /tmp/airlock-bench-scale] [--output bench/RESULTS-scale.md]
 
 It starts, on 127.0.0.1 and Unix sockets only: ``airlock sim`` (no delays), PostgreSQL and Redis
-(tests/servers.py), moto's S3 server, and for each deployment two ``airlock serve`` replicas with data
-directories of their own and one limit rule (high enough never to refuse, so its buckets are on every
-request's path):
+(tests/servers.py), moto's S3 server, a ClickHouse engine (chdb behind ClickHouse's HTTP interface,
+tests/clickhouse_http.py, as no ClickHouse server installs here), and for each deployment two
+``airlock serve`` replicas with data directories of their own and one limit rule (high enough never to
+refuse, so its buckets are on every request's path):
 
 * ``embedded``: each replica on its own data directory (SQLite state and limits, local packs);
-* ``servers``: both replicas on one PostgreSQL (control-plane state), one Redis (limits) and one S3
-  bucket (payload packs), the record in each replica's segments.
+* ``servers``: both replicas on one PostgreSQL (control-plane state), one Redis (limits), one
+  ClickHouse (the record) and one S3 bucket (payload packs).
 
 For each round and deployment, two ``wrk`` processes (one per replica, ``--connections`` each) post a
 small chat completion for ``--duration`` seconds at once; requests per second are their sum. Then the
 record's lag: ``--probes`` marked requests one after another, each timed from its response to the
-moment its span is readable by ``airlock``'s own reader. The table gives the median round and the
+moment its span is readable in that deployment's record. The table gives the median round and the
 servers/embedded ratio; only ratios within one run mean anything on this shared machine.
+
+The analyses: ``--analysis-spans`` synthetic spans (8 dimensions, user_id with a million values, a
+planted failing slice) written as the embedded store's segments (kept in --workdir between runs), then
+inserted into a chdb database migrated by the ClickHouse backend; each query and the slice finder run
+through the product's own readers on both, best of three, warm.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -56,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=8, help="wrk connections per replica (default 8)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--probes", type=int, default=20, help="marked requests for the record's lag (default 20)")
+    p.add_argument("--analysis-spans", type=int, default=10_000_000, help="spans for the group-by (0: skip)")
+    p.add_argument("--slice-spans", type=int, default=1_000_000, help="spans for the slice finder (0: skip)")
+    p.add_argument("--skip-replicas", action="store_true", help="only the analyses")
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/airlock-bench-scale"), help="kept synthetic records")
     p.add_argument("--output", type=Path, default=BENCH / "RESULTS-scale.md")
     return p.parse_args(argv)
 
@@ -109,10 +122,16 @@ def throughput(replicas: list[tuple[str, Path]], conns: int, duration: int) -> t
     return rps, p99, errors
 
 
-def record_lag(replicas: list[tuple[str, Path]], probes: int) -> list[float]:
-    """Seconds from a marked request's response to its span being readable, alternating replicas."""
+def record_lag(replicas: list[tuple[str, Path]], probes: int, clickhouse: str | None) -> list[float]:
+    """Seconds from a marked request's response to its span being readable, alternating replicas: in
+    the replica's own segments, or in the shared ClickHouse."""
     from airlock.store.embedded import DataDir, DuckDBSpanReader
 
+    transport = None
+    if clickhouse is not None:
+        from airlock.store.clickhouse.transport import HttpTransport
+
+        transport = HttpTransport(clickhouse, "record")
     lags = []
     with httpx.Client(timeout=10) as client:
         for i in range(probes):
@@ -126,39 +145,46 @@ def record_lag(replicas: list[tuple[str, Path]], probes: int) -> list[float]:
             done = time.monotonic()
             reader = DuckDBSpanReader(DataDir.at(data))
             while time.monotonic() - done < 30:
-                if reader.sql("SELECT 1 FROM spans WHERE attributes['probe'] = ? LIMIT 1", [mark]):
+                if transport is not None:
+                    found = transport.query_rows(
+                        "SELECT 1 FROM spans WHERE attributes['probe'] = {mark:String} LIMIT 1", {"mark": mark}
+                    )
+                else:
+                    found = reader.sql("SELECT 1 FROM spans WHERE attributes['probe'] = ? LIMIT 1", [mark])
+                if found:
                     break
                 time.sleep(0.01)
             lags.append(time.monotonic() - done)
     return lags
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="airlock-scale-"))
-    workdir.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder inside
+def replicas_section(args: argparse.Namespace, workdir: Path) -> str:
     backends = workdir / "servers"
     procs = Procs(workdir)
     with stop_on_signals():
         try:
-            console.print("[bold]starting the sim, PostgreSQL, Redis, moto's S3 server")
+            console.print("[bold]starting the sim, PostgreSQL, Redis, moto's S3 server, a ClickHouse engine")
             sim = start_sim(procs, "sim", 8)
             env = dict(servers.start(backends))
-            s3_port = free_port()
-            s3 = procs.start(
-                "s3", [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(s3_port)]
-            )
+            s3_port, ch_port = free_port(), free_port()
+            moto = str(Path(sys.executable).with_name("moto_server"))
+            s3 = procs.start("s3", [moto, "-H", "127.0.0.1", "-p", str(s3_port)])
             endpoint = f"http://127.0.0.1:{s3_port}"
             wait_ready(s3, endpoint, 30)
+            clickhouse = f"http://127.0.0.1:{ch_port}"
+            engine = BENCH.parent / "tests" / "clickhouse_http.py"
+            ch = procs.start("clickhouse", [sys.executable, str(engine), str(ch_port), str(workdir / "chdb")])
+            wait_ready(ch, clickhouse + "/ping", 60)
             import boto3
 
             boto3.client(
                 "s3", endpoint_url=endpoint, aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
             ).create_bucket(Bucket=BUCKET)
-            env.update({"BENCH_S3_KEY": "k", "BENCH_S3_SECRET": "s"})
+            env.update({"BENCH_S3_KEY": "k", "BENCH_S3_SECRET": "s", "BENCH_CH_URL": clickhouse})
             shared = {
                 "postgres": {"dsn_env": "AIRLOCK_TEST_POSTGRES_DSN"},
                 "redis": {"url_env": "AIRLOCK_TEST_REDIS_URL", "prefix": "bench:"},
+                "clickhouse": {"url_env": "BENCH_CH_URL", "database": "record"},
                 "s3": {"endpoint": endpoint, "bucket": BUCKET, "access_key_env": "BENCH_S3_KEY",
                        "secret_key_env": "BENCH_S3_SECRET"},
             }  # fmt: skip
@@ -175,7 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                 for name, replicas in deployments.items():
                     console.print(f"round {r + 1}/{args.rounds}: {name}, 2 replicas x {args.connections} connections")
                     rows[name].append(throughput(replicas, args.connections, args.duration))
-            lags = {name: record_lag(replicas, args.probes) for name, replicas in deployments.items()}
+            lags = {
+                name: record_lag(replicas, args.probes, clickhouse if name == "servers" else None)
+                for name, replicas in deployments.items()
+            }
         finally:
             procs.stop_all()
             servers.stop(backends)
@@ -194,13 +223,114 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | 2 x {args.connections} | {rps:,.0f} | {rps / base:.2f} | {p99:.1f} | {errors} "
             f"| {statistics.median(lag) * 1000:.0f} | {lag[-1] * 1000:.0f} |"
         )
-    table = "\n".join(lines)
-    console.print(table)
-    header = (
-        f"# Scale-out benchmark\n\n`python bench/scale.py --duration {args.duration} --connections "
-        f"{args.connections} --rounds {args.rounds} --probes {args.probes}` on {os.cpu_count()} cores.\n\n"
-    )
-    args.output.write_text(header + table + "\n")
+    return "## Two replicas\n\n" + "\n".join(lines) + "\n"
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    started = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - started, out
+
+
+def best_of(n: int, fn: Any) -> tuple[float, Any]:
+    return min((timed(fn) for _ in range(n)), key=lambda t: float(t[0]))
+
+
+def into_chdb(data: Any, folder: Path, database: str) -> tuple[Any, float]:
+    """The synthetic segments inserted into a chdb database migrated by the ClickHouse backend."""
+    import pyarrow.parquet as pq
+
+    from airlock.store.clickhouse.migrate import apply_migrations
+    from airlock.store.clickhouse.transport import ChdbTransport, quoted
+
+    transport = ChdbTransport(folder, database)
+    apply_migrations(transport)
+    if transport.query_rows("SELECT count() AS n FROM spans")[0]["n"]:
+        return transport, 0.0
+    files = sorted(data.spans.glob("*.parquet"))
+    names = pq.read_schema(files[0]).names
+    cols = ", ".join(quoted(n) for n in names)
+    started = time.perf_counter()
+    for seq, path in enumerate(files):
+        transport.command(
+            f"INSERT INTO spans ({cols}, writer_id, seq) SELECT {cols}, 'synthetic', {seq}"
+            f" FROM file('{path}', 'Parquet')"
+        )
+    return transport, time.perf_counter() - started
+
+
+def analyses_section(args: argparse.Namespace) -> str:
+    from airlock.query import Filter, QuerySpec, run_query
+    from airlock.slices import SliceOptions, find_slices
+    from airlock.store.clickhouse.query import ClickHouseSpanQuery
+    from airlock.store.clickhouse.slices import ClickHouseSliceCandidates
+    from airlock.store.embedded.query_engine import DuckDBSpanQuery
+    from airlock.store.embedded.slices import ParquetSliceCandidates
+    from airlock.store.embedded.synthetic import Workload
+    from telemetry import PLANTED, QUERY_ATTRIBUTES, _dataset, _slice_attributes
+
+    out = []
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    chdb_folder = args.workdir / "chdb"
+    if args.analysis_spans:
+        n = args.analysis_spans
+        console.print(f"[bold]analyses: airlock query on {n:,} spans, DuckDB beside ClickHouse (chdb)")
+        workload = Workload(n, QUERY_ATTRIBUTES, planted=[PLANTED], spans_per_segment=1_000_000)
+        data, _ = _dataset(args.workdir, f"query-{n}", workload)
+        transport, inserted = into_chdb(data, chdb_folder, f"query_{n}")
+        queries = [
+            ("group by user_id (1M distinct), top 20 by spans", QuerySpec(by=("user_id",))),
+            ("group by user_id, top 20 by p95", QuerySpec(by=("user_id",), sort="p95_ms")),
+            ("group by feature x region", QuerySpec(by=("feature", "region"))),
+            ("filter locale=l3, group by user_id", QuerySpec(by=("user_id",), where=(Filter.parse("locale=l3"),))),
+        ]
+        duck, house = DuckDBSpanQuery(data), ClickHouseSpanQuery(transport)
+        run_query(duck, QuerySpec(limit=1))  # the query copies, built once
+        lines = ["| query | DuckDB (embedded) s | ClickHouse (chdb) s | ratio |", "|---|---|---|---|"]
+        for label, spec in queries:
+            d = min(timed(lambda spec=spec: run_query(duck, spec))[0] for _ in range(3))
+            c = min(timed(lambda spec=spec: run_query(house, spec))[0] for _ in range(3))
+            lines.append(f"| {label} | {d:.2f} | {c:.2f} | {c / d:.2f} |")
+        note = f" (inserted into chdb in {inserted:.0f} s)" if inserted else ""
+        out.append(f"## airlock query on {n:,} spans{note}\n\n" + "\n".join(lines) + "\n")
+    if args.slice_spans:
+        n = args.slice_spans
+        console.print(f"[bold]analyses: airlock slices on {n:,} spans, DuckDB beside ClickHouse (chdb)")
+        workload = Workload(n, _slice_attributes(), planted=[PLANTED], spans_per_segment=250_000)
+        data, _ = _dataset(args.workdir, f"slices-planted-{n}", workload)
+        transport, _ = into_chdb(data, chdb_folder, f"slices_{n}")
+        duck_slices, house_slices = ParquetSliceCandidates(data), ClickHouseSliceCandidates(transport)
+        find_slices(duck_slices, SliceOptions())
+        d, report_d = min(
+            (timed(lambda: find_slices(duck_slices, SliceOptions())) for _ in range(3)), key=lambda t: t[0]
+        )
+        c, report_c = min(
+            (timed(lambda: find_slices(house_slices, SliceOptions())) for _ in range(3)), key=lambda t: t[0]
+        )
+        top_d = report_d.slices[0].label() if report_d.slices else "-"
+        top_c = report_c.slices[0].label() if report_c.slices else "-"
+        out.append(
+            f"## airlock slices on {n:,} spans, 50 dimensions, a planted slice\n\n"
+            "| store | warm s | top finding |\n|---|---|---|\n"
+            f"| DuckDB (embedded) | {d:.2f} | {top_d} |\n| ClickHouse (chdb) | {c:.2f} | {top_c} |\n"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sections = []
+    if not args.skip_replicas:
+        workdir = Path(tempfile.mkdtemp(prefix="airlock-scale-"))
+        workdir.chmod(0o755)  # PostgreSQL runs as its own user and must reach its folder inside
+        sections.append(replicas_section(args, workdir))
+    if args.analysis_spans or args.slice_spans:
+        sections.append(analyses_section(args))
+    body = "\n".join(sections)
+    console.print(body)
+    given = " ".join(argv if argv is not None else sys.argv[1:])
+    header = f"# Scale-out benchmark\n\n`python bench/scale.py {given}` on {os.cpu_count()} cores.\n\n"
+    args.output.write_text(header + body)
     console.print(f"written to {args.output}")
     return 0
 
