@@ -15,6 +15,9 @@ if "$BIN/python" tests/servers.py start "$servers" >/dev/null; then
 else
   echo "tests: PostgreSQL or Redis could not be started (apt-get install postgresql redis-server); their tests skip"
 fi
+# The ClickHouse suite runs on chdb in process, and also through the HTTP transport against the same
+# engine behind ClickHouse's HTTP interface (tests/conftest.py starts it inside the namespace).
+export AIRLOCK_TEST_CLICKHOUSE_HTTP=1
 if unshare -rn true 2>/dev/null; then
   echo "tests: in a network namespace with only loopback (unshare -rn)"
   unshare -rn "$BIN/python" tests/offline.py "$BIN/python" -m pytest -q "$@" || exit 1

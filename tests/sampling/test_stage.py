@@ -19,6 +19,7 @@ from airlock.sampling.report import sampling_status
 from airlock.sampling.retention import SampledRetention
 from airlock.sampling.stage import SamplingPass
 from airlock.store.embedded import DataDir, DuckDBSpanReader, ParquetSegments
+from airlock.store.embedded.ledger import SQLiteLedgerItems
 from airlock.store.embedded.query_engine import DuckDBSpanQuery
 from airlock.store.embedded.sampling import SampledReader
 from airlock.store.embedded.segments import live_segments
@@ -290,7 +291,7 @@ def test_the_bill_and_queries_stay_unbiased_once_sampling_prunes_the_record(tmp_
     # every task also posted a line item (exact: never sampled) for its trace
     from airlock.ledger import LedgerItems, LineItemIn
 
-    items = LedgerItems(data.state_db)
+    items = LedgerItems(SQLiteLedgerItems(data.state_db))
     tenants = {r["trace_id"]: r["airlock.tenant"] for r in DuckDBSpanReader(data).sql("SELECT * FROM spans")}
     for n, (trace_id, tenant) in enumerate(sorted(tenants.items())):
         items.add(tenant, [LineItemIn(id=f"i{n}", category="tool", amount_usd=0.001, trace_id=trace_id)])

@@ -3,6 +3,7 @@ embedded aggregator, which reads no storage)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pytest
 from airlock.energy.report import energy_report
 from airlock.ledger.lines import pricing_tables
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store import build_stores
 from airlock.store.clickhouse.energy import CALL_FACT_SCHEMA, ClickHouseCallFacts
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
@@ -49,7 +51,13 @@ def test_call_facts_and_the_report_on_them(tmp_path: Path, clickhouse: ClickHous
     assert three["task"] == three["trace_id"]
     points = [{"batch": 1, "prefill_j_per_token": 0.1, "decode_j_per_token": 1.0}]
     cfg = config(tmp_path, energy={"profiles": [{"model": "m-large", "points": points, "idle_share": 0.0, "pue": 1.0}]})
-    report = energy_report(cfg, ["feature"], T0, T0 + 100 * S, reader=ClickHouseCallFacts(clickhouse))
+    report = energy_report(
+        cfg,
+        ["feature"],
+        T0,
+        T0 + 100 * S,
+        stores=replace(build_stores(cfg), call_facts=ClickHouseCallFacts(clickhouse)),
+    )
     by_feature = {r["feature"]: r for r in report.rows}
     assert set(by_feature) == {"(none)", "search", "chat"}
     # the sampled call stands for four: its tokens and profile joules count four times

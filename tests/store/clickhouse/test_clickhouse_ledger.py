@@ -5,6 +5,7 @@ bill's scratch tables gone once it is closed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,6 +14,7 @@ import pytest
 from airlock.errors import StoreError
 from airlock.ledger import build_bill
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store import build_stores
 from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
 from airlock.store.clickhouse.migrate import apply_migrations
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
@@ -52,7 +54,7 @@ def recorded(tmp_path: Path, clickhouse: ClickHouseTransport) -> Path:
 
 def test_the_bill_of_a_small_record(recorded: Path, clickhouse: ClickHouseTransport) -> None:
     cfg = config(recorded)
-    bill = build_bill(cfg, reader=ClickHouseBillReader(clickhouse))
+    bill = build_bill(cfg, stores=replace(build_stores(cfg), bills=ClickHouseBillReader(clickhouse)))
     try:
         assert _scratch_tables(clickhouse) > 0
         got = {(r["source"], r["category"], r["span_id"]): r for r in bill.lines()}
@@ -128,7 +130,9 @@ def test_a_record_clickhouse_cannot_read_is_a_store_error_and_leaves_nothing(
     bare = ChdbTransport(chdb_clickhouse.path, fresh_database_name())
     try:
         with pytest.raises(StoreError):
-            build_bill(config(tmp_path), reader=ClickHouseBillReader(bare))
+            build_bill(
+                config(tmp_path), stores=replace(build_stores(config(tmp_path)), bills=ClickHouseBillReader(bare))
+            )
         with pytest.raises(StoreError):
             ClickHouseRecordOwners(bare).owners(["t"], [])
         apply_migrations(bare)
@@ -136,7 +140,9 @@ def test_a_record_clickhouse_cannot_read_is_a_store_error_and_leaves_nothing(
         ClickHouseSegmentSink(bare).write("w1", 0, one_span, HOP_SCHEMA.empty_table())
         bare.command("DROP TABLE hops")
         with pytest.raises(StoreError, match="hops"):
-            build_bill(config(tmp_path), reader=ClickHouseBillReader(bare))
+            build_bill(
+                config(tmp_path), stores=replace(build_stores(config(tmp_path)), bills=ClickHouseBillReader(bare))
+            )
         assert _scratch_tables(bare) == 0
     finally:
         bare.command(f"DROP DATABASE IF EXISTS {bare.database}")

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from airlock.energy.report import energy_report
 from airlock.ledger import build_bill
 from airlock.ledger.lines import pricing_tables
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store import build_stores
 from airlock.store.clickhouse.demo import ClickHouseDemoRecord
 from airlock.store.clickhouse.energy import ClickHouseCallFacts
 from airlock.store.clickhouse.export import ClickHouseExportFeed
@@ -230,7 +231,9 @@ def as_set(rows: list[dict[str, Any]]) -> list[str]:
 
 def test_the_bill_is_the_same(record: Record) -> None:
     embedded = build_bill(record.cfg)
-    on_clickhouse = build_bill(record.cfg, reader=ClickHouseBillReader(record.clickhouse))
+    on_clickhouse = build_bill(
+        record.cfg, stores=replace(build_stores(record.cfg), bills=ClickHouseBillReader(record.clickhouse))
+    )
     try:
         lines = embedded.lines()
         assert {line["source"] for line in lines} == {"span", "hop", "attribute", "item", "energy"}
@@ -271,7 +274,7 @@ def test_energy_is_the_same(record: Record) -> None:
     reader = ClickHouseCallFacts(record.clickhouse)
     for by in (["model_tier", "cache"], ["tenant", "task_type"], ["upstream", "source"]):
         a = energy_report(record.cfg, by).as_dict()
-        b = energy_report(record.cfg, by, reader=reader).as_dict()
+        b = energy_report(record.cfg, by, stores=replace(build_stores(record.cfg), call_facts=reader)).as_dict()
         assert a["rows"] and rounded(b) == rounded(a)
 
 

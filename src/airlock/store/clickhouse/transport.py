@@ -255,6 +255,9 @@ class HttpTransport:
                 password=password or "",
                 connect_timeout=connect_timeout_s,
                 send_receive_timeout=send_receive_timeout_s,
+                # No server session: the gateway's threads share this client, and clickhouse-connect
+                # refuses concurrent queries within one session.
+                autogenerate_session_id=False,
             )
             admin.command(f"CREATE DATABASE IF NOT EXISTS {quoted(self.database)}")
             admin.close()
@@ -265,6 +268,9 @@ class HttpTransport:
                 database=self.database,
                 connect_timeout=connect_timeout_s,
                 send_receive_timeout=send_receive_timeout_s,
+                # No server session: the gateway's threads share this client, and clickhouse-connect
+                # refuses concurrent queries within one session.
+                autogenerate_session_id=False,
             )
         except ch_errors.ClickHouseError as e:
             raise self._failure(e, "connect") from e
@@ -294,6 +300,8 @@ class HttpTransport:
     def insert_arrow(self, table: str, data: pa.Table, dedup_token: str | None = None) -> None:
         if data.num_rows == 0:
             return
+        if dedup_token is not None and not _TOKEN.match(dedup_token):  # as the chdb transport refuses it
+            raise StoreError(f"not a valid deduplication token: {dedup_token!r}")
         settings = {"insert_deduplication_token": dedup_token} if dedup_token is not None else None
         try:
             self._client.insert_arrow(valid_identifier(table, "table name"), data, settings=settings)
