@@ -16,20 +16,24 @@ import pyarrow as pa
 import pytest
 
 from airlock.config.schema import Config
+from airlock.ledger.lines import bill_query
 from airlock.query.spec import QuerySpec
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.sampling.collect import collect
 from airlock.sampling.report import sampling_status
 from airlock.sampling.stage import SamplingPass
+from airlock.store.clickhouse.ledger import ClickHouseBillReader
 from airlock.store.clickhouse.query import ClickHouseSpanQuery
 from airlock.store.clickhouse.sampling import clickhouse_sampling_stores
 from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
 from airlock.store.embedded.blobs import INDEX_SCHEMA
+from airlock.store.embedded.ledger import DuckDBBillReader
 from airlock.store.embedded.query import DuckDBSpanReader
 from airlock.store.embedded.query_engine import DuckDBSpanQuery
 from airlock.store.embedded.sampling import FileSamplerLock, SQLiteSamplingState, embedded_sampling_stores
+from airlock.store.ledger import RevenueRule
 from airlock.store.sampling import SamplingStores
 from clickhouse_engine import _chdb_engine_folder, fresh_clickhouse  # noqa: F401 (a fixture)
 
@@ -171,7 +175,7 @@ def recorded(tmp_path: Path, _chdb_engine_folder: Path) -> Iterator[Recorded]:  
         stores = clickhouse_sampling_stores(
             transport, lambda: SQLiteSamplingState(state), lambda: FileSamplerLock.take(state), quiet_s=0
         )
-        yield Recorded(config(tmp_path), data, embedded_sampling_stores(data), transport, state, stores)
+        yield Recorded(config(data.root), data, embedded_sampling_stores(data), transport, state, stores)
 
 
 def _passes(r: Recorded, now_ns: int) -> tuple[list[Any], list[Any]]:
@@ -199,6 +203,22 @@ def _grouped(r: Recorded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         _normal(DuckDBSpanQuery(r.embedded).grouped(spec).rows),
         _normal(ClickHouseSpanQuery(r.clickhouse).grouped(spec).rows),
     )
+
+
+def _billed(r: Recorded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The bill's totals by tenant and feature (money and tasks weighted by the sampler's decisions), but
+    for the storage line: what the record takes on disk differs between the stores by design."""
+    query = bill_query(r.cfg)  # the prices of the config, no posted items
+    out = []
+    for reader in (DuckDBBillReader(r.embedded), ClickHouseBillReader(r.clickhouse)):
+        bill = reader.open_bill(query)
+        try:
+            groups = bill.grouped(("tenant", "feature"), RevenueRule(None, {}))
+        finally:
+            bill.close()
+        rows = [{**g.key, "tasks": g.tasks, "inference": g.by_category.get("inference")} for g in groups]
+        out.append(_normal(rows))
+    return out[0], out[1]
 
 
 def _record(r: Recorded) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]], set[str]]:
@@ -259,6 +279,9 @@ def test_the_sampler_decides_reports_and_prunes_the_same_on_both_stores(recorded
     assert sorted(v_e.to_pylist(), key=lambda x: x["trace_id"]) == v_c.to_pylist()
     before_e, before_c = _grouped(r)
     assert before_e == before_c
+    bill_e, bill_c = _billed(r)
+    assert bill_e == bill_c
+    assert sum(row["tasks"] for row in bill_c) != total  # tasks weighted too
     assert sum(row["spans"] for row in before_c) != 3 * total  # weighted by the decisions, not raw counts
 
     # `airlock sample gc`: the same spans and hops go, the same payloads are released
@@ -276,4 +299,5 @@ def test_the_sampler_decides_reports_and_prunes_the_same_on_both_stores(recorded
     assert gc_c.pack_bytes_after < gc_c.pack_bytes_before  # the frames the index still locates
     after_e, after_c = _grouped(r)
     assert after_e == after_c == before_c  # pruning what was weighted 0 changes no total
+    assert _billed(r) == (bill_c, bill_c)
     assert len(index_after) > 0
