@@ -16,12 +16,13 @@ import pyarrow as pa
 import pytest
 
 from airlock.config.schema import Config
-from airlock.ledger.lines import bill_query
+from airlock.ledger.lines import bill_query, pricing_tables
 from airlock.query.spec import QuerySpec
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
 from airlock.sampling.collect import collect
 from airlock.sampling.report import sampling_status
 from airlock.sampling.stage import SamplingPass
+from airlock.store.clickhouse.energy import ClickHouseCallFacts
 from airlock.store.clickhouse.ledger import ClickHouseBillReader
 from airlock.store.clickhouse.query import ClickHouseSpanQuery
 from airlock.store.clickhouse.sampling import clickhouse_sampling_stores
@@ -29,6 +30,7 @@ from airlock.store.clickhouse.sink import ClickHouseSegmentSink
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.embedded import DataDir, ParquetSegments
 from airlock.store.embedded.blobs import INDEX_SCHEMA
+from airlock.store.embedded.energy import DuckDBCallFacts
 from airlock.store.embedded.ledger import DuckDBBillReader
 from airlock.store.embedded.query import DuckDBSpanReader
 from airlock.store.embedded.query_engine import DuckDBSpanQuery
@@ -221,6 +223,15 @@ def _billed(r: Recorded) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return out[0], out[1]
 
 
+def _call_weights(r: Recorded) -> tuple[dict[str, float], dict[str, float]]:
+    """The energy report's call facts: each call's weight (the traces it stands for), by span."""
+    out = []
+    for reader in (DuckDBCallFacts(r.embedded), ClickHouseCallFacts(r.clickhouse)):
+        facts = reader.call_facts(0, 2**62, pricing_tables(r.cfg))
+        out.append(dict(zip(facts["span_id"].to_pylist(), facts["weight"].to_pylist(), strict=True)))
+    return out[0], out[1]
+
+
 def _record(r: Recorded) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]], set[str]]:
     embedded = DuckDBSpanReader(r.embedded)
     spans_e = {(x["trace_id"], x["span_id"]) for x in embedded.sql("SELECT trace_id, span_id FROM spans")}
@@ -282,6 +293,8 @@ def test_the_sampler_decides_reports_and_prunes_the_same_on_both_stores(recorded
     bill_e, bill_c = _billed(r)
     assert bill_e == bill_c
     assert sum(row["tasks"] for row in bill_c) != total  # tasks weighted too
+    calls_e, calls_c = _call_weights(r)
+    assert calls_e == calls_c and set(calls_c.values()) != {1.0}
     assert sum(row["spans"] for row in before_c) != 3 * total  # weighted by the decisions, not raw counts
 
     # `airlock sample gc`: the same spans and hops go, the same payloads are released

@@ -102,8 +102,9 @@ LEFT JOIN {tables["model_keys"]} mk ON mk.upstream = s.`airlock.upstream`
 
 
 # A span's weight: how many traces its trace stands for under tail sampling (the sampler's decision, which
-# also holds for spans not yet pruned; else its stamp), joined as `tw`.
+# also holds for spans not yet pruned; else its stamp), from the decisions joined onto spans `s` as `tw`.
 SPAN_WEIGHT = "coalesce(tw.sample_weight, s.`airlock.sample.rate`, 1.0)"
+WEIGHTS_JOIN = f"LEFT JOIN {trace_weights_subquery()} tw ON tw.trace_id = s.trace_id"
 
 
 class ClickHouseRecordOwners:
@@ -195,7 +196,7 @@ SELECT s.span_id AS span_id, s.trace_id AS trace_id, s.start_ns AS start_ns, s.s
        s.attributes AS attributes,
        {weight} AS weight
 FROM spans s
-LEFT JOIN {weights} tw ON tw.trace_id = s.trace_id
+{weights_join}
 {model_joins}
 WHERE s.start_ns >= {{since:Int64}} AND s.start_ns < {{until:Int64}} AND s.`airlock.replay.run` IS NULL
 """
@@ -478,7 +479,7 @@ class ClickHouseBillReader:
                 facts=tables["facts"],
                 feature=attribute("feature"),
                 weight=SPAN_WEIGHT,
-                weights=trace_weights_subquery(),
+                weights_join=WEIGHTS_JOIN,
                 model_joins=model_joins(tables),
             )
             + JOIN_NULLS,

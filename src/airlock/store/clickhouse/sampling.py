@@ -14,7 +14,7 @@ ClickHouse sink writes and the two tables of migration 0002 (`sample_decisions`,
   (PostgreSQL on a scale-out deployment); the verdicts from `sample_decisions`.
 - `ClickHouseRecordCollector` (sampling_gc.py): `airlock sample gc` on the tables.
 
-`trace_weights_sql` is each decided trace's weight for the other ClickHouse readers (query, ledger), so
+`trace_weights_subquery` is each decided trace's weight for the other ClickHouse readers (query, ledger), so
 their totals are unbiased before anything is pruned. `clickhouse_sampling_stores` builds them all."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ deleted (lightweight DELETE, a batch group at a time), and the blob index withou
 
 What differs from the embedded collector (store/embedded/sampling_gc.py), and why:
 - Nothing is stamped: a kept trace's spans are not rewritten with its adjusted count, since every
-  ClickHouse reader weights spans from `sample_decisions` (sampling.trace_weights_join), and an UPDATE
+  ClickHouse reader weights spans from `sample_decisions` (sampling.trace_weights_subquery), and an UPDATE
   mutation would rewrite every part. So `segments_rewritten` counts the writer batches that lost rows.
 - Released payloads leave the blob index only: their bytes stay in the packs (in the object store on a
   scale-out deployment, where a pack is an immutable object shared by every blob of its batch), so
@@ -31,7 +31,7 @@ from airlock.store.clickhouse.schema import BATCHES, BLOB_INDEX, HOPS, SPANS
 from airlock.store.clickhouse.transport import ClickHouseTransport, quoted
 from airlock.store.sampling import PruneResult, ReleaseResult, Retain
 
-_GROUP_SPANS = 50_000  # spans read (and trace ids bound) per group of batches
+_GROUP_SPANS = 10_000  # spans read per group of batches: their trace ids are bound as one parameter
 _DELETE_IDS = 10_000  # ids bound in one DELETE
 
 
