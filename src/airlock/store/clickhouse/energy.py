@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from airlock.store.clickhouse.ledger import SPAN_WEIGHT, ScratchTables, attribute, model_joins
+from airlock.store.clickhouse.ledger import SPAN_WEIGHT, WEIGHTS_JOIN, ScratchTables, attribute, model_joins
 from airlock.store.clickhouse.transport import ClickHouseTransport
 from airlock.store.ledger import PricingTables
 
@@ -44,6 +44,7 @@ SELECT s.span_id AS span_id, s.trace_id AS trace_id, coalesce(s.`airlock.task`, 
        coalesce(s.`gen_ai.usage.output_tokens`, s.`airlock.local.output_tokens`, 0) AS out_tok,
        {weight} AS weight  -- traces it stands for (tail sampling)
 FROM spans s
+{weights_join}
 {model_joins}
 WHERE s.`airlock.upstream` IS NOT NULL AND startsWith(s.kind, 'model.') AND s.`airlock.replay.run` IS NULL
   AND s.start_ns >= {{since:Int64}} AND s.start_ns < {{until:Int64}}
@@ -73,6 +74,7 @@ class ClickHouseCallFacts:
                 feature=attribute("feature"),
                 task_type=attribute("task_type"),
                 weight=SPAN_WEIGHT,
+                weights_join=WEIGHTS_JOIN,
                 model_joins=model_joins(tables),
             )
             table = self.transport.query_arrow(query, {"since": since_ns, "until": until_ns})

@@ -7,11 +7,11 @@ span facts, the lines and the tasks are computed once into scratch tables as wel
 report asks, and dropped when the bill is closed. Scratch tables use the Memory engine and are named
 with a random token, so two bills (two gateways, two reports) never share one.
 
-Differences from the embedded store, all in what ClickHouse holds rather than in the SQL:
-- tail sampling's decisions have no table on ClickHouse, so a span's weight is its compaction stamp
-  (`airlock.sample.rate`), else 1: the same as the embedded store before its sampler's first decision;
-- the storage the bill prices (held_bytes) is what the record's tables take on ClickHouse's disk plus
-  the payload frames the blob index points at, not a data directory's files.
+A span's weight under tail sampling is its trace's from the sampler's decisions (sample_decisions), else
+its stamp `airlock.sample.rate`, else 1, as the embedded bill joins its decision files. The one difference
+from the embedded store is in what ClickHouse holds rather than in the SQL: the storage the bill prices
+(held_bytes) is what the record's tables take on ClickHouse's disk plus the payload frames the blob index
+points at, not a data directory's files.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from airlock.store.clickhouse.sampling import trace_weights_subquery
 from airlock.store.clickhouse.transport import ClickHouseTransport, quoted
 from airlock.store.ledger import (
     BILL_DIMENSIONS,
@@ -100,8 +101,10 @@ LEFT JOIN {tables["model_keys"]} mk ON mk.upstream = s.`airlock.upstream`
 """
 
 
-# A span's weight: how many traces its trace stands for under tail sampling (its compaction stamp).
-SPAN_WEIGHT = "coalesce(s.`airlock.sample.rate`, 1.0)"
+# A span's weight: how many traces its trace stands for under tail sampling (the sampler's decision, which
+# also holds for spans not yet pruned; else its stamp), from the decisions joined onto spans `s` as `tw`.
+SPAN_WEIGHT = "coalesce(tw.sample_weight, s.`airlock.sample.rate`, 1.0)"
+WEIGHTS_JOIN = f"LEFT JOIN {trace_weights_subquery()} tw ON tw.trace_id = s.trace_id"
 
 
 class ClickHouseRecordOwners:
@@ -193,6 +196,7 @@ SELECT s.span_id AS span_id, s.trace_id AS trace_id, s.start_ns AS start_ns, s.s
        s.attributes AS attributes,
        {weight} AS weight
 FROM spans s
+{weights_join}
 {model_joins}
 WHERE s.start_ns >= {{since:Int64}} AND s.start_ns < {{until:Int64}} AND s.`airlock.replay.run` IS NULL
 """
@@ -267,10 +271,12 @@ SELECT 'item', i.category, i.amount_usd, false, NULL,
        i.trace_id, coalesce(i.task, t.task, i.trace_id), i.tenant, coalesce(i.feature, t.feature, k.feature),
        i.user_id, NULL, i.vendor, i.occurred_ns, NULL, NULL, NULL,
        -- posted amounts are exact, and the task they belong to counts as often as its trace stands for
-       1.0, coalesce(k.weight, 1.0)
+       -- (by the sampler's decision, which outlives the spans of a trace it dropped)
+       1.0, coalesce(tw.sample_weight, k.weight, 1.0)
 FROM {items} i
 LEFT JOIN {trace_tasks} t ON t.trace_id = i.trace_id AND t.tenant IS NOT DISTINCT FROM i.tenant
-LEFT JOIN {tasks} k ON k.tenant IS NOT DISTINCT FROM i.tenant AND k.task = i.task"""
+LEFT JOIN {tasks} k ON k.tenant IS NOT DISTINCT FROM i.tenant AND k.task = i.task
+LEFT JOIN {weights} tw ON tw.trace_id = i.trace_id"""
 
 _ELECTRICITY_LINES = """
 SELECT 'energy', 'electricity', e.joules / 3.6e6 * {{usd_per_kwh:Float64}}, e.source <> 'measured',
@@ -470,7 +476,11 @@ class ClickHouseBillReader:
         scratch.made.append(tables["facts"])
         run(
             _SPAN_FACTS.format(
-                facts=tables["facts"], feature=attribute("feature"), weight=SPAN_WEIGHT, model_joins=model_joins(tables)
+                facts=tables["facts"],
+                feature=attribute("feature"),
+                weight=SPAN_WEIGHT,
+                weights_join=WEIGHTS_JOIN,
+                model_joins=model_joins(tables),
             )
             + JOIN_NULLS,
             {"since": query.since_ns, "until": query.until_ns},
@@ -484,7 +494,7 @@ class ClickHouseBillReader:
         scratch.made.extend([tables["tasks"], tables["trace_tasks"]])
         run(_TASKS.format(**tables))
         run(_TRACE_TASKS.format(**tables))
-        run(insert + _ITEM_LINES.format(**tables) + JOIN_NULLS)
+        run(insert + _ITEM_LINES.format(**tables, weights=trace_weights_subquery()) + JOIN_NULLS)
         electricity = query.electricity
         if electricity is not None:
             energy = electricity.span_joules.select(_ENERGY_SCHEMA.names).cast(_ENERGY_SCHEMA)

@@ -10,8 +10,9 @@ NULL percentiles. Every value travels as a {name:Type} parameter (`Binds`); pric
 One pass computes every measure of every group (ClickHouse's aggregation is fast enough that the
 embedded two-pass plan buys nothing here) and a window gives the totals before the limit.
 
-Tail sampling's weights are the adjusted counts stamped in `airlock.sample.rate` (a span without one
-stands for itself); decisions not yet stamped into the spans are not joined here."""
+Tail sampling's weights are the sampler's decisions (sample_decisions), joined by trace as the embedded
+query joins its decision files, so totals stay unbiased before anything is pruned; else the adjusted count
+stamped in `airlock.sample.rate`; a span with neither stands for itself."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from airlock.errors import QueryError
 from airlock.query.fields import NUMERIC_COLUMNS, attribute_key, is_numeric, span_column
 from airlock.query.spec import MEASURES, ORDER_OPS, Filter, bucket_width_ns
+from airlock.store.clickhouse.sampling import trace_weights_subquery
 from airlock.store.clickhouse.schema import SPANS
 from airlock.store.clickhouse.transport import ClickHouseTransport, quoted
 from airlock.store.query import NS_PER_DAY, GroupedSpans, PriceLookup
@@ -112,8 +114,8 @@ class ClickHouseSpanQuery:
             " `gen_ai.usage.cache_read.input_tokens` AS tcached, `airlock.usage.reasoning_tokens` AS treason,"
             " `airlock.upstream` AS up, `airlock.upstream.model` AS upm,"
             f" intDiv(start_ns, {NS_PER_DAY}) AS day,"
-            " coalesce(`airlock.sample.rate`, 1.0) AS w"
-            f" FROM {SPANS} WHERE {where}"
+            " coalesce(tw.sample_weight, `airlock.sample.rate`, 1.0) AS w"
+            f" FROM {SPANS} LEFT JOIN {trace_weights_subquery()} AS tw USING (trace_id) WHERE {where}"
         )
         cost, scan = "CAST(NULL AS Nullable(Float64))", base
         priced = self._priced(base, binds, prices) if prices is not None else None
