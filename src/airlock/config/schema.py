@@ -560,11 +560,6 @@ class Config(Strict):
                     f"{where}.clickhouse: a record shared by several nodes needs their state shared too "
                     f"(export cursors, sampling and replay state): name {where}.postgres as well"
                 )
-            if servers.clickhouse is not None and self.sampling.enabled:
-                raise ValueError(
-                    f"{where}.clickhouse: tail sampling runs on the embedded record only for now; on "
-                    "ClickHouse, bound the record with clickhouse.retention_days instead"
-                )
         if self.store.regions and self.node.region not in self.store.regions:
             raise ValueError(
                 f"store.regions has no entry for this node's region {self.node.region!r} (node.region): a node "

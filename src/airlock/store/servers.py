@@ -187,6 +187,7 @@ def with_clickhouse(
     from airlock.store.clickhouse.ledger import ClickHouseBillReader, ClickHouseRecordOwners
     from airlock.store.clickhouse.query import ClickHouseSpanQuery
     from airlock.store.clickhouse.replay import ClickHouseBlobLocator, ClickHouseReplaySelection
+    from airlock.store.clickhouse.sampling import clickhouse_sampling_stores
     from airlock.store.clickhouse.slices import ClickHouseSliceCandidates
     from airlock.store.clickhouse.spans import ClickHouseSpanReader
     from airlock.store.embedded.query import LocalPacks
@@ -212,6 +213,7 @@ def with_clickhouse(
         payloads=payloads,
         replay=ClickHouseReplaySelection(transport, payloads),
         take_leader=lambda name: PostgresLeaderLock.take(dsn, name),
+        sampling=clickhouse_sampling_stores(transport, stores.sampling.open_state, stores.sampling.take_lock),
     )
 
 
