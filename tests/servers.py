@@ -124,8 +124,14 @@ def stop(root: Path) -> None:
     pidfile = root / "redis" / "redis.pid"
     if pidfile.exists():
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pidfile.read_text().strip()), 15)
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 15)
+            deadline = time.monotonic() + 10  # gone, not only told to go: a test that stops it relies on it
+            while time.monotonic() < deadline:
+                os.kill(pid, 0)
+                time.sleep(0.02)
         pidfile.unlink(missing_ok=True)
+        (root / "redis" / "redis.sock").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
