@@ -36,7 +36,7 @@ def test_blobs_are_stored_once_and_read_back_verified(tmp_path: Path) -> None:
 
 
 def test_a_new_writer_warm_started_from_the_index_deduplicates(tmp_path: Path) -> None:
-    from airlock.record.writer import recent_digests
+    from airlock.store.embedded.blobs import recent_digests
 
     data = DataDir.at(tmp_path)
     data.create()

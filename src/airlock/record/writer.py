@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from airlock.record import frames
 from airlock.record.recorder import QueueItem, Recorder, strip_secret_headers
 from airlock.record.rows import checked_row, finish_row, partial_row, store_payloads
 from airlock.record.schema import HOP_SCHEMA, SPAN_SCHEMA
+from airlock.store.embedded.blobs import recent_digests
 from airlock.store.embedded.segments import live_segments
 from airlock.store.interface import PayloadSink, SegmentSink
 
@@ -291,7 +291,7 @@ class BatchWriter:
         error only if it `clears`: a compaction with nothing to merge says nothing about the disk."""
         try:
             fn(*args)
-        except (OSError, sqlite3.Error, StoreError) as e:  # the disk or a store: retried, logged in one line
+        except (OSError, StoreError) as e:  # the disk or a store: retried, logged in one line
             self.rec.note_error(f"{type(e).__name__}: {getattr(e, 'strerror', None) or e}")
             self._backoff = min(max(self._backoff * 2, 0.05), 2.0)
             log.error("recorder write failed (will retry): %s", e)
@@ -435,25 +435,6 @@ class BatchWriter:
             os.replace(tmp, path)
         except OSError as e:  # the status file is a convenience; the counters live in memory
             log.debug("status file not written: %s", e)
-
-
-def recent_digests(data: Any, limit: int) -> list[str]:
-    """Digests from the newest blob index segments, oldest first, to warm the deduplication window."""
-    import pyarrow.parquet as pq
-
-    out: list[list[str]] = []
-    total = 0
-    files = sorted(data.blob_index.glob("*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in files:
-        try:
-            digests = pq.read_table(path, columns=["digest"]).column("digest").to_pylist()
-        except (OSError, pa.ArrowInvalid):
-            continue
-        out.append(digests)
-        total += len(digests)
-        if total >= limit:
-            break
-    return [d for chunk in reversed(out) for d in chunk][-limit:]
 
 
 def _lock_writer(run_dir: Any, writer_id: str, blocking: bool) -> int | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import zstandard
 
 from airlock.errors import BlobCorrupt
@@ -235,3 +236,20 @@ def valid_prefix(prefix: str) -> str:
     if not re.fullmatch(r"[0-9a-f]{8,64}", prefix):
         raise KeyError(f"give at least 8 hex characters of the hash, not {prefix!r}")
     return prefix
+
+
+def recent_digests(data: Any, limit: int) -> list[str]:
+    """Digests from the newest blob index segments, oldest first, to warm the deduplication window."""
+    out: list[list[str]] = []
+    total = 0
+    files = sorted(data.blob_index.glob("*.parquet"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        try:
+            digests = pq.read_table(path, columns=["digest"]).column("digest").to_pylist()
+        except (OSError, pa.ArrowInvalid):
+            continue
+        out.append(digests)
+        total += len(digests)
+        if total >= limit:
+            break
+    return [d for chunk in reversed(out) for d in chunk][-limit:]
