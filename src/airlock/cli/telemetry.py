@@ -164,6 +164,11 @@ def query(
 @click.option("--min-support", type=int, default=None, help="Spans a slice needs (default: max(20, 0.05%)).")
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="Family-wise error rate (Bonferroni).")
 @click.option("--top", type=int, default=10, show_default=True)
+@click.option(
+    "--regions",
+    default=None,
+    help="Comma list of store.regions, or all: the finder runs in each region's own record; findings listed by region.",
+)
 @FORMAT
 def slices(
     data_dir: str | None,
@@ -176,14 +181,15 @@ def slices(
     min_support: int | None,
     alpha: float,
     top: int,
+    regions: str | None,
     fmt: str,
 ) -> None:
     """Attribute-value combinations whose error, latency or cost rate stands out, by excess failures."""
     from airlock.query import Filter, QueryError
     from airlock.slices import SliceOptions, find_slices, report_rows
 
-    stores = stores_for(data_dir, config_path)
-    if stores.backend == "embedded" and not stores.data.spans.exists():
+    stores = None if regions else stores_for(data_dir, config_path)
+    if stores is not None and stores.backend == "embedded" and not stores.data.spans.exists():
         raise click.UsageError(f"no record at {stores.data.root}")
     try:
         filters = tuple(Filter.parse(w) for w in where)
@@ -199,6 +205,10 @@ def slices(
         alpha=alpha,
         top=top,
     )
+    if regions:
+        _regional_slices(config_path, regions, opts, fmt)
+        return
+    assert stores is not None
     started = time.monotonic()
     try:
         report = find_slices(stores.slices, opts, _config(config_path))
@@ -231,3 +241,39 @@ def slices(
         f"Slices that stand out: {metric}",
         notes,
     )
+
+
+def _regional_slices(config_path: str | None, regions: str, opts: Any, fmt: str) -> None:
+    """The slice finder in each region's own record (the counting runs where the spans are); only each
+    region's findings come back, listed by region. A slice that stands out only across regions is not
+    looked for."""
+    from airlock.errors import StoreError
+    from airlock.query import QueryError
+    from airlock.slices import find_slices, report_rows
+    from airlock.store import build_stores
+
+    config = _config(config_path or "airlock.yaml")
+    if config is None:
+        raise click.UsageError("--regions needs the config (--config FILE)")
+    known = list(config.store.regions)
+    chosen = known if regions == "all" else [r.strip() for r in regions.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in known]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"not under store.regions: {unknown or regions}; known: {known}", param_hint="--regions"
+        )
+    rows: list[dict[str, Any]] = []
+    notes = []
+    try:
+        for region in chosen:
+            report = find_slices(build_stores(config, region).slices, opts, config)
+            rows += [{"region": region, **row} for row in report_rows(report)]
+            notes.append(
+                f"{region}: {report.spans:,} spans, {report.failures:,} failures, {report.tried:,} slices tried"
+            )
+    except StoreError as e:
+        raise click.UsageError(f"the store cannot be read: {e.detail}") from None
+    except QueryError as e:
+        raise click.UsageError(str(e)) from None
+    columns = list(rows[0]) if rows else ["region", "rank", "slice"]
+    _emit(columns, rows, fmt, "Slices by region (each found in its own region's record)", notes)
