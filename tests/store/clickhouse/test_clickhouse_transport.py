@@ -116,3 +116,12 @@ def test_a_server_that_cannot_be_reached_is_unavailable() -> None:
         with pytest.raises(StoreUnavailable, match=f"127.0.0.1:{port}"):
             HttpTransport(f"http://127.0.0.1:{port}", "airlock", connect_timeout_s=2)
         assert time.monotonic() - started < 10
+
+
+def test_an_unreachable_server_is_named_without_its_password() -> None:
+    from airlock.errors import StoreUnavailable
+    from airlock.store.clickhouse.transport import HttpTransport
+
+    with pytest.raises(StoreUnavailable) as e:
+        HttpTransport("http://airlock:hunter2-secret@127.0.0.1:1", "record", connect_timeout_s=1)
+    assert "hunter2-secret" not in str(e.value) and "airlock:***@127.0.0.1:1" in str(e.value)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 
@@ -228,6 +229,16 @@ class ChdbTransport:
 # -- HTTP ----------------------------------------------------------------------------------------
 
 
+def shown_url(url: str) -> str:
+    """A server URL as messages may show it: any password replaced by ***."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
 class HttpTransport:
     """A database on a ClickHouse server, through clickhouse-connect over HTTP(S)."""
 
@@ -276,9 +287,14 @@ class HttpTransport:
             raise self._failure(e, "connect") from e
 
     def _failure(self, e: Exception, what: str) -> StoreError:
+        """The error for a failure, naming the server without its password (the URL may carry one)."""
+        text = f"ClickHouse at {shown_url(self.url)}: {what}: {e}"
+        secret = urlsplit(self.url).password
+        if secret:
+            text = text.replace(secret, "***")
         if isinstance(e, self._errors.OperationalError):  # the server cannot be reached
-            return StoreUnavailable(f"ClickHouse at {self.url}: {what}: {e}")
-        return StoreError(f"ClickHouse at {self.url}: {what}: {e}")
+            return StoreUnavailable(text)
+        return StoreError(text)
 
     def command(self, sql: str, params: Params | None = None) -> None:
         try:
