@@ -55,7 +55,8 @@ def stores_for(data_dir: str | None, config_path: str | None) -> Stores:
             raise click.UsageError(f"config refused: {e.detail}") from None
         if data_dir:
             config = config.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
-        if config.store.backend == "embedded" and not Path(config.data_dir).exists():
+        record_here = config.store.for_region(config.node.region).clickhouse is None
+        if record_here and not Path(config.data_dir).exists():
             raise click.UsageError(f"no data directory at {config.data_dir}")
         return build_stores(config)
     except StoreError as e:
