@@ -83,6 +83,9 @@ def test_a_batch_is_stored_all_or_nothing(gw: Gateway) -> None:
         (b'{"id": "x", "category": "tool", "amount_usd": 1}', 422, "trace_id or task"),
         (b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t", "colour": "red"}', 422, "colour"),
         (b'{"items": []}', 422, "items"),
+        # a NUL in a name or note: PostgreSQL's text cannot hold it (a 503 there before it was refused)
+        (b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t\\u0000x"}', 422, "NUL"),
+        (b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t", "attributes": {"k": "\\u0000"}}', 422, "NUL"),
         # accepted and then never billed, or a 500 from an overflow, before a time range was enforced
         (
             b'{"id": "x", "category": "tool", "amount_usd": 1, "task": "t", "occurred_at": "2200-01-01T00:00:00Z"}',

@@ -47,6 +47,21 @@ class LineItemIn(BaseModel):
     description: str | None = Field(None, max_length=500)
     attributes: dict[str, str] = Field(default_factory=dict, max_length=32)
 
+    @field_validator("unit", "task", "feature", "user", "vendor", "description")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        # A NUL byte is no part of any name or note, and PostgreSQL's text cannot hold one.
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _no_nul_attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        if any("\x00" in k or "\x00" in v for k, v in value.items()):
+            raise ValueError("must not contain a NUL character")
+        return value
+
     @field_validator("occurred_at")
     @classmethod
     def _when(cls, value: datetime | None) -> datetime | None:
