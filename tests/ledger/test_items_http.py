@@ -131,6 +131,7 @@ def test_energy_readings_are_stored_for_declared_devices(gw: Gateway) -> None:
     unknown = push({"readings": [{**readings[0], "device": "gpu-9"}]})
     assert unknown.status_code == 422 and "energy.gpus" in unknown.json()["detail"]
     assert push({"readings": [{"device": "gpu-0"}]}).status_code == 422
+    assert push({"readings": [{**readings[0], "device": "gpu-0\x00"}]}).status_code == 422  # no NUL, no controls
     store = SQLiteEnergyReadings(DataDir.at(gw.data_dir).state_db)
     try:
         assert [r.energy_mj for r in store.of("gpu-0")] == [5_000, 5_007, 5_014]

@@ -12,7 +12,7 @@ from airlock.store.energy import EnergyReadingRepository, Reading
 class ReadingIn(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    device: str = Field(min_length=1, max_length=128)
+    device: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")  # no NUL or control characters
     t_ns: int = Field(gt=0, lt=2**62)
     energy_mj: int = Field(ge=0, lt=2**62)
 
