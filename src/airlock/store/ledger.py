@@ -9,6 +9,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import pyarrow as pa
 
 # What the bill can be grouped by. `day` is the UTC day (YYYY-MM-DD) of the line's start; every other
@@ -59,6 +60,30 @@ class LedgerItemRecord:
     vendor: str | None = None
     description: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+# How a LedgerItemRecord is kept in a table: these columns, in this order, attributes as JSON text.
+ITEM_COLUMNS = (
+    "tenant", "item_id", "category", "amount_usd", "quantity", "unit", "occurred_ns", "trace_id", "task",
+    "feature", "user_id", "vendor", "description", "attributes", "request_sha",
+)  # fmt: skip
+
+
+def item_row(item: LedgerItemRecord) -> tuple[Any, ...]:
+    """The item as a row of ITEM_COLUMNS."""
+    attributes = orjson.dumps(dict(item.attributes)).decode() if item.attributes else None
+    return (
+        item.tenant, item.item_id, item.category, item.amount_usd, item.quantity, item.unit, item.occurred_ns,
+        item.trace_id, item.task, item.feature, item.user_id, item.vendor, item.description, attributes,
+        item.request_sha,
+    )  # fmt: skip
+
+
+def item_of_row(row: Sequence[Any]) -> LedgerItemRecord:
+    """The item a row of ITEM_COLUMNS holds."""
+    fields = dict(zip(ITEM_COLUMNS, row, strict=True))
+    fields["attributes"] = orjson.loads(fields["attributes"]) if fields["attributes"] else {}
+    return LedgerItemRecord(**fields)
 
 
 class LedgerItemRepository(Protocol):

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-import orjson
 import pyarrow as pa
 
 from airlock.errors import ItemConflict, StoreUnavailable
@@ -21,6 +20,7 @@ from airlock.store.embedded.sampling import create_trace_weights_view
 from airlock.store.embedded.state import SQLiteState
 from airlock.store.ledger import (
     BILL_DIMENSIONS,
+    ITEM_COLUMNS,
     LINE_COLUMNS,
     WASTE_REASONS,
     BillQuery,
@@ -28,6 +28,8 @@ from airlock.store.ledger import (
     LedgerItemRecord,
     RecordOwners,
     RevenueRule,
+    item_of_row,
+    item_row,
 )
 
 ROW_BYTES = 512  # what a span row and its hops take in the segments beside its payloads (an estimate)
@@ -48,12 +50,6 @@ def with_compaction_retry(build: Callable[[], T], doing: str) -> T:
         raise StoreUnavailable(f"{doing}: {type(e).__name__}: {e}") from e
 
 
-_ITEM_COLUMNS = (
-    "tenant", "item_id", "category", "amount_usd", "quantity", "unit", "occurred_ns", "trace_id", "task",
-    "feature", "user_id", "vendor", "description", "attributes", "request_sha",
-)  # fmt: skip
-
-
 class SQLiteLedgerItems:
     """LedgerItemRepository on the data directory's SQLite state (table ledger_items)."""
 
@@ -71,9 +67,9 @@ class SQLiteLedgerItems:
             try:
                 for item in items:
                     cur = self.conn.execute(
-                        f"INSERT INTO ledger_items ({', '.join(_ITEM_COLUMNS)})"
-                        f" VALUES ({', '.join('?' * len(_ITEM_COLUMNS))}) ON CONFLICT (tenant, item_id) DO NOTHING",
-                        _item_row(item),
+                        f"INSERT INTO ledger_items ({', '.join(ITEM_COLUMNS)})"
+                        f" VALUES ({', '.join('?' * len(ITEM_COLUMNS))}) ON CONFLICT (tenant, item_id) DO NOTHING",
+                        item_row(item),
                     )
                     if cur.rowcount == 1:
                         created.append(True)
@@ -96,30 +92,16 @@ class SQLiteLedgerItems:
     def in_window(self, since_ns: int, until_ns: int) -> list[LedgerItemRecord]:
         try:
             cur = self.conn.execute(
-                f"SELECT {', '.join(_ITEM_COLUMNS)} FROM ledger_items WHERE occurred_ns >= ? AND occurred_ns < ?",
+                f"SELECT {', '.join(ITEM_COLUMNS)} FROM ledger_items WHERE occurred_ns >= ? AND occurred_ns < ?",
                 (since_ns, until_ns),
             )
             rows = cur.fetchall()
         except sqlite3.Error as e:
             raise sqlite_failure(e, "reading ledger items") from e
-        out = []
-        for r in rows:
-            row = dict(zip(_ITEM_COLUMNS, r, strict=True))
-            row["attributes"] = orjson.loads(row["attributes"]) if row["attributes"] else {}
-            out.append(LedgerItemRecord(**row))
-        return out
+        return [item_of_row(r) for r in rows]
 
     def close(self) -> None:
         self.state.close()
-
-
-def _item_row(item: LedgerItemRecord) -> tuple[Any, ...]:
-    attributes = orjson.dumps(dict(item.attributes)).decode() if item.attributes else None
-    return (
-        item.tenant, item.item_id, item.category, item.amount_usd, item.quantity, item.unit, item.occurred_ns,
-        item.trace_id, item.task, item.feature, item.user_id, item.vendor, item.description, attributes,
-        item.request_sha,
-    )  # fmt: skip
 
 
 class DuckDBRecordOwners:

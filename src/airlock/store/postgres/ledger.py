@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import orjson
 
 from airlock.errors import ItemConflict
-from airlock.store.ledger import LedgerItemRecord
+from airlock.store.ledger import ITEM_COLUMNS, LedgerItemRecord, item_of_row, item_row
 from airlock.store.postgres.connection import PostgresPool
 
-_ITEM_COLUMNS = (
-    "tenant", "item_id", "category", "amount_usd", "quantity", "unit", "occurred_ns", "trace_id", "task",
-    "feature", "user_id", "vendor", "description", "attributes", "request_sha",
-)  # fmt: skip
-
 _INSERT = (
-    f"INSERT INTO ledger_items ({', '.join(_ITEM_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_ITEM_COLUMNS))})"
+    f"INSERT INTO ledger_items ({', '.join(ITEM_COLUMNS)}) VALUES ({', '.join(['%s'] * len(ITEM_COLUMNS))})"
     " ON CONFLICT (tenant, item_id) DO NOTHING"
 )
 
@@ -39,7 +31,7 @@ class PostgresLedgerItems:
         created = [False] * len(items)
         with self.pool.transaction("storing ledger items") as conn:
             with conn.cursor() as cur:
-                cur.executemany(_INSERT + " RETURNING 1", [_item_row(items[i]) for i in order], returning=True)
+                cur.executemany(_INSERT + " RETURNING 1", [item_row(items[i]) for i in order], returning=True)
                 for i in order:
                     created[i] = cur.fetchone() is not None
                     cur.nextset()
@@ -62,25 +54,11 @@ class PostgresLedgerItems:
     def in_window(self, since_ns: int, until_ns: int) -> list[LedgerItemRecord]:
         with self.pool.connection("reading ledger items") as conn:
             rows = conn.execute(
-                f"SELECT {', '.join(_ITEM_COLUMNS)} FROM ledger_items WHERE occurred_ns >= %s AND occurred_ns < %s"
+                f"SELECT {', '.join(ITEM_COLUMNS)} FROM ledger_items WHERE occurred_ns >= %s AND occurred_ns < %s"
                 " ORDER BY occurred_ns, seq",
                 (since_ns, until_ns),
             ).fetchall()
-        out = []
-        for r in rows:
-            row = dict(zip(_ITEM_COLUMNS, r, strict=True))
-            row["attributes"] = orjson.loads(row["attributes"]) if row["attributes"] else {}
-            out.append(LedgerItemRecord(**row))
-        return out
+        return [item_of_row(r) for r in rows]
 
     def close(self) -> None:
         self.pool.close()
-
-
-def _item_row(item: LedgerItemRecord) -> tuple[Any, ...]:
-    attributes = orjson.dumps(dict(item.attributes)).decode() if item.attributes else None
-    return (
-        item.tenant, item.item_id, item.category, item.amount_usd, item.quantity, item.unit, item.occurred_ns,
-        item.trace_id, item.task, item.feature, item.user_id, item.vendor, item.description, attributes,
-        item.request_sha,
-    )  # fmt: skip
