@@ -52,29 +52,102 @@ INDEX_SCHEMA = pa.schema(
 IndexRow = tuple[str, str, int, int, int, int]
 
 
-class PackWriter:
-    """The writing side, owned by one recorder writer."""
+class PackIndex:
+    """What every payload sink keeps beside its packs: the deduplication window, and the index rows
+    of stored payloads until the writer has logged them (take_unlogged) and put them in a segment
+    (index_table, index_written). A sink calls `_fresh` to drop payloads stored recently and
+    `_stored` once a pack holding new ones is safe, and overrides `_before_handout` when rows must
+    not be handed out before something is done (the object store's upload)."""
 
-    def __init__(self, root: Path, writer_id: str, level: int = 3, remember: int = 200_000) -> None:
-        self.root = root
-        self.writer_id = writer_id
-        root.mkdir(parents=True, exist_ok=True)
-        self._compressor = zstandard.ZstdCompressor(level=level)
+    def __init__(self, remember: int) -> None:
         self._known: OrderedDict[str, None] = OrderedDict()  # the deduplication window
         self._remember = remember
-        self._pending: list[IndexRow] = []  # in a pack, not yet in an index segment
+        self._pending: list[IndexRow] = []  # stored, not yet in an index segment
         self._unlogged: list[IndexRow] = []  # pending rows the writer has not yet put in its write-ahead file
-        self._pack_fd = -1
-        self._pack_name = ""
-        self._pack_size = 0
-        self._pack_seq = 0
         self._lock = threading.Lock()
         self.deduplicated = 0
 
     def remember(self, digests: Iterable[str]) -> None:
         """Seed the deduplication window (e.g. from the newest index segments at start-up)."""
-        for d in digests:
-            self._remember_digest(d)
+        with self._lock:
+            for d in digests:
+                self._remember_digest(d)
+
+    def _fresh(self, digests: Sequence[str], items: Sequence[bytes]) -> dict[str, bytes]:
+        """The payloads not seen recently, by digest (the lock held)."""
+        fresh: dict[str, bytes] = {}
+        for digest, data in zip(digests, items, strict=True):
+            if digest in self._known or digest in fresh:
+                self.deduplicated += 1
+                continue
+            fresh[digest] = data
+        return fresh
+
+    def _stored(self, rows: list[IndexRow]) -> None:
+        """Rows of payloads now safe in a pack: pending, and to be logged (the lock held)."""
+        self._pending.extend(rows)
+        self._unlogged.extend(rows)
+
+    def _before_handout(self) -> None:
+        """Done (the lock held) before rows are handed out; nothing for local packs."""
+
+    def take_unlogged(self) -> list[IndexRow]:
+        """Index rows stored since the last call, for the writer's write-ahead file."""
+        with self._lock:
+            self._before_handout()
+            rows, self._unlogged = self._unlogged, []
+        return rows
+
+    def unlog(self, rows: list[IndexRow]) -> None:
+        """Put back rows taken by take_unlogged whose write-ahead append failed."""
+        with self._lock:
+            self._unlogged[:0] = rows
+
+    def restore(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Index rows read back from a write-ahead file after a crash (their packs were written)."""
+        with self._lock:
+            for digest, pack, fo, fl, io, ln in rows:
+                row: IndexRow = (str(digest), str(pack), int(fo), int(fl), int(io), int(ln))
+                self._pending.append(row)
+                self._unlogged.append(row)  # so the next write-ahead file carries it again
+                self._remember_digest(row[0])
+
+    def index_table(self) -> pa.Table:
+        """The pending index rows as a table for the next segment (sorted, for row-group pruning)."""
+        with self._lock:
+            self._before_handout()
+            rows = sorted(self._pending)
+        return (
+            pa.Table.from_arrays([pa.array(col) for col in zip(*rows, strict=True)], schema=INDEX_SCHEMA)
+            if rows
+            else INDEX_SCHEMA.empty_table()
+        )
+
+    def index_written(self, n: int) -> None:
+        """The first n pending rows (as of index_table) are now in a segment."""
+        with self._lock:
+            self._pending = self._pending[n:]
+
+    def _remember_digest(self, digest: str) -> None:
+        self._known[digest] = None
+        self._known.move_to_end(digest)
+        if len(self._known) > self._remember:
+            self._known.popitem(last=False)
+
+
+class PackWriter(PackIndex):
+    """The writing side, owned by one recorder writer."""
+
+    def __init__(self, root: Path, writer_id: str, level: int = 3, remember: int = 200_000) -> None:
+        super().__init__(remember)
+        self.root = root
+        self.writer_id = writer_id
+        root.mkdir(parents=True, exist_ok=True)
+        self._compressor = zstandard.ZstdCompressor(level=level)
+        self._pack_fd = -1
+        self._pack_name = ""
+        self._pack_size = 0
+        self._pack_seq = 0
 
     def _open_pack(self) -> None:
         if self._pack_fd >= 0 and self._pack_size < _PACK_MAX_BYTES:
@@ -90,12 +163,7 @@ class PackWriter:
         """Store each payload not seen recently; returns the sha256 digests of all, in order."""
         digests = [hashlib.sha256(data).hexdigest() for data in items]
         with self._lock:
-            fresh: dict[str, bytes] = {}
-            for digest, data in zip(digests, items, strict=True):
-                if digest in self._known or digest in fresh:
-                    self.deduplicated += 1
-                    continue
-                fresh[digest] = data
+            fresh = self._fresh(digests, items)
             if fresh:
                 self._append(fresh, sync)
         return digests
@@ -114,51 +182,9 @@ class PackWriter:
         self._pack_size += len(out)
         if sync:
             os.fsync(self._pack_fd)
-        self._pending.extend(rows)
-        self._unlogged.extend(rows)
+        self._stored(rows)
         for digest in fresh:
             self._remember_digest(digest)
-
-    def take_unlogged(self) -> list[IndexRow]:
-        """Index rows written since the last call, for the writer's write-ahead file."""
-        with self._lock:
-            rows, self._unlogged = self._unlogged, []
-        return rows
-
-    def unlog(self, rows: list[IndexRow]) -> None:
-        """Put back rows taken by take_unlogged whose write-ahead append failed."""
-        with self._lock:
-            self._unlogged[:0] = rows
-
-    def restore(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Index rows read back from a write-ahead file after a crash."""
-        with self._lock:
-            for digest, pack, fo, fl, io, ln in rows:
-                row: IndexRow = (str(digest), str(pack), int(fo), int(fl), int(io), int(ln))
-                self._pending.append(row)
-                self._unlogged.append(row)  # so the next write-ahead file carries it again
-                self._remember_digest(row[0])
-
-    def index_table(self) -> pa.Table:
-        """The pending index rows as a table for the next segment (sorted, for row-group pruning)."""
-        with self._lock:
-            rows = sorted(self._pending)
-        return (
-            pa.Table.from_arrays([pa.array(col) for col in zip(*rows, strict=True)], schema=INDEX_SCHEMA)
-            if rows
-            else INDEX_SCHEMA.empty_table()
-        )
-
-    def index_written(self, n: int) -> None:
-        """The first n pending rows (as of index_table) are now in a segment."""
-        with self._lock:
-            self._pending = self._pending[n:]
-
-    def _remember_digest(self, digest: str) -> None:
-        self._known[digest] = None
-        self._known.move_to_end(digest)
-        if len(self._known) > self._remember:
-            self._known.popitem(last=False)
 
     def close(self) -> None:
         with self._lock:

@@ -17,15 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
-import pyarrow as pa
 import zstandard
 
-from airlock.store.embedded.blobs import INDEX_SCHEMA, IndexRow, encode_frames
+from airlock.store.embedded.blobs import IndexRow, PackIndex, encode_frames
 from airlock.store.s3.bucket import valid_writer_id
 
 log = logging.getLogger("airlock.store.s3")
@@ -39,7 +36,7 @@ class PackUploads(Protocol):
     def put_pack(self, pack: str, data: bytes | bytearray) -> None: ...
 
 
-class S3PackWriter:
+class S3PackWriter(PackIndex):
     """PayloadSink on an object store, owned by one recorder writer."""
 
     def __init__(
@@ -50,31 +47,20 @@ class S3PackWriter:
         remember: int = 200_000,
         pack_max_bytes: int = PACK_MAX_BYTES,
     ) -> None:
+        super().__init__(remember)  # its pending rows are those of uploaded packs
         self.bucket = bucket
         self.writer_id = valid_writer_id(writer_id)
         self._session = os.urandom(4).hex()
         self._compressor = zstandard.ZstdCompressor(level=level)
-        self._known: OrderedDict[str, None] = OrderedDict()  # the deduplication window
-        self._remember = remember
         self._pack_max_bytes = pack_max_bytes
-        self._pending: list[IndexRow] = []  # in an uploaded pack, not yet in an index segment
-        self._unlogged: list[IndexRow] = []  # pending rows the writer has not yet put in its write-ahead file
         self._open = bytearray()  # the pack being built, not yet uploaded
         self._open_rows: list[IndexRow] = []
         self._pack_seq = 1
-        self._lock = threading.Lock()
-        self.deduplicated = 0
         self.uploaded = 0
 
     @property
     def _pack_name(self) -> str:
         return f"{self.writer_id}/{self._session}.{self._pack_seq:06d}.pack"
-
-    def remember(self, digests: Iterable[str]) -> None:
-        """Seed the deduplication window (e.g. from the newest index segments at start-up)."""
-        with self._lock:
-            for d in digests:
-                self._remember_digest(d)
 
     def put_many(self, items: Sequence[bytes], sync: bool = False) -> list[str]:
         """Store each payload not seen recently; returns the sha256 digests of all, in order. With
@@ -82,12 +68,7 @@ class S3PackWriter:
         (StoreUnavailable if that fails; the payloads stay in the open pack for the next try)."""
         digests = [hashlib.sha256(data).hexdigest() for data in items]
         with self._lock:
-            fresh: dict[str, bytes] = {}
-            for digest, data in zip(digests, items, strict=True):
-                if digest in self._known or digest in fresh:
-                    self.deduplicated += 1
-                    continue
-                fresh[digest] = data
+            fresh = self._fresh(digests, items)
             if fresh:
                 frames, rows = encode_frames(self._compressor, fresh, self._pack_name, len(self._open))
                 self._open += frames
@@ -104,56 +85,15 @@ class S3PackWriter:
             return
         self.bucket.put_pack(self._pack_name, self._open)
         self.uploaded += 1
-        self._pending.extend(self._open_rows)
-        self._unlogged.extend(self._open_rows)
+        self._stored(self._open_rows)
         self._open = bytearray()
         self._open_rows = []
         self._pack_seq += 1
 
-    def take_unlogged(self) -> list[IndexRow]:
-        """Index rows of uploaded packs not yet handed out, for the writer's write-ahead file; the
-        open pack is uploaded first (StoreUnavailable if that fails, and then nothing is handed out)."""
-        with self._lock:
-            self._upload_open()
-            rows, self._unlogged = self._unlogged, []
-        return rows
-
-    def unlog(self, rows: list[IndexRow]) -> None:
-        """Put back rows taken by take_unlogged whose write-ahead append failed."""
-        with self._lock:
-            self._unlogged[:0] = rows
-
-    def restore(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Index rows read back from a write-ahead file after a crash (their packs were uploaded)."""
-        with self._lock:
-            for digest, pack, fo, fl, io, ln in rows:
-                row: IndexRow = (str(digest), str(pack), int(fo), int(fl), int(io), int(ln))
-                self._pending.append(row)
-                self._unlogged.append(row)  # so the next write-ahead file carries it again
-                self._remember_digest(row[0])
-
-    def index_table(self) -> pa.Table:
-        """The pending index rows as a table for the next segment (sorted, for row-group pruning); the
-        open pack is uploaded first (StoreUnavailable if that fails)."""
-        with self._lock:
-            self._upload_open()
-            rows = sorted(self._pending)
-        return (
-            pa.Table.from_arrays([pa.array(col) for col in zip(*rows, strict=True)], schema=INDEX_SCHEMA)
-            if rows
-            else INDEX_SCHEMA.empty_table()
-        )
-
-    def index_written(self, n: int) -> None:
-        """The first n pending rows (as of index_table) are now in a segment."""
-        with self._lock:
-            self._pending = self._pending[n:]
-
-    def _remember_digest(self, digest: str) -> None:
-        self._known[digest] = None
-        self._known.move_to_end(digest)
-        if len(self._known) > self._remember:
-            self._known.popitem(last=False)
+    def _before_handout(self) -> None:
+        """No index row names a pack not in the bucket: the open pack is uploaded before rows are handed
+        out (StoreUnavailable if that fails, and then nothing is handed out)."""
+        self._upload_open()
 
     def close(self) -> None:
         """Drop the open pack, if an upload left one: none of its rows was handed out, so the records
