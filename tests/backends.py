@@ -1,9 +1,10 @@
 """Fixtures for the server backends: a fresh PostgreSQL database per test, a Redis key prefix per
-test, and an S3-compatible server (moto's, in process, on 127.0.0.1) with a fresh bucket per test.
+test, an S3-compatible server (moto's, in process, on 127.0.0.1) with a fresh bucket per test, and
+ClickHouse's engine behind its HTTP interface in a process of its own (`clickhouse_url`).
 
 PostgreSQL and Redis come from AIRLOCK_TEST_POSTGRES_DSN / AIRLOCK_TEST_REDIS_URL (set by `make test`,
 which starts them with tests/servers.py); without them the fixtures start their own where the
-machine allows. With AIRLOCK_TEST_REQUIRE_BACKENDS=1 (set by `make test`, hence by CI) a backend
+machine allows. With AIRLOCK_TEST_REQUIRE_BACKENDS=1 (set by .ci/run) a backend
 that cannot be had fails the test instead of skipping it.
 """
 
@@ -109,3 +110,25 @@ def s3_bucket(s3_endpoint: str) -> str:
     )
     client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def clickhouse_url(tmp_path: Path) -> Iterator[str]:
+    """ClickHouse's engine behind its HTTP interface (tests/clickhouse_http.py) in a process of its own,
+    so that several processes (gateway replicas, the CLI) share one engine as they would a server."""
+    import subprocess
+    import sys
+
+    from helpers import free_port, wait_http
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "clickhouse_http.py"), str(port), str(tmp_path / "chdb")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

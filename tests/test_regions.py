@@ -6,12 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from airlock.store.clickhouse.migrate import apply_migrations
@@ -19,24 +17,8 @@ from airlock.store.clickhouse.sink import with_batch
 from airlock.store.clickhouse.transport import HttpTransport
 from airlock.store.embedded import DataDir
 from airlock.store.embedded.synthetic import Attribute, Planted, Workload, write_workload
-from helpers import free_port, wait_http
 
 DIGEST = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
-
-
-@pytest.fixture
-def clickhouse_url(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "clickhouse_http.py"), str(port), str(tmp_path / "chdb")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _region_record(tmp: Path, url: str, database: str, planted_region: str) -> None:

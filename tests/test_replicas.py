@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,26 +15,10 @@ import orjson
 import pytest
 
 import servers
-from helpers import API_KEY, Gateway, Sim, free_port, wait_http, write_config
+from helpers import API_KEY, Gateway, Sim, write_config
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello from a replica"}], "max_tokens": 4}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-
-
-@pytest.fixture
-def clickhouse_url(tmp_path: Path) -> Iterator[str]:
-    """ClickHouse's engine behind its HTTP interface (tests/clickhouse_http.py), in a process of its own."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "clickhouse_http.py"), str(port), str(tmp_path / "chdb")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _wait_gone(url: str) -> None:
